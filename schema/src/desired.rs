@@ -1,0 +1,114 @@
+//! Desired state: what the controller wants a device to run. One [`DesiredState`] per device is
+//! kept in the controller's database and published retained on `fleet/<device>/cmd`; the agent
+//! converges on the highest generation it has seen and never goes back to a lower one.
+
+use crate::artifact::ArtifactType;
+use crate::UnixMillis;
+use serde::{Deserialize, Serialize};
+
+/// The complete desired state of one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    /// The device this state is for (guards against a message on the wrong topic).
+    pub device_id: String,
+    /// Monotonically increasing per device; an agent ignores a generation lower than the one it
+    /// has applied, so replays and stale retained messages are harmless.
+    pub generation: u64,
+    /// The apps the device should run, each at one version. Apps absent here are stopped.
+    pub apps: Vec<DesiredApp>,
+    /// When the controller issued this generation.
+    #[serde(default)]
+    pub issued_at: UnixMillis,
+}
+
+/// One app the device should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredApp {
+    /// Application name (unique on the device).
+    pub name: String,
+    /// Application version.
+    pub version: String,
+    /// The artifact that implements this version.
+    pub artifact: ArtifactRef,
+    /// The deployment that asked for this version, for progress reporting.
+    #[serde(default)]
+    pub deployment_id: Option<String>,
+}
+
+/// What a device needs to fetch and verify an artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    /// Artifact name.
+    pub name: String,
+    /// Artifact version.
+    pub version: String,
+    /// Artifact type.
+    #[serde(rename = "type")]
+    pub kind: ArtifactType,
+    /// Exact size in bytes; a download of any other size is refused.
+    pub size: u64,
+    /// Lowercase hex sha256 of the content; a mismatch is refused.
+    pub sha256: String,
+    /// Where to download it from (absolute URL served by the controller or the store).
+    pub url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode, DEFAULT_MAX_PAYLOAD};
+
+    /// A newer controller may add fields and artifact types; this build must still read them.
+    #[test]
+    fn newer_peer_fields_and_types_are_accepted() {
+        #[derive(Serialize)]
+        struct NewerRef<'a> {
+            name: &'a str,
+            version: &'a str,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            size: u64,
+            sha256: &'a str,
+            url: &'a str,
+            delta_from: &'a str,
+        }
+        #[derive(Serialize)]
+        struct NewerApp<'a> {
+            name: &'a str,
+            version: &'a str,
+            artifact: NewerRef<'a>,
+            priority: u8,
+        }
+        #[derive(Serialize)]
+        struct Newer<'a> {
+            device_id: &'a str,
+            generation: u64,
+            apps: Vec<NewerApp<'a>>,
+            maintenance_window: &'a str,
+        }
+        let bytes = encode(&Newer {
+            device_id: "d1",
+            generation: 7,
+            apps: vec![NewerApp {
+                name: "a",
+                version: "1.0.0",
+                artifact: NewerRef {
+                    name: "a",
+                    version: "1.0.0",
+                    kind: "wasm",
+                    size: 3,
+                    sha256: "00",
+                    url: "http://x",
+                    delta_from: "0.9.0",
+                },
+                priority: 1,
+            }],
+            maintenance_window: "02:00-04:00",
+        })
+        .expect("encodes");
+        let d: DesiredState = decode(&bytes, DEFAULT_MAX_PAYLOAD).expect("lenient decode");
+        assert_eq!(d.generation, 7);
+        assert_eq!(d.apps[0].artifact.kind, ArtifactType::Other("wasm".into()));
+        assert_eq!(d.apps[0].deployment_id, None);
+    }
+}

@@ -1,0 +1,28 @@
+//! FleetD's shared language: the MQTT topics, the CBOR wire messages that travel on them, the JSON
+//! types of the HTTP API, and the validation of identifiers. Every component (controller, agent,
+//! CLI, simulator) speaks through these types, so this crate does no I/O and has no runtime.
+//!
+//! Wire types are lenient (unknown fields and enum values from newer peers are accepted); API
+//! request types are strict (unknown fields are an error naming the field).
+
+pub mod api;
+pub mod artifact;
+pub mod codec;
+pub mod desired;
+pub mod device_id;
+pub mod open_enum;
+pub mod status;
+pub mod telemetry;
+pub mod topic;
+
+pub use artifact::{ArtifactMeta, ArtifactType};
+pub use codec::{decode, encode, CodecError, DEFAULT_MAX_PAYLOAD};
+pub use desired::{ArtifactRef, DesiredApp, DesiredState};
+pub use device_id::{DeviceId, DeviceIdError};
+pub use status::{AppPhase, AppStatus, ControllerStatus, DeviceStatus, Inventory};
+pub use telemetry::{AppMetrics, DeviceMetrics, LogBatch, LogEntry, LogLevel, MetricsBatch};
+pub use topic::{Topic, TopicError};
+
+/// Milliseconds since the Unix epoch: the one timestamp representation on the wire, so that
+/// every peer compares times the same way regardless of its clock library.
+pub type UnixMillis = u64;

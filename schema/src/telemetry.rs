@@ -1,0 +1,122 @@
+//! Metrics and log batches streamed by agents on `fleet/<device>/metrics` and
+//! `fleet/<device>/logs` (QoS 0, not retained). Batched so that a board sends a few packets per
+//! interval instead of one per sample or line.
+
+use crate::open_enum;
+use crate::UnixMillis;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Per-app process metrics (the seed's `AppMetrics`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppMetrics {
+    /// Application name.
+    pub app: String,
+    /// CPU use, percent of one core.
+    pub cpu_percent: f32,
+    /// Resident memory, bytes.
+    pub memory_bytes: u64,
+    /// Bytes read from disk.
+    pub disk_io_read: u64,
+    /// Bytes written to disk.
+    pub disk_io_write: u64,
+    /// Network bytes received.
+    pub network_rx: u64,
+    /// Network bytes sent.
+    pub network_tx: u64,
+    /// Open file descriptors.
+    pub fds: u32,
+    /// Threads.
+    pub threads: u32,
+    /// Restarts of the current version.
+    pub restart_count: u32,
+    /// Seconds since the current process started.
+    pub uptime_seconds: u64,
+    /// Application-reported counters (e.g. "requests", "errors").
+    pub custom_metrics: BTreeMap<String, f64>,
+    /// Health verdict ("healthy", "unhealthy", "unknown").
+    pub health: String,
+    /// Health detail.
+    pub health_message: String,
+}
+
+/// Whole-device metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeviceMetrics {
+    /// CPU use, percent of all cores.
+    pub cpu_percent: f32,
+    /// Memory in use, bytes.
+    pub memory_used: u64,
+    /// Total memory, bytes.
+    pub memory_total: u64,
+    /// Disk space in use, bytes.
+    pub disk_used: u64,
+    /// Disk space total, bytes.
+    pub disk_total: u64,
+    /// One-minute load average.
+    pub load1: f32,
+    /// Network bytes received.
+    pub network_rx: u64,
+    /// Network bytes sent.
+    pub network_tx: u64,
+}
+
+/// One metrics report from a device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsBatch {
+    /// Reporting device.
+    pub device_id: String,
+    /// Sample time.
+    pub timestamp: UnixMillis,
+    /// Device-wide figures.
+    pub device: DeviceMetrics,
+    /// Per-app figures.
+    pub apps: Vec<AppMetrics>,
+}
+
+open_enum! {
+    /// Severity parsed from a log line.
+    pub enum LogLevel {
+        /// Trace.
+        Trace => "trace",
+        /// Debug.
+        Debug => "debug",
+        /// Info (also the default for unmarked stdout lines).
+        Info => "info",
+        /// Warning.
+        Warn => "warn",
+        /// Error (also the default for unmarked stderr lines).
+        Error => "error",
+    }
+}
+
+/// One captured log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// When the line was read.
+    pub timestamp: UnixMillis,
+    /// Application it came from ("agent" for the agent's own lines).
+    pub app: String,
+    /// "stdout" or "stderr".
+    #[serde(default)]
+    pub stream: String,
+    /// Parsed level.
+    pub level: LogLevel,
+    /// The line, truncated to the agent's limit.
+    pub message: String,
+}
+
+/// A batch of log lines, with how many were dropped since the previous batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogBatch {
+    /// Reporting device.
+    pub device_id: String,
+    /// The lines, oldest first.
+    pub entries: Vec<LogEntry>,
+    /// Lines dropped by rate limits or full buffers since the previous batch.
+    pub dropped: u64,
+}

@@ -1,0 +1,299 @@
+//! The typed topic tree. Every MQTT topic FleetD uses is a [`Topic`] variant; `topics.md` at the
+//! workspace root documents each one (a test keeps the two in step). Nothing else in FleetD
+//! formats or parses topic strings by hand.
+
+use crate::device_id::{DeviceId, DeviceIdError};
+use std::fmt;
+
+/// The root of every FleetD topic.
+pub const ROOT: &str = "fleet";
+
+/// The reserved second level for control-plane topics; device ids can never start with `_`.
+pub const CONTROL_LEVEL: &str = "_controller";
+
+/// A FleetD topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// `fleet/<device>/cmd`: the device's desired state, retained, QoS 1, controller to agent.
+    Cmd(DeviceId),
+    /// `fleet/<device>/status`: the device's reported state, retained, QoS 1, agent to all.
+    Status(DeviceId),
+    /// `fleet/<device>/metrics`: metric batches, QoS 0, agent to controller.
+    Metrics(DeviceId),
+    /// `fleet/<device>/logs`: log batches, QoS 0, agent to controller and CLI.
+    Logs(DeviceId),
+    /// `fleet/_controller/status`: the controller's presence, retained, QoS 1.
+    ControllerStatus,
+}
+
+/// The kind of a per-device topic, for building subscription filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceTopicKind {
+    /// `cmd`
+    Cmd,
+    /// `status`
+    Status,
+    /// `metrics`
+    Metrics,
+    /// `logs`
+    Logs,
+}
+
+impl DeviceTopicKind {
+    /// Every per-device topic kind.
+    pub const ALL: [DeviceTopicKind; 4] = [Self::Cmd, Self::Status, Self::Metrics, Self::Logs];
+
+    /// The last topic level.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Cmd => "cmd",
+            Self::Status => "status",
+            Self::Metrics => "metrics",
+            Self::Logs => "logs",
+        }
+    }
+
+    /// The wildcard filter matching this kind for every device, e.g. `fleet/+/status`.
+    pub fn all_devices_filter(self) -> String {
+        format!("{ROOT}/+/{}", self.suffix())
+    }
+}
+
+/// Why a topic string is not a FleetD topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// Not under `fleet/` or not of a known shape.
+    #[error("topic {0:?} is not a FleetD topic")]
+    Unknown(String),
+    /// Device level is not a valid device id.
+    #[error("topic {topic:?} has an invalid device id: {source}")]
+    BadDevice {
+        /// The topic.
+        topic: String,
+        /// Why the device id is invalid.
+        source: DeviceIdError,
+    },
+}
+
+/// Delivery properties of a topic, as `topics.md` documents them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The pattern, with `<device>` for the device level.
+    pub pattern: &'static str,
+    /// MQTT QoS level.
+    pub qos: u8,
+    /// Whether messages are published retained.
+    pub retained: bool,
+    /// Who publishes.
+    pub publisher: &'static str,
+    /// The payload's Rust type name in `fleet_schema`.
+    pub payload: &'static str,
+}
+
+impl Topic {
+    /// Every topic pattern and its delivery properties: the contract `topics.md` documents.
+    pub const SPECS: [TopicSpec; 5] = [
+        TopicSpec {
+            pattern: "fleet/<device>/cmd",
+            qos: 1,
+            retained: true,
+            publisher: "controller",
+            payload: "DesiredState",
+        },
+        TopicSpec {
+            pattern: "fleet/<device>/status",
+            qos: 1,
+            retained: true,
+            publisher: "agent",
+            payload: "DeviceStatus",
+        },
+        TopicSpec {
+            pattern: "fleet/<device>/metrics",
+            qos: 0,
+            retained: false,
+            publisher: "agent",
+            payload: "MetricsBatch",
+        },
+        TopicSpec {
+            pattern: "fleet/<device>/logs",
+            qos: 0,
+            retained: false,
+            publisher: "agent",
+            payload: "LogBatch",
+        },
+        TopicSpec {
+            pattern: "fleet/_controller/status",
+            qos: 1,
+            retained: true,
+            publisher: "controller",
+            payload: "ControllerStatus",
+        },
+    ];
+
+    /// The delivery properties of this topic.
+    pub fn spec(&self) -> &'static TopicSpec {
+        let i = match self {
+            Topic::Cmd(_) => 0,
+            Topic::Status(_) => 1,
+            Topic::Metrics(_) => 2,
+            Topic::Logs(_) => 3,
+            Topic::ControllerStatus => 4,
+        };
+        &Self::SPECS[i]
+    }
+
+    /// The device this topic belongs to, if it is a per-device topic.
+    pub fn device(&self) -> Option<&DeviceId> {
+        match self {
+            Topic::Cmd(d) | Topic::Status(d) | Topic::Metrics(d) | Topic::Logs(d) => Some(d),
+            Topic::ControllerStatus => None,
+        }
+    }
+
+    /// Builds a per-device topic of the given kind.
+    pub fn for_device(kind: DeviceTopicKind, device: DeviceId) -> Self {
+        match kind {
+            DeviceTopicKind::Cmd => Topic::Cmd(device),
+            DeviceTopicKind::Status => Topic::Status(device),
+            DeviceTopicKind::Metrics => Topic::Metrics(device),
+            DeviceTopicKind::Logs => Topic::Logs(device),
+        }
+    }
+
+    /// Parses a topic string.
+    pub fn parse(s: &str) -> Result<Self, TopicError> {
+        let unknown = || TopicError::Unknown(s.to_string());
+        let mut parts = s.split('/');
+        if parts.next() != Some(ROOT) {
+            return Err(unknown());
+        }
+        let second = parts.next().ok_or_else(unknown)?;
+        let third = parts.next().ok_or_else(unknown)?;
+        if parts.next().is_some() {
+            return Err(unknown());
+        }
+        if second == CONTROL_LEVEL {
+            return match third {
+                "status" => Ok(Topic::ControllerStatus),
+                _ => Err(unknown()),
+            };
+        }
+        let kind = DeviceTopicKind::ALL
+            .into_iter()
+            .find(|k| k.suffix() == third)
+            .ok_or_else(unknown)?;
+        let device = DeviceId::parse(second).map_err(|source| TopicError::BadDevice {
+            topic: s.to_string(),
+            source,
+        })?;
+        Ok(Self::for_device(kind, device))
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Topic::ControllerStatus => write!(f, "{ROOT}/{CONTROL_LEVEL}/status"),
+            Topic::Cmd(d) => write!(f, "{ROOT}/{d}/cmd"),
+            Topic::Status(d) => write!(f, "{ROOT}/{d}/status"),
+            Topic::Metrics(d) => write!(f, "{ROOT}/{d}/metrics"),
+            Topic::Logs(d) => write!(f, "{ROOT}/{d}/logs"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(s: &str) -> DeviceId {
+        DeviceId::parse(s).expect("valid id")
+    }
+
+    #[test]
+    fn format_parse_round_trip() {
+        let all = [
+            Topic::Cmd(dev("a")),
+            Topic::Status(dev("b-2")),
+            Topic::Metrics(dev("c.3")),
+            Topic::Logs(dev("d_4")),
+            Topic::ControllerStatus,
+        ];
+        for t in all {
+            let s = t.to_string();
+            assert_eq!(Topic::parse(&s).expect("parses"), t, "{s}");
+            let pattern = match t.device() {
+                Some(d) => s.replacen(d.as_str(), "<device>", 1),
+                None => s.clone(),
+            };
+            assert_eq!(t.spec().pattern, pattern);
+        }
+    }
+
+    #[test]
+    fn rejects_foreign_and_malformed_topics() {
+        for bad in [
+            "fleet",
+            "fleet/a",
+            "fleet/a/cmd/extra",
+            "other/a/cmd",
+            "fleet/a/unknown",
+            "fleet/_controller/cmd",
+            "fleet/+/status",
+            "fleet/$x/status",
+        ] {
+            assert!(Topic::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn controller_topics_cannot_be_device_topics() {
+        assert!(DeviceId::parse(CONTROL_LEVEL).is_err());
+    }
+}
+
+#[cfg(test)]
+mod contract {
+    use super::Topic;
+
+    /// Parses the table in `topics.md` into (pattern, qos, retained, payload) rows.
+    fn documented() -> Vec<(String, u8, bool, String)> {
+        let doc = include_str!("../../topics.md");
+        doc.lines()
+            .filter(|l| l.starts_with("| `fleet/"))
+            .map(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+                assert_eq!(cells.len(), 6, "topics.md row has 6 columns: {l}");
+                let qos = cells[3].parse().expect("QoS column is a number");
+                let retained = match cells[4] {
+                    "yes" => true,
+                    "no" => false,
+                    other => panic!("retained column must be yes or no, got {other}"),
+                };
+                (
+                    cells[0].trim_matches('`').to_string(),
+                    qos,
+                    retained,
+                    cells[5].trim_matches('`').to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn topics_md_matches_the_topic_enum() {
+        let doc = documented();
+        let code: Vec<(String, u8, bool, String)> = Topic::SPECS
+            .iter()
+            .map(|s| {
+                (
+                    s.pattern.to_string(),
+                    s.qos,
+                    s.retained,
+                    s.payload.to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(doc, code, "topics.md table and Topic::SPECS disagree");
+    }
+}
