@@ -1,0 +1,145 @@
+//! A real `fleet-agent` process for end-to-end tests, with its own data directory. Dropping it
+//! stops the agent and kills anything still running from its data directory, so no test leaves
+//! a process behind.
+
+use super::procs::{kill_processes_under, processes_under, signal, workspace_bin};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One agent process.
+pub struct Agent {
+    /// The device id it runs as.
+    pub device_id: String,
+    mqtt_url: String,
+    labels: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts an agent for `device_id` against the broker at `mqtt_url`.
+    pub fn start(device_id: &str, mqtt_url: &str, labels: &[(&str, &str)]) -> Self {
+        let mut agent = Self {
+            device_id: device_id.to_string(),
+            mqtt_url: mqtt_url.to_string(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            dir: tempfile::tempdir().expect("temp dir for the agent"),
+            child: None,
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open agent log");
+        let mut cmd = Command::new(workspace_bin("fleet-agent"));
+        cmd.arg("--device-id")
+            .arg(&self.device_id)
+            .arg("--mqtt-url")
+            .arg(&self.mqtt_url)
+            .arg("--data-dir")
+            .arg(self.data_dir());
+        for (k, v) in &self.labels {
+            cmd.arg("--label").arg(format!("{k}={v}"));
+        }
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn fleet-agent"));
+    }
+
+    /// The agent's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    /// Everything the agent wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The agent's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// True while the agent process is alive.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGKILLs the agent (its apps keep running, as after a power-loss of the agent alone).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the agent again on the same data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Stops the agent with SIGTERM and waits up to 15 s for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// App processes started by this agent: (pid, exe) for executables under `apps/`.
+    pub fn app_processes(&self) -> Vec<(i32, PathBuf)> {
+        processes_under(&self.data_dir().join("apps"))
+    }
+
+    /// Pids of processes running `app` at `version` from this agent's install directory.
+    pub fn app_pids(&self, app: &str, version: &str) -> Vec<i32> {
+        let dir = self.data_dir().join("apps").join(app).join(version);
+        self.app_processes()
+            .into_iter()
+            .filter(|(_, exe)| exe.starts_with(dir.canonicalize().unwrap_or(dir.clone())))
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// Path of the app's captured output.
+    pub fn app_log(&self, app: &str) -> String {
+        std::fs::read_to_string(self.data_dir().join("logs").join(format!("{app}.log")))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+        kill_processes_under(&self.data_dir());
+    }
+}
+
