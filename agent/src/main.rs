@@ -1,2 +1,34 @@
-//! stub
-fn main() {}
+//! The `fleet-agent` binary: parses settings, prepares the data directory, opens the agent
+//! database and runs the agent on a current-thread runtime until SIGTERM/SIGINT.
+
+use anyhow::Context;
+use clap::Parser;
+use fleet_agent::config::{Cli, Config};
+use fleet_agent::{daemon, layout, store::Store};
+use std::time::Duration;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let mut cfg = Config::from_cli(&cli)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)
+        .with_context(|| format!("cannot resolve data directory {}", cfg.data_dir.display()))?;
+    let store = Store::open(&layout::database(&cfg.data_dir))
+        .context("cannot open the agent database (is another agent using this data directory?)")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(daemon::run(cfg, store));
+    // A download stuck in a blocking read must not hold up the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result.context("agent failed")
+}

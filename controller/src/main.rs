@@ -1,2 +1,82 @@
-//! stub
-fn main() {}
+//! `fleetd`: the FleetD controller. Parses flags, sets up logging and limits, and runs
+//! [`fleet_controller::server::run`]; everything else lives in the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fleet_controller::config::ServeArgs;
+use fleet_controller::{server, system};
+use std::io::{IsTerminal, Write};
+use tracing_subscriber::EnvFilter;
+
+/// fleetd: HTTP API, artifact store, deployment engine and MQTT bridge of FleetD.
+#[derive(Debug, Parser)]
+#[command(name = "fleetd", version, about)]
+struct Cli {
+    /// What to do; without a subcommand fleetd serves.
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Serving flags.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// Subcommands (none yet; `demo` comes next).
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging()?;
+    match system::raise_nofile_limit() {
+        Ok(limit) => tracing::debug!(limit, "open-file limit raised"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        None => runtime.block_on(serve(cli.serve)),
+        Some(command) => match command {},
+    }
+}
+
+/// Serves until SIGINT/SIGTERM, printing the ready line on stdout.
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    server::run(
+        args,
+        |ready| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", ready.line());
+            let _ = out.flush();
+        },
+        server::wait_for_signal(),
+    )
+    .await
+    .context("fleetd failed")
+}
+
+/// Logs to stderr with a RUST_LOG-style filter (default info); rumqttd stays at warn unless
+/// RUST_LOG names it.
+fn init_logging() -> anyhow::Result<()> {
+    let from_env = std::env::var("RUST_LOG").ok();
+    let mut filter = match &from_env {
+        Some(spec) => {
+            EnvFilter::try_new(spec).with_context(|| format!("invalid RUST_LOG {spec:?}"))?
+        }
+        None => EnvFilter::new("info"),
+    };
+    if !from_env.as_deref().is_some_and(|s| s.contains("rumqttd")) {
+        filter = filter.add_directive(
+            fleet_broker::LOG_DIRECTIVE
+                .parse()
+                .context("broker log directive")?,
+        );
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .init();
+    Ok(())
+}

@@ -141,6 +141,26 @@ pub struct DeviceView {
 /// One entry of `GET /api/v1/artifacts/{name}/versions`, in semantic-version order.
 pub type VersionList = Vec<ArtifactMeta>;
 
+/// Answer to `GET /api/v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always "ok" when the controller answers at all.
+    pub status: String,
+    /// Whether the controller is currently connected to the MQTT broker.
+    pub mqtt_connected: bool,
+}
+
+/// One entry of `GET /api/v1/artifacts`: an artifact name and its newest version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactSummary {
+    /// Artifact name.
+    pub name: String,
+    /// Highest semantic version stored.
+    pub latest_version: String,
+    /// Number of versions stored.
+    pub version_count: usize,
+}
+
 /// The error body of every non-2xx answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {

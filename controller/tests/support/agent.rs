@@ -142,4 +142,3 @@ impl Drop for Agent {
         kill_processes_under(&self.data_dir());
     }
 }
-

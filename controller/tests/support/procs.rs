@@ -48,7 +48,10 @@ pub fn processes_under(dir: &Path) -> Vec<(i32, PathBuf)> {
 pub fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -70,7 +73,11 @@ pub fn signal(pid: u32, sig: &str) {
 
 /// Polls `check` every 100 ms until it returns Some or `timeout` passes; panics with `what`
 /// and the last observation otherwise.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
     let start = Instant::now();
     let mut last = String::from("never checked");
     while start.elapsed() < timeout {

@@ -1,0 +1,272 @@
+//! Executors: carry out the reconciler's actions and the supervisors' effects, and fold their
+//! results back in. Downloads and installs run on blocking threads; processes are watched by
+//! tasks; each reports back as an [`Event`].
+
+use super::{Daemon, Event, SupEntry};
+use crate::download::{self, DownloadError, DownloadRequest};
+use crate::install;
+use crate::layout;
+use crate::process::{self, LaunchSpec};
+use crate::reconcile::{Action, Failure, Job, JobKind};
+use crate::store::ProcRecord;
+use crate::supervisor::{Effect, SupEvent, Supervisor};
+use fleet_schema::ArtifactRef;
+use nix::sys::signal::Signal;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+type Key = (String, String);
+
+impl Daemon {
+    pub(super) fn execute(&mut self, action: Action, now: Instant) {
+        match action {
+            Action::Download { app, artifact } => self.start_download(app, artifact),
+            Action::Install { app, version, keep } => self.start_install(app, version, keep),
+            Action::Start {
+                app,
+                version,
+                fallback,
+            } => {
+                tracing::info!(%app, %version, fallback, "starting app");
+                let (sup, effects) = Supervisor::start(fallback);
+                let key = (app, version);
+                self.sups
+                    .insert(key.clone(), SupEntry { sup, record: None });
+                self.run_effects(&key, effects, now);
+            }
+            Action::Stop { app, version } => {
+                tracing::info!(%app, %version, "stopping app");
+                self.sup_event(&(app, version), SupEvent::Stop, now);
+            }
+            Action::Remove { app } => {
+                tracing::info!(%app, "removing app that is no longer desired");
+                if let Err(e) = install::remove_app(&self.cfg.data_dir, &app) {
+                    tracing::warn!(%app, error = %e, "cannot delete app files");
+                }
+                if let Err(e) = self.store.remove_app(&app) {
+                    tracing::error!(%app, error = %e, "cannot forget app");
+                }
+                self.apps.remove(&app);
+                // Failed (not live) supervisors of the app would otherwise bring it back.
+                self.sups.retain(|(a, _), _| *a != app);
+            }
+            Action::Refuse {
+                app,
+                version,
+                error,
+            } => {
+                tracing::warn!(%app, %version, %error, "refusing app");
+                self.apps.entry(app).or_default().obs.failure = Some(Failure {
+                    version,
+                    error,
+                    retry_at: None,
+                });
+            }
+        }
+    }
+
+    fn start_download(&mut self, app: String, artifact: ArtifactRef) {
+        let version = artifact.version.clone();
+        tracing::info!(%app, %version, url = %artifact.url, "downloading");
+        let st = self.apps.entry(app.clone()).or_default();
+        st.obs.job = Some(Job {
+            version: version.clone(),
+            kind: JobKind::Download,
+        });
+        // A verified download of a version no longer wanted only takes space.
+        if let Some(stale) = st.obs.downloaded.take().filter(|v| *v != version) {
+            let _ = std::fs::remove_file(layout::partial(&self.cfg.data_dir, &app, &stale));
+        }
+        let partial = layout::partial(&self.cfg.data_dir, &app, &version);
+        let events = self.events.clone();
+        let cancel = self.cancel.clone();
+        tokio::task::spawn_blocking(move || {
+            let req = DownloadRequest {
+                url: &artifact.url,
+                size: artifact.size,
+                sha256: &artifact.sha256,
+                partial: &partial,
+            };
+            let result = match download::download(&req, &cancel) {
+                Ok(()) => Ok(()),
+                Err(DownloadError::Cancelled) => Err(None),
+                Err(e) => Err(Some(e.to_string())),
+            };
+            let _ = events.send(Event::Downloaded {
+                app,
+                version,
+                result,
+            });
+        });
+    }
+
+    fn start_install(&mut self, app: String, version: String, keep: BTreeSet<String>) {
+        tracing::info!(%app, %version, "installing");
+        self.apps.entry(app.clone()).or_default().obs.job = Some(Job {
+            version: version.clone(),
+            kind: JobKind::Install,
+        });
+        let data = self.cfg.data_dir.clone();
+        let events = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            let partial = layout::partial(&data, &app, &version);
+            let result = install::install(&data, &app, &version, &partial, &keep)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let _ = events.send(Event::Installed {
+                app,
+                version,
+                result,
+            });
+        });
+    }
+
+    fn fail_fetch(&mut self, app: &str, version: &str, error: String, now: Instant) {
+        let st = self.apps.entry(app.to_string()).or_default();
+        let delay = st.retry.next_delay();
+        tracing::warn!(app, version, %error, retry_in_s = delay.as_secs(), "fetching app failed");
+        st.obs.failure = Some(Failure {
+            version: version.to_string(),
+            error,
+            retry_at: Some(now + delay),
+        });
+    }
+
+    pub(super) fn on_downloaded(
+        &mut self,
+        app: &str,
+        version: &str,
+        result: Result<(), Option<String>>,
+        now: Instant,
+    ) {
+        if let Some(st) = self.apps.get_mut(app) {
+            st.obs.job = None;
+        }
+        match result {
+            Ok(()) => {
+                tracing::info!(app, version, "download verified");
+                self.apps.entry(app.to_string()).or_default().obs.downloaded =
+                    Some(version.to_string());
+            }
+            Err(None) => {}
+            Err(Some(error)) => self.fail_fetch(app, version, error, now),
+        }
+    }
+
+    pub(super) fn on_installed(
+        &mut self,
+        app: &str,
+        version: &str,
+        result: Result<(), String>,
+        now: Instant,
+    ) {
+        let st = self.apps.entry(app.to_string()).or_default();
+        st.obs.job = None;
+        st.obs.downloaded = None;
+        match result {
+            Ok(()) => {
+                tracing::info!(app, version, "installed");
+                // Install pruned every version directory other than this one and the kept ones.
+                let dir = layout::app_dir(&self.cfg.data_dir, app);
+                st.obs.installed.retain(|v| dir.join(v).is_dir());
+                st.obs.installed.insert(version.to_string());
+                st.obs.failure = None;
+                st.retry.reset();
+                self.persist_app(app);
+            }
+            Err(error) => self.fail_fetch(app, version, error, now),
+        }
+    }
+
+    pub(super) fn on_exited(
+        &mut self,
+        app: &str,
+        version: &str,
+        pid: u32,
+        how: String,
+        now: Instant,
+    ) {
+        let key = (app.to_string(), version.to_string());
+        let Some(entry) = self.sups.get_mut(&key) else {
+            return;
+        };
+        if entry.record.as_ref().is_some_and(|r| r.pid == pid) {
+            entry.record = None;
+            if let Err(e) = self.store.remove_proc(app, version) {
+                tracing::warn!(error = %e, "cannot forget process record");
+            }
+        }
+        tracing::info!(app, version, pid, %how, "app process ended");
+        self.sup_event(&key, SupEvent::Exited { pid, how }, now);
+    }
+
+    pub(super) fn sup_event(&mut self, key: &Key, event: SupEvent, now: Instant) {
+        let effects = match self.sups.get_mut(key) {
+            Some(e) => e.sup.on_event(event, now),
+            None => return,
+        };
+        self.run_effects(key, effects, now);
+    }
+
+    pub(super) fn run_effects(&mut self, key: &Key, effects: Vec<Effect>, now: Instant) {
+        for effect in effects {
+            match effect {
+                Effect::Terminate(pid) => process::signal_group(pid, Signal::SIGTERM),
+                Effect::Kill(pid) => process::signal_group(pid, Signal::SIGKILL),
+                Effect::Spawn => {
+                    let event = self.spawn(key);
+                    self.sup_event(key, event, now);
+                }
+            }
+        }
+    }
+
+    /// Launches the process for `key` and starts waiting for it; returns the supervisor event.
+    fn spawn(&mut self, key: &Key) -> SupEvent {
+        let (app, version) = key;
+        let spec = LaunchSpec {
+            data: &self.cfg.data_dir,
+            device_id: self.cfg.device_id.as_str(),
+            app,
+            version,
+        };
+        let launched = match process::launch(spec) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(%app, %version, error = %e, "cannot start app");
+                return SupEvent::SpawnFailed(e.to_string());
+            }
+        };
+        let pid = launched.pid;
+        let record = ProcRecord {
+            app: app.clone(),
+            version: version.clone(),
+            pid,
+            start_time: launched.start_time,
+            exe: launched.exe.to_string_lossy().into_owned(),
+        };
+        if let Err(e) = self.store.set_proc(&record) {
+            tracing::error!(error = %e, "cannot record app process; it would not be adopted after an agent restart");
+        }
+        if let Some(entry) = self.sups.get_mut(key) {
+            entry.record = Some(record);
+        }
+        let mut child = launched.child;
+        let events = self.events.clone();
+        let (app, version) = (app.clone(), version.clone());
+        tokio::spawn(async move {
+            let how = match child.wait().await {
+                Ok(status) => process::describe_exit(status),
+                Err(e) => format!("cannot wait for process: {e}"),
+            };
+            let _ = events.send(Event::Exited {
+                app,
+                version,
+                pid,
+                how,
+            });
+        });
+        tracing::info!(app = %key.0, version = %key.1, pid, "app process started");
+        SupEvent::Spawned(pid)
+    }
+}

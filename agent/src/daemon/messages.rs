@@ -1,0 +1,158 @@
+//! Incoming bus traffic: connects, desired states and controller presence. Every payload is
+//! decoded with the bounded codec; anything unusable is logged as a rejected payload, counted,
+//! and leaves the agent's state untouched.
+
+use super::Daemon;
+use crate::bus::{BusEvent, PubCmd};
+use fleet_schema::artifact::{validate_name, validate_version};
+use fleet_schema::{ControllerStatus, DesiredState, Topic, DEFAULT_MAX_PAYLOAD};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Longest random delay before re-announcing to a controller that came online.
+const REANNOUNCE_MAX_MS: u64 = 2000;
+
+impl Daemon {
+    pub(super) fn on_bus(&mut self, ev: BusEvent) {
+        match ev {
+            BusEvent::Connected => {
+                self.inventory = crate::inventory::collect(&self.cfg.data_dir, &self.cfg.labels);
+                self.publish_status();
+                let _ = self.publisher.send(PubCmd::Connected);
+            }
+            BusEvent::Disconnected => {
+                let _ = self.publisher.send(PubCmd::Disconnected);
+            }
+            BusEvent::Message { topic, payload } => match Topic::parse(&topic) {
+                Ok(Topic::Cmd(dev)) if dev == self.cfg.device_id => self.on_desired(&payload),
+                Ok(Topic::ControllerStatus) => self.on_controller(&payload),
+                _ => tracing::debug!(%topic, "ignoring message on unexpected topic"),
+            },
+        }
+    }
+
+    fn reject(&mut self, topic: &str, reason: &str) {
+        self.rejected_payloads += 1;
+        tracing::warn!(
+            %topic,
+            rejected_total = self.rejected_payloads,
+            "rejected payload: {reason}"
+        );
+    }
+
+    fn on_desired(&mut self, payload: &[u8]) {
+        let topic = Topic::Cmd(self.cfg.device_id.clone()).to_string();
+        let desired: DesiredState = match fleet_schema::decode(payload, DEFAULT_MAX_PAYLOAD) {
+            Ok(d) => d,
+            Err(e) => return self.reject(&topic, &e.to_string()),
+        };
+        if let Err(reason) = check_desired(&desired, self.cfg.device_id.as_str()) {
+            return self.reject(&topic, &reason);
+        }
+        let have = self.desired.as_ref().map_or(0, |d| d.generation);
+        if desired.generation <= have {
+            tracing::debug!(
+                generation = desired.generation,
+                have,
+                "ignoring desired state that is not newer"
+            );
+            return;
+        }
+        if let Err(e) = self.store.set_desired(&desired) {
+            tracing::error!(error = %e, "cannot persist desired state; not applying it");
+            return;
+        }
+        tracing::info!(
+            generation = desired.generation,
+            apps = desired.apps.len(),
+            "accepted desired state"
+        );
+        self.desired = Some(desired);
+        // A new generation retries what failed before.
+        for st in self.apps.values_mut() {
+            st.obs.failure = None;
+            st.retry.reset();
+        }
+        self.sups.retain(|_, e| !e.sup.is_failed());
+    }
+
+    fn on_controller(&mut self, payload: &[u8]) {
+        let topic = Topic::ControllerStatus.to_string();
+        let status: ControllerStatus = match fleet_schema::decode(payload, DEFAULT_MAX_PAYLOAD) {
+            Ok(s) => s,
+            Err(e) => return self.reject(&topic, &e.to_string()),
+        };
+        if !status.online || self.last_controller_at == Some(status.at) {
+            return;
+        }
+        self.last_controller_at = Some(status.at);
+        let delay = Duration::from_millis(rand::random_range(0..=REANNOUNCE_MAX_MS));
+        tracing::info!(
+            at = status.at,
+            delay_ms = delay.as_millis() as u64,
+            "controller online; re-announcing"
+        );
+        let _ = self.publisher.send(PubCmd::RepublishAfter(delay));
+    }
+}
+
+/// Checks what the codec cannot: the device id, and names and versions that become paths.
+pub(super) fn check_desired(d: &DesiredState, device: &str) -> Result<(), String> {
+    if d.device_id != device {
+        return Err(format!(
+            "desired state is for device {:?}, not {device:?}",
+            d.device_id
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for app in &d.apps {
+        validate_name(&app.name)?;
+        validate_version(&app.version).map_err(|e| format!("app {}: {e}", app.name))?;
+        if !seen.insert(app.name.as_str()) {
+            return Err(format!("app {} is listed twice", app.name));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_schema::{ArtifactRef, ArtifactType, DesiredApp};
+
+    fn app(name: &str, version: &str) -> DesiredApp {
+        DesiredApp {
+            name: name.into(),
+            version: version.into(),
+            artifact: ArtifactRef {
+                name: name.into(),
+                version: version.into(),
+                kind: ArtifactType::Binary,
+                size: 1,
+                sha256: "00".into(),
+                url: "http://x".into(),
+            },
+            deployment_id: None,
+        }
+    }
+
+    #[test]
+    fn desired_state_checks() {
+        let mut d = DesiredState {
+            device_id: "d1".into(),
+            generation: 1,
+            apps: vec![app("web", "1.0.0")],
+            issued_at: 0,
+        };
+        assert!(check_desired(&d, "d1").is_ok());
+        assert!(check_desired(&d, "d2")
+            .expect_err("wrong device")
+            .contains("d2"));
+        d.apps.push(app("../etc", "1.0.0"));
+        assert!(check_desired(&d, "d1").is_err());
+        d.apps[1] = app("web", "1.0.1");
+        assert!(check_desired(&d, "d1").expect_err("dup").contains("twice"));
+        d.apps[1] = app("db", "../../1");
+        assert!(check_desired(&d, "d1").is_err());
+    }
+}

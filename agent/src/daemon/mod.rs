@@ -1,0 +1,345 @@
+//! The agent's I/O shell: one event loop that owns all state, feeds events into the pure
+//! supervisors and reconciler, performs the actions they return (through the executors in
+//! [`actions`]) and publishes the resulting status. Everything slow (downloads, installs,
+//! waiting for processes) runs in tasks that report back as [`Event`]s, so the loop never
+//! blocks for long.
+
+mod actions;
+mod messages;
+mod startup;
+
+use crate::backoff::Backoff;
+use crate::bus::{self, BusEvent, PubCmd};
+use crate::config::Config;
+use crate::reconcile::{self, AppObserved, Observed, ProcView};
+use crate::report;
+use crate::store::{ProcRecord, Store};
+use crate::supervisor::{self, Supervisor};
+use fleet_schema::{DesiredState, DeviceStatus, Inventory};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// First retry delay after a failed download or install.
+pub const FETCH_RETRY_INITIAL: Duration = Duration::from_secs(5);
+/// Longest retry delay after failed downloads or installs.
+pub const FETCH_RETRY_MAX: Duration = Duration::from_secs(300);
+/// How often an adopted process (not our child) is checked for liveness.
+pub const ADOPTED_POLL: Duration = Duration::from_millis(500);
+/// Longest wait for the offline status and disconnect to go out at shutdown.
+const SHUTDOWN_PUBLISH_WAIT: Duration = Duration::from_secs(3);
+
+/// Something that happened, reported to the event loop.
+#[derive(Debug)]
+pub enum Event {
+    /// From the MQTT session.
+    Bus(BusEvent),
+    /// A download finished.
+    Downloaded {
+        /// App name.
+        app: String,
+        /// Version.
+        version: String,
+        /// Error text on failure; `None` when cancelled by shutdown.
+        result: Result<(), Option<String>>,
+    },
+    /// An install finished.
+    Installed {
+        /// App name.
+        app: String,
+        /// Version.
+        version: String,
+        /// Error text on failure.
+        result: Result<(), String>,
+    },
+    /// A supervised process ended.
+    Exited {
+        /// App name.
+        app: String,
+        /// Version.
+        version: String,
+        /// Which process.
+        pid: u32,
+        /// How it ended.
+        how: String,
+    },
+}
+
+/// Per-app state kept by the shell.
+#[derive(Debug)]
+struct AppState {
+    obs: AppObserved,
+    retry: Backoff,
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        Self {
+            obs: AppObserved::default(),
+            retry: Backoff::new(FETCH_RETRY_INITIAL, FETCH_RETRY_MAX),
+        }
+    }
+}
+
+/// A supervisor and the recorded identity of its current process.
+#[derive(Debug)]
+struct SupEntry {
+    sup: Supervisor,
+    record: Option<ProcRecord>,
+}
+
+/// The running agent.
+pub struct Daemon {
+    cfg: Config,
+    store: Store,
+    desired: Option<DesiredState>,
+    apps: BTreeMap<String, AppState>,
+    sups: BTreeMap<(String, String), SupEntry>,
+    events: mpsc::UnboundedSender<Event>,
+    status: watch::Sender<DeviceStatus>,
+    publisher: mpsc::UnboundedSender<PubCmd>,
+    inventory: Inventory,
+    rejected_payloads: u64,
+    last_controller_at: Option<u64>,
+    cancel: Arc<AtomicBool>,
+    shutting_down: bool,
+}
+
+/// Runs the agent until SIGTERM or SIGINT, then stops the apps and goes offline.
+pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
+    let (event_tx, mut event_rx) = mpsc::unbounded_channel();
+    let (bus_tx, mut bus_rx) = mpsc::unbounded_channel();
+    let (pub_tx, pub_rx) = mpsc::unbounded_channel();
+    let inventory = crate::inventory::collect(&cfg.data_dir, &cfg.labels);
+    let (status_tx, status_rx) = watch::channel(bus::offline_status(&cfg.device_id));
+    let (client, eventloop) = rumqttc::AsyncClient::new(
+        bus::options(&cfg.device_id, &cfg.mqtt_host, cfg.mqtt_port),
+        64,
+    );
+    let mut daemon = Daemon {
+        cfg,
+        store,
+        desired: None,
+        apps: BTreeMap::new(),
+        sups: BTreeMap::new(),
+        events: event_tx,
+        status: status_tx,
+        publisher: pub_tx,
+        inventory,
+        rejected_payloads: 0,
+        last_controller_at: None,
+        cancel: Arc::new(AtomicBool::new(false)),
+        shutting_down: false,
+    };
+    daemon.restore(Instant::now());
+    daemon.step(Instant::now());
+    let poll = tokio::spawn(bus::poll_loop(eventloop, bus_tx));
+    let publisher = tokio::spawn(bus::publisher(
+        client,
+        daemon.cfg.device_id.clone(),
+        status_rx,
+        pub_rx,
+    ));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tracing::info!(device = %daemon.cfg.device_id, "agent started");
+
+    let stop_by = loop {
+        let now = Instant::now();
+        let wake = daemon.next_deadline(now);
+        tokio::select! {
+            Some(ev) = event_rx.recv() => daemon.handle(ev, Instant::now()),
+            Some(ev) = bus_rx.recv() => daemon.handle(Event::Bus(ev), Instant::now()),
+            _ = sleep_until(wake) => {}
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+        }
+        daemon.step(Instant::now());
+    };
+
+    tracing::info!(signal = stop_by, "stopping apps");
+    daemon.begin_shutdown(Instant::now());
+    let give_up = Instant::now() + supervisor::STOP_GRACE + Duration::from_secs(3);
+    while daemon.any_live() && Instant::now() < give_up {
+        let wake = daemon
+            .next_deadline(Instant::now())
+            .map_or(give_up, |t| t.min(give_up));
+        tokio::select! {
+            Some(ev) = event_rx.recv() => daemon.handle(ev, Instant::now()),
+            Some(ev) = bus_rx.recv() => daemon.handle(Event::Bus(ev), Instant::now()),
+            _ = sleep_until(Some(wake)) => {}
+        }
+        daemon.step(Instant::now());
+    }
+    let (done_tx, done_rx) = oneshot::channel();
+    let _ = daemon.publisher.send(PubCmd::Shutdown(
+        Box::new(bus::offline_status(&daemon.cfg.device_id)),
+        done_tx,
+    ));
+    let _ = tokio::time::timeout(SHUTDOWN_PUBLISH_WAIT, done_rx).await;
+    let _ = tokio::time::timeout(SHUTDOWN_PUBLISH_WAIT, poll).await;
+    publisher.abort();
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Daemon {
+    /// The observed state as the reconciler and status builder see it.
+    fn observed(&self) -> Observed {
+        let mut out: Observed = self
+            .apps
+            .iter()
+            .map(|(name, st)| (name.clone(), st.obs.clone()))
+            .collect();
+        for ((app, version), entry) in &self.sups {
+            let s = &entry.sup;
+            out.entry(app.clone()).or_default().procs.insert(
+                version.clone(),
+                ProcView {
+                    phase: s.phase(),
+                    live: s.is_live(),
+                    running: s.is_running(),
+                    stopping: s.is_stopping(),
+                    failed: s.is_failed(),
+                    restart_count: s.restart_count(),
+                    last_error: s.last_error().map(str::to_string),
+                },
+            );
+        }
+        out
+    }
+
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let sups = self.sups.values().filter_map(|e| e.sup.deadline());
+        let retry = reconcile::next_retry(&self.observed()).filter(|t| *t > now);
+        sups.chain(retry).min()
+    }
+
+    fn any_live(&self) -> bool {
+        self.sups.values().any(|e| e.sup.is_live())
+    }
+
+    fn handle(&mut self, ev: Event, now: Instant) {
+        match ev {
+            Event::Bus(b) => self.on_bus(b),
+            Event::Downloaded {
+                app,
+                version,
+                result,
+            } => self.on_downloaded(&app, &version, result, now),
+            Event::Installed {
+                app,
+                version,
+                result,
+            } => self.on_installed(&app, &version, result, now),
+            Event::Exited {
+                app,
+                version,
+                pid,
+                how,
+            } => self.on_exited(&app, &version, pid, how, now),
+        }
+    }
+
+    /// Lets time pass for the supervisors, reconciles, records progress and publishes.
+    fn step(&mut self, now: Instant) {
+        let keys: Vec<(String, String)> = self.sups.keys().cloned().collect();
+        for key in keys {
+            let effects = match self.sups.get_mut(&key) {
+                Some(e) => e.sup.on_tick(now),
+                None => continue,
+            };
+            self.run_effects(&key, effects, now);
+        }
+        if !self.shutting_down {
+            for _ in 0..4 {
+                let actions = reconcile::reconcile(self.desired.as_ref(), &self.observed(), now);
+                if actions.is_empty() {
+                    break;
+                }
+                for action in actions {
+                    self.execute(action, now);
+                }
+            }
+        }
+        self.sups.retain(|_, e| !e.sup.is_stopped());
+        self.record_current();
+        self.publish_status();
+    }
+
+    /// Persists the version that reached running as the app's current one.
+    fn record_current(&mut self) {
+        let Some(desired) = &self.desired else {
+            return;
+        };
+        let mut changed = Vec::new();
+        for want in &desired.apps {
+            let key = (want.name.clone(), want.version.clone());
+            let running = self.sups.get(&key).is_some_and(|e| e.sup.is_running());
+            let st = self.apps.entry(want.name.clone()).or_default();
+            if running && st.obs.current.as_ref() != Some(&want.version) {
+                st.obs.current = Some(want.version.clone());
+                changed.push(want.name.clone());
+            }
+        }
+        for app in changed {
+            self.persist_app(&app);
+        }
+    }
+
+    fn persist_app(&self, app: &str) {
+        let Some(st) = self.apps.get(app) else {
+            return;
+        };
+        let rec = crate::store::AppRecord {
+            installed: st.obs.installed.clone(),
+            current: st.obs.current.clone(),
+        };
+        if let Err(e) = self.store.set_app(app, &rec) {
+            tracing::error!(app, error = %e, "cannot record app state");
+        }
+    }
+
+    fn full_status(&self) -> DeviceStatus {
+        DeviceStatus {
+            device_id: self.cfg.device_id.to_string(),
+            online: true,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            inventory: Some(self.inventory.clone()),
+            observed_generation: self.desired.as_ref().map_or(0, |d| d.generation),
+            apps: report::app_statuses(self.desired.as_ref(), &self.observed()),
+            reported_at: 0,
+        }
+    }
+
+    fn publish_status(&self) {
+        let next = self.full_status();
+        self.status.send_if_modified(|cur| {
+            if *cur == next {
+                false
+            } else {
+                *cur = next;
+                true
+            }
+        });
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        self.cancel.store(true, Ordering::Relaxed);
+        let keys: Vec<(String, String)> = self.sups.keys().cloned().collect();
+        for key in keys {
+            self.sup_event(&key, supervisor::SupEvent::Stop, now);
+        }
+        self.step(now);
+    }
+}

@@ -1,0 +1,275 @@
+//! Fetches an artifact over HTTP into `<data>/downloads/<app>-<version>.partial`, streaming to
+//! disk while hashing (the file is never held in memory), refusing anything that does not match
+//! the expected size and sha256, and resuming a cut download with a `Range` request. Blocking:
+//! run it on a blocking thread.
+
+use ring::digest::{Context, SHA256};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+const CHUNK: usize = 64 * 1024;
+
+/// What to fetch and how to check it.
+#[derive(Debug, Clone, Copy)]
+pub struct DownloadRequest<'a> {
+    /// Absolute http:// URL.
+    pub url: &'a str,
+    /// Exact expected size in bytes.
+    pub size: u64,
+    /// Expected sha256, lowercase hex.
+    pub sha256: &'a str,
+    /// Where the bytes go (kept across attempts for resuming).
+    pub partial: &'a Path,
+}
+
+/// Why a download failed. The texts end up in the app's `last_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// The request could not be made or the response not read.
+    #[error("request to {url} failed: {message}")]
+    Request {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The server answered with an unexpected status.
+    #[error("HTTP status {status} from {url}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The connection broke; the partial file is kept and the next attempt resumes.
+    #[error("download interrupted after {got} of {expected} bytes: {message}")]
+    Interrupted {
+        /// Bytes on disk.
+        got: u64,
+        /// Bytes expected.
+        expected: u64,
+        /// Why.
+        message: String,
+    },
+    /// More bytes arrived than the artifact has; refused and deleted.
+    #[error("size mismatch: expected {expected} bytes, got more ({got} so far)")]
+    TooLarge {
+        /// Bytes expected.
+        expected: u64,
+        /// Bytes received when aborting.
+        got: u64,
+    },
+    /// The server finished with fewer bytes than expected; refused and deleted.
+    #[error("size mismatch: expected {expected} bytes, got {got}")]
+    TooSmall {
+        /// Bytes expected.
+        expected: u64,
+        /// Bytes received.
+        got: u64,
+    },
+    /// The content does not hash to the expected value; refused and deleted.
+    #[error("sha256 mismatch: expected {expected}, got {actual}")]
+    Sha256 {
+        /// Expected digest.
+        expected: String,
+        /// Digest of what arrived.
+        actual: String,
+    },
+    /// Local file trouble.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The agent is shutting down.
+    #[error("download cancelled")]
+    Cancelled,
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DownloadError {
+    let context = context.into();
+    move |source| DownloadError::Io { context, source }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(30)))
+            .timeout_per_read(Some(Duration::from_secs(30)))
+            .build(),
+    )
+}
+
+/// Downloads and verifies; on success the verified content is at `req.partial`.
+pub fn download(req: &DownloadRequest<'_>, cancel: &AtomicBool) -> Result<(), DownloadError> {
+    if let Some(dir) = req.partial.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(req.partial)
+        .map_err(io_err(format!("cannot open {}", req.partial.display())))?;
+    let mut have = file
+        .metadata()
+        .map_err(io_err("cannot stat partial file"))?
+        .len();
+    if have > req.size {
+        truncate(&mut file)?;
+        have = 0;
+    }
+    let mut hasher = Context::new(&SHA256);
+    if have > 0 {
+        hash_existing(&mut file, &mut hasher)?;
+    }
+    if have < req.size {
+        have = fetch(req, &mut file, &mut hasher, have, cancel)?;
+    }
+    file.sync_all().map_err(io_err("cannot sync download"))?;
+    drop(file);
+    let refuse = |e: DownloadError| {
+        let _ = std::fs::remove_file(req.partial);
+        Err(e)
+    };
+    if have != req.size {
+        return refuse(DownloadError::TooSmall {
+            expected: req.size,
+            got: have,
+        });
+    }
+    let actual = hex::encode(hasher.finish().as_ref());
+    if !actual.eq_ignore_ascii_case(req.sha256) {
+        return refuse(DownloadError::Sha256 {
+            expected: req.sha256.to_string(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn truncate(file: &mut File) -> Result<(), DownloadError> {
+    file.set_len(0)
+        .map_err(io_err("cannot truncate partial file"))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_err("cannot seek partial file"))?;
+    Ok(())
+}
+
+fn hash_existing(file: &mut File, hasher: &mut Context) -> Result<(), DownloadError> {
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_err("cannot seek partial file"))?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(io_err("cannot read partial file"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Requests the remaining bytes (from `have`) and appends them; returns the bytes on disk.
+fn fetch(
+    req: &DownloadRequest<'_>,
+    file: &mut File,
+    hasher: &mut Context,
+    mut have: u64,
+    cancel: &AtomicBool,
+) -> Result<u64, DownloadError> {
+    let request_err = |e: ureq::Error| DownloadError::Request {
+        url: req.url.to_string(),
+        message: e.to_string(),
+    };
+    let agent = agent();
+    let mut call = agent.get(req.url);
+    if have > 0 {
+        call = call.header("Range", format!("bytes={have}-"));
+    }
+    let mut resp = call.call().map_err(request_err)?;
+    let status = resp.status().as_u16();
+    match status {
+        206 if content_range_start(&resp) == Some(have) => {}
+        200 | 206 | 416 => {
+            // No usable resume: start over. A 206 for another range or a 416 (the partial is
+            // not a prefix the server recognises) get a fresh full request.
+            if have > 0 {
+                truncate(file)?;
+                *hasher = Context::new(&SHA256);
+                have = 0;
+            }
+            if status != 200 {
+                resp = agent.get(req.url).call().map_err(request_err)?;
+                let again = resp.status().as_u16();
+                if again != 200 {
+                    return Err(DownloadError::Status {
+                        url: req.url.to_string(),
+                        status: again,
+                    });
+                }
+            }
+        }
+        other => {
+            return Err(DownloadError::Status {
+                url: req.url.to_string(),
+                status: other,
+            })
+        }
+    }
+    file.seek(SeekFrom::End(0))
+        .map_err(io_err("cannot seek partial file"))?;
+    let mut body = resp.into_body().into_reader();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            let _ = file.sync_all();
+            return Err(DownloadError::Cancelled);
+        }
+        let n = match body.read(&mut buf) {
+            Ok(0) => return Ok(have),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = file.sync_all();
+                return Err(DownloadError::Interrupted {
+                    got: have,
+                    expected: req.size,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let got = have + n as u64;
+        if got > req.size {
+            let _ = std::fs::remove_file(req.partial);
+            return Err(DownloadError::TooLarge {
+                expected: req.size,
+                got,
+            });
+        }
+        file.write_all(&buf[..n])
+            .map_err(io_err("cannot write download"))?;
+        hasher.update(&buf[..n]);
+        have = got;
+    }
+}
+
+/// The first byte of a `Content-Range: bytes N-M/T` answer.
+fn content_range_start(resp: &ureq::http::Response<ureq::Body>) -> Option<u64> {
+    let v = resp.headers().get("content-range")?.to_str().ok()?;
+    let range = v.trim().strip_prefix("bytes")?.trim();
+    range.split('-').next()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+#[path = "download_tests.rs"]
+mod tests;

@@ -1,0 +1,36 @@
+//! Where things live under the data directory. This layout is a contract with operators and
+//! the end-to-end tests: `agent.redb`, `downloads/<app>-<version>.partial`,
+//! `apps/<app>/<version>/<app>` and `logs/<app>.log`.
+
+use std::path::{Path, PathBuf};
+
+/// The agent's database.
+pub fn database(data: &Path) -> PathBuf {
+    data.join("agent.redb")
+}
+
+/// Download in progress (or verified and waiting to be installed).
+pub fn partial(data: &Path, app: &str, version: &str) -> PathBuf {
+    data.join("downloads")
+        .join(format!("{app}-{version}.partial"))
+}
+
+/// All versions of one app.
+pub fn app_dir(data: &Path, app: &str) -> PathBuf {
+    data.join("apps").join(app)
+}
+
+/// One installed version (also the process's working directory).
+pub fn version_dir(data: &Path, app: &str, version: &str) -> PathBuf {
+    app_dir(data, app).join(version)
+}
+
+/// The executable of one installed version.
+pub fn executable(data: &Path, app: &str, version: &str) -> PathBuf {
+    version_dir(data, app, version).join(app)
+}
+
+/// The app's output (stdout and stderr, appended).
+pub fn log_file(data: &Path, app: &str) -> PathBuf {
+    data.join("logs").join(format!("{app}.log"))
+}

@@ -1,0 +1,19 @@
+//! fleet-agent: keeps one edge device at the desired state its controller publishes. Pure cores
+//! (the [`reconcile`]r, the per-app [`supervisor`] state machine, the [`report`] builder) decide;
+//! thin shells ([`download`], [`install`], [`process`], [`bus`], [`store`], driven by
+//! [`daemon`]) act. The library exists so the binary stays a small entry point and every module
+//! is testable on its own.
+
+pub mod backoff;
+pub mod bus;
+pub mod config;
+pub mod daemon;
+pub mod download;
+pub mod install;
+pub mod inventory;
+pub mod layout;
+pub mod process;
+pub mod reconcile;
+pub mod report;
+pub mod store;
+pub mod supervisor;

@@ -1,0 +1,278 @@
+//! Reconciler tests: plain data in, actions out, time simulated.
+
+use super::*;
+use fleet_schema::DesiredApp;
+use std::time::Duration;
+
+fn artifact(name: &str, version: &str, kind: ArtifactType) -> ArtifactRef {
+    ArtifactRef {
+        name: name.into(),
+        version: version.into(),
+        kind,
+        size: 3,
+        sha256: "ab".into(),
+        url: format!("http://ctl/{name}/{version}"),
+    }
+}
+
+fn desired(apps: &[(&str, &str)]) -> DesiredState {
+    DesiredState {
+        device_id: "d1".into(),
+        generation: 1,
+        apps: apps
+            .iter()
+            .map(|(n, v)| DesiredApp {
+                name: (*n).into(),
+                version: (*v).into(),
+                artifact: artifact(n, v, ArtifactType::Binary),
+                deployment_id: Some("dep".into()),
+            })
+            .collect(),
+        issued_at: 0,
+    }
+}
+
+fn proc_view(phase: AppPhase) -> ProcView {
+    ProcView {
+        live: !matches!(phase, AppPhase::Stopped | AppPhase::Failed),
+        running: phase == AppPhase::Running,
+        stopping: phase == AppPhase::Stopped,
+        failed: phase == AppPhase::Failed,
+        phase,
+        restart_count: 0,
+        last_error: None,
+    }
+}
+
+fn one(app: AppObserved) -> Observed {
+    Observed::from([("web".to_string(), app)])
+}
+
+#[test]
+fn nothing_before_a_desired_state() {
+    assert!(reconcile(None, &Observed::new(), Instant::now()).is_empty());
+}
+
+#[test]
+fn fresh_app_is_downloaded_installed_then_started() {
+    let d = desired(&[("web", "1.0.0")]);
+    let now = Instant::now();
+    let acts = reconcile(Some(&d), &Observed::new(), now);
+    assert!(matches!(&acts[..], [Action::Download { app, .. }] if app == "web"));
+
+    let mut obs = AppObserved {
+        job: Some(Job {
+            version: "1.0.0".into(),
+            kind: JobKind::Download,
+        }),
+        ..Default::default()
+    };
+    assert!(reconcile(Some(&d), &one(obs.clone()), now).is_empty());
+
+    obs.job = None;
+    obs.downloaded = Some("1.0.0".into());
+    let acts = reconcile(Some(&d), &one(obs.clone()), now);
+    assert_eq!(
+        acts,
+        vec![Action::Install {
+            app: "web".into(),
+            version: "1.0.0".into(),
+            keep: BTreeSet::new()
+        }]
+    );
+
+    obs.downloaded = None;
+    obs.installed.insert("1.0.0".into());
+    let acts = reconcile(Some(&d), &one(obs.clone()), now);
+    assert_eq!(
+        acts,
+        vec![Action::Start {
+            app: "web".into(),
+            version: "1.0.0".into(),
+            fallback: false
+        }]
+    );
+
+    obs.procs
+        .insert("1.0.0".into(), proc_view(AppPhase::Starting));
+    assert!(reconcile(Some(&d), &one(obs), now).is_empty());
+}
+
+#[test]
+fn upgrade_keeps_old_version_until_new_one_runs() {
+    let d = desired(&[("web", "2.0.0")]);
+    let now = Instant::now();
+    let mut obs = AppObserved {
+        installed: ["1.0.0".to_string()].into(),
+        current: Some("1.0.0".into()),
+        ..Default::default()
+    };
+    obs.procs
+        .insert("1.0.0".into(), proc_view(AppPhase::Running));
+    let acts = reconcile(Some(&d), &one(obs.clone()), now);
+    assert!(matches!(&acts[..], [Action::Download { .. }]), "{acts:?}");
+
+    obs.downloaded = Some("2.0.0".into());
+    let acts = reconcile(Some(&d), &one(obs.clone()), now);
+    assert_eq!(
+        acts,
+        vec![Action::Install {
+            app: "web".into(),
+            version: "2.0.0".into(),
+            keep: ["1.0.0".to_string()].into()
+        }]
+    );
+
+    obs.downloaded = None;
+    obs.installed.insert("2.0.0".into());
+    let acts = reconcile(Some(&d), &one(obs.clone()), now);
+    assert_eq!(
+        acts,
+        vec![Action::Start {
+            app: "web".into(),
+            version: "2.0.0".into(),
+            fallback: true
+        }]
+    );
+
+    obs.procs
+        .insert("2.0.0".into(), proc_view(AppPhase::Starting));
+    assert!(reconcile(Some(&d), &one(obs.clone()), now).is_empty());
+
+    obs.procs
+        .insert("2.0.0".into(), proc_view(AppPhase::Running));
+    let acts = reconcile(Some(&d), &one(obs.clone()), now);
+    assert_eq!(
+        acts,
+        vec![Action::Stop {
+            app: "web".into(),
+            version: "1.0.0".into()
+        }]
+    );
+
+    obs.procs
+        .insert("1.0.0".into(), proc_view(AppPhase::Stopped));
+    assert!(reconcile(Some(&d), &one(obs), now).is_empty());
+}
+
+#[test]
+fn failed_upgrade_start_leaves_old_version_alone() {
+    let d = desired(&[("web", "2.0.0")]);
+    let mut obs = AppObserved {
+        installed: ["1.0.0".to_string(), "2.0.0".to_string()].into(),
+        ..Default::default()
+    };
+    obs.procs
+        .insert("1.0.0".into(), proc_view(AppPhase::Running));
+    obs.procs
+        .insert("2.0.0".into(), proc_view(AppPhase::Failed));
+    assert!(reconcile(Some(&d), &one(obs), Instant::now()).is_empty());
+}
+
+#[test]
+fn failed_download_is_retried_only_when_due() {
+    let d = desired(&[("web", "1.0.0")]);
+    let now = Instant::now();
+    let obs = AppObserved {
+        failure: Some(Failure {
+            version: "1.0.0".into(),
+            error: "sha256 mismatch".into(),
+            retry_at: Some(now + Duration::from_secs(5)),
+        }),
+        ..Default::default()
+    };
+    assert!(reconcile(Some(&d), &one(obs.clone()), now).is_empty());
+    assert_eq!(
+        next_retry(&one(obs.clone())),
+        Some(now + Duration::from_secs(5))
+    );
+    let later = reconcile(Some(&d), &one(obs), now + Duration::from_secs(5));
+    assert!(matches!(&later[..], [Action::Download { .. }]));
+}
+
+#[test]
+fn failure_of_an_older_target_does_not_block_a_new_version() {
+    let d = desired(&[("web", "3.0.0")]);
+    let now = Instant::now();
+    let obs = AppObserved {
+        failure: Some(Failure {
+            version: "2.0.0".into(),
+            error: "boom".into(),
+            retry_at: None,
+        }),
+        ..Default::default()
+    };
+    let acts = reconcile(Some(&d), &one(obs), now);
+    assert!(matches!(&acts[..], [Action::Download { .. }]));
+}
+
+#[test]
+fn unsupported_type_is_refused_once() {
+    let mut d = desired(&[("web", "1.0.0")]);
+    d.apps[0].artifact.kind = ArtifactType::OciImage;
+    let acts = reconcile(Some(&d), &Observed::new(), Instant::now());
+    assert_eq!(
+        acts,
+        vec![Action::Refuse {
+            app: "web".into(),
+            version: "1.0.0".into(),
+            error: "artifact type oci-image is not supported by this agent yet".into()
+        }]
+    );
+    let obs = AppObserved {
+        failure: Some(Failure {
+            version: "1.0.0".into(),
+            error: "x".into(),
+            retry_at: None,
+        }),
+        ..Default::default()
+    };
+    assert!(reconcile(Some(&d), &one(obs), Instant::now()).is_empty());
+}
+
+#[test]
+fn undesired_app_is_stopped_then_removed() {
+    let d = desired(&[]);
+    let now = Instant::now();
+    let mut obs = AppObserved::default();
+    obs.procs
+        .insert("1.0.0".into(), proc_view(AppPhase::Running));
+    let acts = reconcile(Some(&d), &one(obs.clone()), now);
+    assert_eq!(
+        acts,
+        vec![Action::Stop {
+            app: "web".into(),
+            version: "1.0.0".into()
+        }]
+    );
+    let mut stopping = proc_view(AppPhase::Stopped);
+    stopping.live = true;
+    obs.procs.insert("1.0.0".into(), stopping);
+    assert!(reconcile(Some(&d), &one(obs.clone()), now).is_empty());
+    obs.procs.clear();
+    assert_eq!(
+        reconcile(Some(&d), &one(obs), now),
+        vec![Action::Remove { app: "web".into() }]
+    );
+}
+
+#[test]
+fn rollback_to_a_kept_version_needs_no_download() {
+    let d = desired(&[("web", "1.0.0")]);
+    let mut obs = AppObserved {
+        installed: ["1.0.0".to_string(), "2.0.0".to_string()].into(),
+        current: Some("2.0.0".into()),
+        ..Default::default()
+    };
+    obs.procs
+        .insert("2.0.0".into(), proc_view(AppPhase::Running));
+    let acts = reconcile(Some(&d), &one(obs), Instant::now());
+    assert_eq!(
+        acts,
+        vec![Action::Start {
+            app: "web".into(),
+            version: "1.0.0".into(),
+            fallback: true
+        }]
+    );
+}

@@ -1,0 +1,47 @@
+//! The rumqttd configuration fleetd needs: one MQTT 3.1.1 listener sized for thousands of
+//! devices connecting at once and for desired states up to the codec cap, without auth.
+
+use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Largest MQTT packet the broker accepts (2 MiB): twice the FleetD payload cap, so an
+/// oversized payload reaches the receivers, who reject and count it, instead of silently
+/// disconnecting the sender.
+pub const MAX_PAYLOAD: usize = 2 * 1024 * 1024;
+
+/// Most simultaneous connections (a 10,000-device fleet plus tools, with headroom).
+pub const MAX_CONNECTIONS: usize = 20_000;
+
+/// Builds the rumqttd configuration for one v4 listener on `listen`.
+pub fn broker_config(listen: SocketAddr) -> Config {
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: MAX_PAYLOAD,
+        max_inflight_count: 1000,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = ServerSettings {
+        name: "fleet-v4".into(),
+        listen,
+        tls: None,
+        // rumqttd sleeps this long after each accepted connection; 0 lets 5,000 devices in fast.
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    let router = RouterConfig {
+        max_connections: MAX_CONNECTIONS,
+        max_outgoing_packet_count: 500,
+        max_segment_size: 16 * 1024 * 1024,
+        max_segment_count: 10,
+        ..RouterConfig::default()
+    };
+    Config {
+        id: 0,
+        router,
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Config::default()
+    }
+}

@@ -1,0 +1,143 @@
+//! The controller's durable state in one redb file, `<data-dir>/fleetd.redb`. Every change is
+//! committed here before anything is published, so a SIGKILL at any moment loses nothing: the
+//! next start reads this file and republishes.
+//!
+//! Tables (keys are device or deployment ids; values are CBOR):
+//! - `devices`: [`DeviceRecord`], the last status of every device ever seen;
+//! - `desired`: the exact CBOR bytes of each device's `DesiredState`, as published;
+//! - `deployments`: [`DeploymentRecord`];
+//! - `counters`: monotonic counters (deployment sequence).
+//!
+//! redb calls block, so async code goes through [`Db::call`], which runs them on the blocking
+//! thread pool.
+
+mod deployments;
+mod desired;
+mod devices;
+mod records;
+
+pub use deployments::{DesiredBytes, NewDeployment};
+pub use devices::{is_behind, StatusBatchOutcome, StatusUpdate};
+pub use records::{DeploymentRecord, DeviceRecord};
+
+use redb::{Database, TableDefinition};
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Last known state of each device.
+pub(crate) const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// CBOR of each device's desired state, byte-identical to what is published.
+pub(crate) const DESIRED: TableDefinition<&str, &[u8]> = TableDefinition::new("desired");
+/// Deployment records by id.
+pub(crate) const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
+/// Monotonic counters by name.
+pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// Largest record the database decodes (records are small; this only bounds a corrupt one).
+const MAX_RECORD: usize = 64 * 1024 * 1024;
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// redb reported an error (I/O, corruption it detected, ...).
+    #[error("database error: {0}")]
+    Redb(#[from] redb::Error),
+    /// A stored value does not decode.
+    #[error("corrupt record {key:?} in table {table}: {reason}")]
+    Corrupt {
+        /// Table name.
+        table: &'static str,
+        /// Record key.
+        key: String,
+        /// Decoder message.
+        reason: String,
+    },
+    /// A value could not be encoded.
+    #[error("cannot encode record: {0}")]
+    Encode(String),
+    /// The blocking task running the operation panicked or was cancelled.
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for DbError {
+            fn from(e: $t) -> Self {
+                DbError::Redb(e.into())
+            }
+        }
+    )*};
+}
+redb_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Database>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+impl Db {
+    /// Opens (or creates) the database file and makes sure every table exists.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(DEVICES)?;
+            txn.open_table(DESIRED)?;
+            txn.open_table(DEPLOYMENTS)?;
+            txn.open_table(COUNTERS)?;
+        }
+        txn.commit()?;
+        Ok(Db {
+            inner: Arc::new(db),
+        })
+    }
+
+    /// Runs a blocking database operation on the blocking thread pool.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    pub(crate) fn raw(&self) -> &Database {
+        &self.inner
+    }
+}
+
+/// Encodes a record as CBOR.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, DbError> {
+    fleet_schema::encode(value).map_err(|e| DbError::Encode(e.to_string()))
+}
+
+/// Decodes a CBOR record, naming the table and key when it is corrupt.
+pub(crate) fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, DbError> {
+    fleet_schema::decode(bytes, MAX_RECORD).map_err(|e| DbError::Corrupt {
+        table,
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}

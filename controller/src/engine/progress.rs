@@ -1,0 +1,211 @@
+//! Deployment progress, as pure functions of the deployment, what the controller currently
+//! desires for the device, and the device's last status. No I/O: the API recomputes progress
+//! on every read, so it is always consistent with the database and survives restarts for free.
+
+use fleet_schema::api::DeviceProgress;
+use fleet_schema::{AppPhase, DeviceStatus};
+
+/// The deployment-side facts about one target device.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceFacts<'a> {
+    /// The desired-state generation this deployment wrote for the device.
+    pub generation: u64,
+    /// The deployment id the device's current desired state carries for this application
+    /// (`None` when the application is no longer desired there).
+    pub current_deployment: Option<&'a str>,
+    /// The device's last full status, if it ever reported one.
+    pub status: Option<&'a DeviceStatus>,
+}
+
+/// What a deployment asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Deployed<'a> {
+    /// Deployment id.
+    pub id: &'a str,
+    /// Application name.
+    pub app: &'a str,
+    /// Version deployed.
+    pub version: &'a str,
+}
+
+/// Progress of one device:
+/// - `superseded` when its desired state no longer carries this deployment for the app (a
+///   newer deployment of the same app took over);
+/// - `succeeded` when it reports the app at the deployed version, phase `running`;
+/// - `failed` when it reports the app at this version, phase `failed`, and the report is about
+///   this deployment (its observed generation reached the one we wrote, or the app status names
+///   this deployment); an older failure of the same version counts as `pending`;
+/// - `in-progress` for `downloading`, `installing`, `starting` or `crash-loop` at this version;
+/// - `pending` otherwise (no status yet, another version, or any other phase).
+pub fn device_progress(deployed: Deployed<'_>, facts: DeviceFacts<'_>) -> DeviceProgress {
+    if facts.current_deployment != Some(deployed.id) {
+        return DeviceProgress::Superseded;
+    }
+    let Some(status) = facts.status else {
+        return DeviceProgress::Pending;
+    };
+    let Some(app) = status
+        .apps
+        .iter()
+        .find(|a| a.name == deployed.app && a.version == deployed.version)
+    else {
+        return DeviceProgress::Pending;
+    };
+    let about_this = status.observed_generation >= facts.generation
+        || app.deployment_id.as_deref() == Some(deployed.id);
+    match &app.phase {
+        AppPhase::Running => DeviceProgress::Succeeded,
+        AppPhase::Failed if about_this => DeviceProgress::Failed {
+            reason: app
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "device reported failure without a reason".into()),
+        },
+        AppPhase::Downloading | AppPhase::Installing | AppPhase::Starting | AppPhase::CrashLoop => {
+            DeviceProgress::InProgress {
+                phase: app.phase.to_string(),
+            }
+        }
+        _ => DeviceProgress::Pending,
+    }
+}
+
+/// Overall state of a deployment from its devices' progress:
+/// - `in-progress` while any device is pending or in progress;
+/// - otherwise `failed` when any device failed;
+/// - otherwise `succeeded` when at least one device succeeded (superseded devices are ignored);
+/// - `superseded` when every device was taken over by newer deployments.
+pub fn overall_state<'a>(devices: impl IntoIterator<Item = &'a DeviceProgress>) -> &'static str {
+    let (mut active, mut failed, mut succeeded) = (false, false, false);
+    for p in devices {
+        match p {
+            DeviceProgress::Pending | DeviceProgress::InProgress { .. } => active = true,
+            DeviceProgress::Failed { .. } => failed = true,
+            DeviceProgress::Succeeded => succeeded = true,
+            DeviceProgress::Superseded => {}
+        }
+    }
+    if active {
+        "in-progress"
+    } else if failed {
+        "failed"
+    } else if succeeded {
+        "succeeded"
+    } else {
+        "superseded"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_schema::AppStatus;
+
+    const D: Deployed<'static> = Deployed {
+        id: "d-1",
+        app: "app",
+        version: "2.0.0",
+    };
+
+    fn status(version: &str, phase: AppPhase, observed: u64) -> DeviceStatus {
+        DeviceStatus {
+            device_id: "dev".into(),
+            online: true,
+            agent_version: String::new(),
+            inventory: None,
+            observed_generation: observed,
+            apps: vec![AppStatus {
+                name: "app".into(),
+                version: version.into(),
+                phase,
+                restart_count: 0,
+                last_error: Some("checksum mismatch".into()),
+                running_version: None,
+                deployment_id: None,
+            }],
+            reported_at: 0,
+        }
+    }
+
+    fn facts(status: Option<&DeviceStatus>) -> DeviceFacts<'_> {
+        DeviceFacts {
+            generation: 3,
+            current_deployment: Some("d-1"),
+            status,
+        }
+    }
+
+    #[test]
+    fn phases_map_to_progress() {
+        assert_eq!(device_progress(D, facts(None)), DeviceProgress::Pending);
+        let s = status("1.0.0", AppPhase::Running, 3);
+        assert_eq!(device_progress(D, facts(Some(&s))), DeviceProgress::Pending);
+        let s = status("2.0.0", AppPhase::Running, 2);
+        assert_eq!(
+            device_progress(D, facts(Some(&s))),
+            DeviceProgress::Succeeded
+        );
+        let s = status("2.0.0", AppPhase::Failed, 3);
+        assert_eq!(
+            device_progress(D, facts(Some(&s))),
+            DeviceProgress::Failed {
+                reason: "checksum mismatch".into()
+            }
+        );
+        for (phase, name) in [
+            (AppPhase::Downloading, "downloading"),
+            (AppPhase::Installing, "installing"),
+            (AppPhase::Starting, "starting"),
+            (AppPhase::CrashLoop, "crash-loop"),
+        ] {
+            let s = status("2.0.0", phase, 3);
+            assert_eq!(
+                device_progress(D, facts(Some(&s))),
+                DeviceProgress::InProgress { phase: name.into() }
+            );
+        }
+        let s = status("2.0.0", AppPhase::Stopped, 3);
+        assert_eq!(device_progress(D, facts(Some(&s))), DeviceProgress::Pending);
+    }
+
+    #[test]
+    fn an_older_failure_of_the_same_version_is_pending() {
+        let s = status("2.0.0", AppPhase::Failed, 2);
+        assert_eq!(device_progress(D, facts(Some(&s))), DeviceProgress::Pending);
+        let mut s = s;
+        s.apps[0].deployment_id = Some("d-1".into());
+        assert!(matches!(
+            device_progress(D, facts(Some(&s))),
+            DeviceProgress::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn newer_deployment_supersedes() {
+        let s = status("2.0.0", AppPhase::Running, 3);
+        let f = DeviceFacts {
+            current_deployment: Some("d-2"),
+            ..facts(Some(&s))
+        };
+        assert_eq!(device_progress(D, f), DeviceProgress::Superseded);
+        let f = DeviceFacts {
+            current_deployment: None,
+            ..facts(Some(&s))
+        };
+        assert_eq!(device_progress(D, f), DeviceProgress::Superseded);
+    }
+
+    #[test]
+    fn overall_states() {
+        use DeviceProgress::*;
+        let failed = Failed { reason: "x".into() };
+        assert_eq!(overall_state(&[Succeeded, Pending]), "in-progress");
+        assert_eq!(overall_state(&[Succeeded, failed.clone()]), "failed");
+        assert_eq!(
+            overall_state(&[failed, InProgress { phase: "x".into() }]),
+            "in-progress"
+        );
+        assert_eq!(overall_state(&[Succeeded, Superseded]), "succeeded");
+        assert_eq!(overall_state(&[Superseded]), "superseded");
+    }
+}

@@ -1,0 +1,103 @@
+//! Artifact read endpoints: listing, metadata, and the resumable blob download agents use.
+
+use super::{ApiFailure, AppState};
+use crate::store::parse_range;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use fleet_schema::api::{ApiError, ArtifactSummary};
+use fleet_schema::ArtifactMeta;
+use tokio_util::io::ReaderStream;
+
+/// `GET /api/v1/artifacts`: every artifact name with its newest version.
+pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<ArtifactSummary>>, ApiFailure> {
+    let mut out = Vec::new();
+    for name in st.store.list_names().await? {
+        let versions = st.store.list_versions(&name).await?;
+        if let Some(latest) = versions.last() {
+            out.push(ArtifactSummary {
+                name: name.clone(),
+                latest_version: latest.version.clone(),
+                version_count: versions.len(),
+            });
+        }
+    }
+    Ok(Json(out))
+}
+
+/// `GET /api/v1/artifacts/{name}/versions`: ascending semantic-version order.
+pub async fn versions(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<ArtifactMeta>>, ApiFailure> {
+    let versions = st.store.list_versions(&name).await?;
+    if versions.is_empty() {
+        return Err(ApiFailure::not_found(format!(
+            "artifact {name:?} not found"
+        )));
+    }
+    Ok(Json(versions))
+}
+
+/// Metadata of one version, or a 404 naming it.
+async fn meta_of(st: &AppState, name: &str, version: &str) -> Result<ArtifactMeta, ApiFailure> {
+    st.store.get(name, version).await?.ok_or_else(|| {
+        ApiFailure::not_found(format!(
+            "artifact {} not found",
+            ArtifactMeta::make_id(name, version)
+        ))
+    })
+}
+
+/// `GET /api/v1/artifacts/{name}/{version}`.
+pub async fn get_one(
+    State(st): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<ArtifactMeta>, ApiFailure> {
+    Ok(Json(meta_of(&st, &name, &version).await?))
+}
+
+/// `GET /api/v1/artifacts/{name}/{version}/download`: streams the blob; one `Range` request
+/// (`bytes=N-`, `bytes=N-M`, `bytes=-N`) is answered with 206 so downloads can resume.
+pub async fn download(
+    State(st): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiFailure> {
+    let meta = meta_of(&st, &name, &version).await?;
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range = match parse_range(range_header, meta.size) {
+        Ok(r) => r,
+        Err(e) => {
+            let body = Json(ApiError {
+                error: e.to_string(),
+            });
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{}", meta.size))],
+                body,
+            )
+                .into_response());
+        }
+    };
+    let blob = st.store.open(&name, &version, range).await?;
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, blob.len)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(
+            header::ETAG,
+            format!("\"{}\"", meta.sha256().unwrap_or_default()),
+        );
+    builder = match range {
+        Some(r) => builder.status(StatusCode::PARTIAL_CONTENT).header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{}", r.start, r.end, meta.size),
+        ),
+        None => builder.status(StatusCode::OK),
+    };
+    let body = Body::from_stream(ReaderStream::with_capacity(blob.reader, 64 * 1024));
+    builder.body(body).map_err(ApiFailure::internal)
+}

@@ -1,0 +1,92 @@
+//! The API's error answer: a status code and `fleet_schema::api::ApiError` JSON.
+
+use crate::db::DbError;
+use crate::engine::deploy::{DeployError, DeployErrorKind};
+use crate::store::StoreError;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use fleet_schema::api::ApiError;
+
+/// A failed request: status code plus a message naming what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiFailure {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Message for the `error` field.
+    pub message: String,
+}
+
+impl ApiFailure {
+    /// A failure with an explicit status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404: the named resource does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 500: our fault; logged, and the message still says what failed.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ApiError {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiFailure {
+    fn from(e: StoreError) -> Self {
+        let status = match &e {
+            StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            StoreError::Conflict { .. } => StatusCode::CONFLICT,
+            StoreError::Invalid(_) | StoreError::Upload(_) => StatusCode::BAD_REQUEST,
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Io { .. } | StoreError::Corrupt { .. } => return Self::internal(e),
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<DbError> for ApiFailure {
+    fn from(e: DbError) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<DeployError> for ApiFailure {
+    fn from(e: DeployError) -> Self {
+        let status = match e.kind {
+            DeployErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            DeployErrorKind::NotFound => StatusCode::NOT_FOUND,
+            DeployErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            DeployErrorKind::Internal => return Self::internal(e),
+        };
+        Self::new(status, e.message)
+    }
+}
+
+/// Answer for paths the API does not have.
+pub async fn no_route(method: Method, uri: Uri) -> ApiFailure {
+    ApiFailure::not_found(format!("no such endpoint: {method} {}", uri.path()))
+}

@@ -1,0 +1,75 @@
+//! The HTTP API (axum). Every error answer is JSON `{"error": "..."}` naming what was wrong.
+//! Routes are grouped by resource: [`artifacts`] (with [`upload`]), [`deployments`],
+//! [`devices`], and [`ops`] (health, metrics).
+
+pub mod artifacts;
+pub mod deployments;
+pub mod devices;
+mod error;
+pub mod ops;
+pub mod upload;
+
+pub use error::ApiFailure;
+
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::mqtt::PublishQueue;
+use crate::store::ArtifactStore;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Database.
+    pub db: Db,
+    /// Artifact store.
+    pub store: Arc<dyn ArtifactStore>,
+    /// Publishing requests.
+    pub queue: Arc<PublishQueue>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// True while connected to the broker.
+    pub mqtt_connected: watch::Receiver<bool>,
+    /// Base URL devices download from.
+    pub public_url: Arc<str>,
+    /// Largest accepted upload.
+    pub max_upload_bytes: u64,
+}
+
+/// Builds the API router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route(
+            "/api/v1/artifacts",
+            get(artifacts::list)
+                .post(upload::upload)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/artifacts/{name}/versions",
+            get(artifacts::versions),
+        )
+        .route(
+            "/api/v1/artifacts/{name}/{version}",
+            get(artifacts::get_one),
+        )
+        .route(
+            "/api/v1/artifacts/{name}/{version}/download",
+            get(artifacts::download),
+        )
+        .route(
+            "/api/v1/deployments",
+            get(deployments::list).post(deployments::create),
+        )
+        .route("/api/v1/deployments/{id}", get(deployments::get_one))
+        .route("/api/v1/devices", get(devices::list))
+        .route("/api/v1/devices/{id}", get(devices::get_one))
+        .fallback(error::no_route)
+        .with_state(state)
+}

@@ -1,0 +1,161 @@
+//! `POST /api/v1/artifacts`: multipart upload with a `file` part and a `metadata` part (JSON
+//! `UploadMetadata`), in either order. The file is streamed to the store while hashed, never
+//! held in memory.
+
+use super::{ApiFailure, AppState};
+use crate::store::{NewArtifact, StoreOutcome};
+use axum::extract::multipart::{Field, MultipartRejection};
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::Json;
+use fleet_schema::api::UploadMetadata;
+use fleet_schema::artifact::{validate_name, validate_version, Platform};
+use fleet_schema::{ArtifactMeta, ArtifactType};
+use futures_util::TryStreamExt;
+
+/// Largest accepted `metadata` part.
+const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// Handles an upload: 201 with the new metadata, 200 with the existing metadata for an
+/// identical re-upload, 409 when the version exists with different bytes.
+pub async fn upload(
+    State(st): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<ArtifactMeta>), ApiFailure> {
+    let mut multipart = multipart.map_err(|e| {
+        ApiFailure::bad_request(format!(
+            "upload must be multipart/form-data with parts `file` and `metadata`: {e}"
+        ))
+    })?;
+    let mut staged = None;
+    let mut metadata: Option<NewArtifact> = None;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiFailure::bad_request(format!("malformed multipart body: {e}")))?
+    {
+        match field.name().unwrap_or_default() {
+            "file" => {
+                if staged.is_some() {
+                    return Err(ApiFailure::bad_request("part `file` was given twice"));
+                }
+                let stream = field.map_err(std::io::Error::other);
+                staged = Some(
+                    st.store
+                        .stage(Box::pin(stream), st.max_upload_bytes)
+                        .await?,
+                );
+            }
+            "metadata" => {
+                if metadata.is_some() {
+                    return Err(ApiFailure::bad_request("part `metadata` was given twice"));
+                }
+                let text = read_small(field).await?;
+                let parsed: UploadMetadata = serde_json::from_slice(&text).map_err(|e| {
+                    ApiFailure::bad_request(format!("invalid `metadata` JSON: {e}"))
+                })?;
+                metadata = Some(validate(parsed).map_err(ApiFailure::bad_request)?);
+            }
+            "" => return Err(ApiFailure::bad_request("multipart part without a name")),
+            other => {
+                return Err(ApiFailure::bad_request(format!(
+                    "unexpected part `{other}` (expected `file` and `metadata`)"
+                )))
+            }
+        }
+    }
+    let metadata = metadata.ok_or_else(|| {
+        ApiFailure::bad_request(
+            "missing part `metadata` (JSON with name, version, type and platform)",
+        )
+    })?;
+    let staged = staged.ok_or_else(|| ApiFailure::bad_request("missing part `file`"))?;
+    match st.store.commit(staged, metadata).await? {
+        StoreOutcome::Created(meta) => {
+            tracing::info!(id = %meta.id, size = meta.size, "artifact stored");
+            Ok((StatusCode::CREATED, Json(meta)))
+        }
+        StoreOutcome::Existing(meta) => Ok((StatusCode::OK, Json(meta))),
+    }
+}
+
+/// Reads a small part whole, refusing more than [`MAX_METADATA_BYTES`].
+async fn read_small(mut field: Field<'_>) -> Result<Vec<u8>, ApiFailure> {
+    let mut out = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| ApiFailure::bad_request(format!("malformed multipart body: {e}")))?
+    {
+        if out.len() + chunk.len() > MAX_METADATA_BYTES {
+            return Err(ApiFailure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("part `metadata` is larger than {MAX_METADATA_BYTES} bytes"),
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Validates upload metadata (pure): name, semantic version, a known type, platforms.
+pub fn validate(meta: UploadMetadata) -> Result<NewArtifact, String> {
+    validate_name(&meta.name)?;
+    validate_version(&meta.version)?;
+    let kind = ArtifactType::from(meta.kind.as_str());
+    if !kind.is_known() {
+        return Err(format!(
+            "unknown artifact type {:?} (known: {})",
+            meta.kind,
+            ArtifactType::KNOWN.join(", ")
+        ));
+    }
+    let mut platforms = Vec::new();
+    for p in meta.platform.iter().chain(meta.platforms.iter()) {
+        let parsed = Platform::parse(p).map_err(|e| e.to_string())?;
+        if !platforms.contains(&parsed) {
+            platforms.push(parsed);
+        }
+    }
+    Ok(NewArtifact {
+        name: meta.name,
+        version: meta.version,
+        kind,
+        platforms,
+        labels: meta.labels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str, version: &str, kind: &str, platform: Option<&str>) -> UploadMetadata {
+        UploadMetadata {
+            name: name.into(),
+            version: version.into(),
+            kind: kind.into(),
+            platform: platform.map(Into::into),
+            platforms: vec!["linux/amd64".into()],
+            labels: Default::default(),
+        }
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        let ok = validate(meta("app", "2.0.0", "oci-image", Some("linux/amd64"))).expect("valid");
+        assert_eq!(ok.platforms.len(), 1, "duplicates merged");
+        assert!(validate(meta("../app", "2.0.0", "binary", None))
+            .expect_err("name")
+            .contains("../app"));
+        assert!(validate(meta("app", "v2", "binary", None))
+            .expect_err("version")
+            .contains("v2"));
+        assert!(validate(meta("app", "2.0.0", "wasm", None))
+            .expect_err("type")
+            .contains("wasm"));
+        assert!(validate(meta("app", "2.0.0", "binary", Some("linux")))
+            .expect_err("platform")
+            .contains("linux"));
+    }
+}

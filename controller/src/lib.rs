@@ -1,0 +1,24 @@
+//! fleetd, the FleetD controller, as a library: the binary (`main.rs`) only parses the command
+//! line and calls [`server::run`], so integration tests and subcommands such as `fleetd demo`
+//! reuse the same pieces.
+//!
+//! Layout, one folder per concern:
+//! - [`config`]: command-line flags and the derived serving configuration.
+//! - [`db`]: the redb database (devices, desired state, deployments, counters).
+//! - [`store`]: the artifact store (`ArtifactStore` trait, filesystem backend).
+//! - [`engine`]: deployment planning and progress (pure functions) and their orchestration.
+//! - [`mqtt`]: the bridge to the bus (status intake, desired-state publishing, cmd guard).
+//! - [`http`]: the HTTP API.
+//! - [`metrics`]: counters exported on `/metrics`.
+//! - [`server`]: wires everything together and handles shutdown.
+
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod mqtt;
+pub mod server;
+pub mod store;
+pub mod system;

@@ -1,0 +1,123 @@
+//! The poll task: drives the rumqttc connection, reconnects with jittered backoff, and routes
+//! incoming messages to the status writer and the guard. It never publishes.
+
+use super::inbound::{classify, Inbound};
+use super::{Backoff, PublishQueue};
+use crate::db::StatusUpdate;
+use crate::metrics::Metrics;
+use fleet_schema::topic::DeviceTopicKind;
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// A `cmd` message for the guard.
+#[derive(Debug)]
+pub struct CmdMessage {
+    /// The device whose topic it came on.
+    pub device: String,
+    /// Its payload.
+    pub payload: axum::body::Bytes,
+}
+
+/// Everything the poll task hands work to.
+pub struct LoopContext {
+    /// The client (subscriptions are sent from a separate task).
+    pub client: AsyncClient,
+    /// Publishing requests.
+    pub queue: Arc<PublishQueue>,
+    /// To the status writer.
+    pub status_tx: mpsc::Sender<StatusUpdate>,
+    /// To the guard.
+    pub guard_tx: mpsc::Sender<CmdMessage>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Connection state for the ready line and the health endpoint.
+    pub connected: watch::Sender<bool>,
+    /// Cancelled at shutdown: the loop then ends at the next error or disconnect.
+    pub shutdown: CancellationToken,
+}
+
+/// Polls until a disconnect requested at shutdown (or until an error after shutdown began).
+pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
+    let mut backoff = Backoff::default();
+    let mut failures: u64 = 0;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the MQTT broker"
+                );
+                backoff.reset();
+                failures = 0;
+                ctx.metrics.mqtt_connects.fetch_add(1, Ordering::Relaxed);
+                ctx.connected.send_replace(true);
+                tokio::spawn(on_connect(ctx.client.clone(), ctx.queue.clone()));
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => route(&ctx, &p.topic, p.payload).await,
+            Ok(Event::Outgoing(Outgoing::Disconnect)) if ctx.shutdown.is_cancelled() => break,
+            Ok(_) => {}
+            Err(e) => {
+                ctx.connected.send_replace(false);
+                if ctx.shutdown.is_cancelled() {
+                    break;
+                }
+                failures += 1;
+                let delay = backoff.next_delay(&mut rand::rng());
+                if failures <= 3 || failures.is_multiple_of(50) {
+                    tracing::warn!(error = %e, attempt = failures, retry_in = ?delay, "MQTT connection failed");
+                } else {
+                    tracing::debug!(error = %e, attempt = failures, retry_in = ?delay, "MQTT connection failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = ctx.shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+    ctx.connected.send_replace(false);
+}
+
+/// On every ConnAck: subscribe again (also when the broker kept the session), announce the
+/// controller, and republish every desired state (heals a broker that lost retained messages).
+async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>) {
+    let filters = [DeviceTopicKind::Status, DeviceTopicKind::Cmd]
+        .map(|k| rumqttc::SubscribeFilter::new(k.all_devices_filter(), QoS::AtLeastOnce));
+    if let Err(e) = client.subscribe_many(filters).await {
+        tracing::error!(error = %e, "cannot subscribe to device topics");
+    }
+    queue.announce_controller(crate::clock::now_ms());
+    queue.mark_all_devices();
+}
+
+/// Routes one incoming message; rejections are logged and counted, never fatal.
+async fn route(ctx: &LoopContext, topic: &str, payload: axum::body::Bytes) {
+    match classify(topic, payload) {
+        Inbound::Status(status) => {
+            let update = StatusUpdate {
+                status,
+                received_at: crate::clock::now_ms(),
+            };
+            if ctx.status_tx.send(update).await.is_err() {
+                tracing::warn!(topic, "status writer stopped; status dropped");
+            }
+        }
+        Inbound::Cmd { device, payload } => {
+            let msg = CmdMessage {
+                device: device.to_string(),
+                payload,
+            };
+            if ctx.guard_tx.send(msg).await.is_err() {
+                tracing::warn!(topic, "cmd guard stopped; message ignored");
+            }
+        }
+        Inbound::Ignored => {}
+        Inbound::Rejected(r) => {
+            tracing::warn!(topic, reason = r.reason, detail = %r.detail, "rejected MQTT payload");
+            ctx.metrics.reject(r.topic, r.reason);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The controller's side of the bus. One rumqttc client, `fleetd-controller`, with a
+//! persistent session and a retained "offline" last will; five tasks around it:
+//! - [`event_loop`] polls the connection, reconnects with jittered backoff, and routes incoming
+//!   messages; it never publishes itself (publishing awaits channel space that only polling
+//!   frees, so publishing from the poll task would deadlock);
+//! - [`status_writer`] folds device statuses into the database in batches;
+//! - [`guard`] compares retained `cmd` messages with the database and repairs them;
+//! - [`publisher`] publishes desired states and the controller's presence, coalescing requests;
+//! - [`catch_up`] periodically republishes to online devices reporting an old generation;
+//! - a short task per (re)connect subscribes and queues the full republish.
+//!
+//! [`inbound`] holds the pure classification of incoming messages.
+
+mod backoff;
+pub mod catch_up;
+pub mod event_loop;
+pub mod guard;
+pub mod inbound;
+mod options;
+pub mod publisher;
+pub mod status_writer;
+
+pub use backoff::Backoff;
+pub use options::{mqtt_options, CLIENT_ID, MAX_PACKET_SIZE};
+pub use publisher::PublishQueue;
+
+use crate::config::MqttUrl;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use rumqttc::AsyncClient;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Capacity of rumqttc's request channel: a full republish of a large fleet fits in it.
+const REQUEST_CHANNEL_CAPACITY: usize = 10_000;
+/// Statuses queued for the writer before the poll task waits (backpressure, never loss).
+const STATUS_QUEUE: usize = 20_000;
+/// cmd messages queued for the guard.
+const GUARD_QUEUE: usize = 20_000;
+
+/// A running bridge.
+pub struct Bridge {
+    /// The client, for the final offline publish and disconnect.
+    pub client: AsyncClient,
+    /// True while connected to the broker.
+    pub connected: watch::Receiver<bool>,
+    /// Where the rest of the controller asks for desired states to be published.
+    pub queue: Arc<PublishQueue>,
+    /// The poll task; it ends after a disconnect requested at shutdown.
+    pub poll_task: JoinHandle<()>,
+    /// Every other task; they end when `shutdown` is cancelled (or their input closes).
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the bridge's tasks. `http_url` goes into the controller's presence message.
+pub fn start(
+    url: &MqttUrl,
+    http_url: String,
+    db: Db,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Bridge {
+    let options = mqtt_options(url);
+    let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
+    let (connected_tx, connected) = watch::channel(false);
+    let queue = Arc::new(PublishQueue::default());
+    let (status_tx, status_rx) = mpsc::channel(STATUS_QUEUE);
+    let (guard_tx, guard_rx) = mpsc::channel(GUARD_QUEUE);
+
+    let tasks = vec![
+        tokio::spawn(status_writer::run(
+            status_rx,
+            db.clone(),
+            queue.clone(),
+            metrics.clone(),
+        )),
+        tokio::spawn(catch_up::sweep(db.clone(), queue.clone(), shutdown.clone())),
+        tokio::spawn(guard::run(
+            guard_rx,
+            db.clone(),
+            queue.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(publisher::run(
+            queue.clone(),
+            client.clone(),
+            db,
+            metrics.clone(),
+            http_url,
+            shutdown.clone(),
+        )),
+    ];
+    let ctx = event_loop::LoopContext {
+        client: client.clone(),
+        queue: queue.clone(),
+        status_tx,
+        guard_tx,
+        metrics,
+        connected: connected_tx,
+        shutdown,
+    };
+    let poll_task = tokio::spawn(event_loop::run(eventloop, ctx));
+    Bridge {
+        client,
+        connected,
+        queue,
+        poll_task,
+        tasks,
+    }
+}

@@ -1,0 +1,13 @@
+//! Process-level setup that must happen before serving.
+
+/// Raises the soft limit on open files to the hard limit: the embedded broker holds one socket
+/// per device, and a 10,000-device fleet exceeds the usual soft limit of 1024. Returns the new
+/// soft limit.
+pub fn raise_nofile_limit() -> Result<u64, nix::Error> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard.max(soft))
+}

@@ -1,0 +1,133 @@
+//! End to end, under faults: a tampered artifact, and hostile payloads on the bus.
+
+mod support;
+
+use std::time::Duration;
+use support::agent::Agent;
+use support::fleet::{
+    app_status, deploy, deployment, upload_sample, wait_deployment, wait_online, APP,
+};
+use support::{get, wait_until, Fleetd, MqttClient};
+
+#[test]
+fn tampered_artifact_is_refused_and_the_previous_version_keeps_running() {
+    let fleetd = Fleetd::start();
+    let agent = Agent::start("tamper-1", &fleetd.mqtt_url(), &[]);
+    wait_online(&fleetd, &[&agent]);
+    upload_sample(&fleetd, "1.0.0");
+    let d1 = deploy(&fleetd, "1.0.0", &["tamper-1"]);
+    wait_deployment(&fleetd, &d1, "succeeded", &[&agent]);
+    let v1 = agent.app_pids(APP, "1.0.0");
+    assert_eq!(v1.len(), 1);
+
+    upload_sample(&fleetd, "2.0.0");
+    // Change bytes in the store after upload: same size, different content.
+    let blob = fleetd
+        .data_dir()
+        .join("artifacts")
+        .join(APP)
+        .join("2.0.0")
+        .join("blob");
+    let mut bytes = std::fs::read(&blob).expect("stored blob");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, &bytes).expect("tamper with the blob");
+
+    let d2 = deploy(&fleetd, "2.0.0", &["tamper-1"]);
+    let view = wait_deployment(&fleetd, &d2, "failed", &[&agent]);
+    let dev = &view["devices"]["tamper-1"];
+    assert_eq!(dev["state"], "failed", "{view:#}");
+    let reason = dev["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("sha256"),
+        "reason names the check: {reason}"
+    );
+
+    let app = app_status(&fleetd, "tamper-1");
+    assert_eq!(app["phase"], "failed", "{app:#}");
+    assert_eq!(app["running_version"], "1.0.0", "{app:#}");
+    assert_eq!(
+        agent.app_pids(APP, "1.0.0"),
+        v1,
+        "v1 kept running, same process"
+    );
+    assert!(
+        agent.app_pids(APP, "2.0.0").is_empty(),
+        "tampered v2 never ran"
+    );
+}
+
+#[test]
+fn hostile_payloads_on_status_and_cmd_crash_nothing() {
+    let fleetd = Fleetd::start();
+    let mut agent = Agent::start("hostile-1", &fleetd.mqtt_url(), &[]);
+    wait_online(&fleetd, &[&agent]);
+    upload_sample(&fleetd, "1.0.0");
+    upload_sample(&fleetd, "2.0.0");
+    let d1 = deploy(&fleetd, "1.0.0", &["hostile-1"]);
+    wait_deployment(&fleetd, &d1, "succeeded", &[&agent]);
+
+    let good = fleet_schema::encode(&support::device_status("x", &[])).expect("encodes");
+    let garbage = vec![0xff, 0x13, 0x37, 0x00, 0xde, 0xad];
+    let truncated = good[..good.len() / 2].to_vec();
+    let oversized = vec![0xa1; fleet_schema::DEFAULT_MAX_PAYLOAD + 1024];
+    let mut mqtt = MqttClient::connect(fleetd.mqtt_port, "hostile-publisher");
+    for topic in [
+        "fleet/x/status",
+        "fleet/x/cmd",
+        "fleet/hostile-1/cmd",
+        "fleet/hostile-1/status",
+    ] {
+        for payload in [&garbage, &truncated, &oversized] {
+            mqtt.publish(topic, payload.clone(), false);
+        }
+    }
+    // Retained garbage where the agent's desired state lives, then a retained delete.
+    mqtt.publish("fleet/hostile-1/cmd", garbage.clone(), true);
+    mqtt.publish("fleet/hostile-1/cmd", Vec::new(), true);
+
+    let rejected = || -> f64 {
+        fleetd
+            .metrics()
+            .lines()
+            .filter(|l| l.starts_with("fleetd_rejected_payloads_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || rejected() >= 6.0),
+        "fleetd counted the rejected payloads: {}",
+        fleetd.metrics()
+    );
+    assert_eq!(
+        get(&fleetd.url("/api/v1/health")).0,
+        200,
+        "fleetd still serves"
+    );
+    assert!(agent.is_running(), "agent survived; log:\n{}", agent.log());
+    assert!(
+        wait_until(Duration::from_secs(10), || agent
+            .log()
+            .contains("rejected payload")),
+        "agent logged the rejected payloads:\n{}",
+        agent.log()
+    );
+    assert_eq!(agent.app_pids(APP, "1.0.0").len(), 1, "app untouched");
+
+    // The bus still works: the next deployment goes through, and an agent that restarts now
+    // still finds its desired state (the controller repaired the retained message).
+    let d2 = deploy(&fleetd, "2.0.0", &["hostile-1"]);
+    wait_deployment(&fleetd, &d2, "succeeded", &[&agent]);
+    agent.kill9();
+    support::procs::kill_processes_under(&agent.data_dir());
+    std::fs::remove_dir_all(agent.data_dir()).expect("wipe the agent's data");
+    agent.restart();
+    let ok = wait_until(Duration::from_secs(30), || {
+        agent.app_pids(APP, "2.0.0").len() == 1 && deployment(&fleetd, &d2)["state"] == "succeeded"
+    });
+    assert!(
+        ok,
+        "a wiped agent re-converged from the retained desired state:\n{}",
+        agent.log()
+    );
+}

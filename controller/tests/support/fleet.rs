@@ -1,0 +1,122 @@
+//! Fleet-level steps for end-to-end tests: the sample app as an artifact, deployments, and
+//! waiting for a deployment's outcome, with the agents' logs in every failure message.
+
+use super::agent::Agent;
+use super::procs::workspace_bin;
+use super::{get, parse_json, post_json, upload, wait_until, Fleetd};
+use std::time::Duration;
+
+/// The app name the end-to-end tests deploy.
+pub const APP: &str = "sample-app";
+
+/// The sample HTTP service's bytes for `version`: the built `fleet-sample-app`, with a trailer
+/// for every version but 1.0.0 so that versions differ in bytes (ELF ignores trailing data).
+pub fn sample_app_bytes(version: &str) -> Vec<u8> {
+    let mut bytes =
+        std::fs::read(workspace_bin("fleet-sample-app")).expect("read fleet-sample-app");
+    if version != "1.0.0" {
+        bytes.extend_from_slice(format!("\nfleetd-test-trailer {version}\n").as_bytes());
+    }
+    bytes
+}
+
+/// Uploads the sample app as `version`, asserting success.
+pub fn upload_sample(fleetd: &Fleetd, version: &str) {
+    let (status, body) = upload(fleetd, APP, version, &sample_app_bytes(version));
+    assert!(
+        status == 201 || status == 200,
+        "upload {version}: {status} {body}"
+    );
+}
+
+/// Waits until every agent's device is known to fleetd and online.
+pub fn wait_online(fleetd: &Fleetd, agents: &[&Agent]) {
+    for a in agents {
+        let url = fleetd.url(&format!("/api/v1/devices/{}", a.device_id));
+        let ok = wait_until(Duration::from_secs(20), || {
+            let (status, body) = get(&url);
+            status == 200 && parse_json(&body)["online"] == serde_json::json!(true)
+        });
+        assert!(
+            ok,
+            "device {} never came online; agent log:\n{}",
+            a.device_id,
+            a.log()
+        );
+    }
+}
+
+/// Creates an all-at-once deployment of the sample app to `devices`; returns its id.
+pub fn deploy(fleetd: &Fleetd, version: &str, devices: &[&str]) -> String {
+    let (status, body) = post_json(
+        &fleetd.url("/api/v1/deployments"),
+        &serde_json::json!({
+            "application": APP,
+            "version": version,
+            "strategy": {"type": "all-at-once"},
+            "target": {"devices": devices},
+        }),
+    );
+    assert_eq!(status, 201, "create deployment: {body}");
+    body["id"].as_str().expect("deployment id").to_string()
+}
+
+/// The deployment's JSON view.
+pub fn deployment(fleetd: &Fleetd, id: &str) -> serde_json::Value {
+    let (status, body) = get(&fleetd.url(&format!("/api/v1/deployments/{id}")));
+    assert_eq!(status, 200, "{body}");
+    parse_json(&body)
+}
+
+/// Waits until the deployment's overall state is `state`; on timeout fails with the
+/// deployment, fleetd's stderr and every agent's log.
+pub fn wait_deployment(
+    fleetd: &Fleetd,
+    id: &str,
+    state: &str,
+    agents: &[&Agent],
+) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let ok = wait_until(Duration::from_secs(60), || {
+        last = deployment(fleetd, id);
+        last["state"] == serde_json::json!(state)
+    });
+    if !ok {
+        let logs: Vec<String> = agents
+            .iter()
+            .map(|a| format!("--- agent {} ---\n{}", a.device_id, a.log()))
+            .collect();
+        panic!(
+            "deployment {id} never reached {state}: {last:#}\n--- fleetd ---\n{}\n{}",
+            fleetd.stderr(),
+            logs.join("\n")
+        );
+    }
+    last
+}
+
+/// The app's reported status on a device, from the API.
+pub fn app_status(fleetd: &Fleetd, device: &str) -> serde_json::Value {
+    let (status, body) = get(&fleetd.url(&format!("/api/v1/devices/{device}")));
+    assert_eq!(status, 200, "{body}");
+    let dev = parse_json(&body);
+    dev["apps"]
+        .as_array()
+        .and_then(|apps| {
+            apps.iter()
+                .find(|a| a["name"] == serde_json::json!(APP))
+                .cloned()
+        })
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The address the sample app on an agent says it listens on (latest line of its log).
+pub fn sample_app_addr(agent: &Agent, version: &str) -> Option<String> {
+    agent
+        .app_log(APP)
+        .lines()
+        .rev()
+        .find(|l| l.contains(&format!("fleet-sample-app {version} listening on")))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(str::to_string)
+}
