@@ -11,10 +11,12 @@
 //! - [`http`]: the HTTP API.
 //! - [`metrics`]: counters exported on `/metrics`.
 //! - [`server`]: wires everything together and handles shutdown.
+//! - [`demo`]: `fleetd demo`, the main job end to end on embedded defaults.
 
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod metrics;

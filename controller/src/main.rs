@@ -20,12 +20,26 @@ struct Cli {
     serve: ServeArgs,
 }
 
-/// Subcommands (none yet; `demo` comes next).
+/// Subcommands besides serving.
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run the main job end to end on embedded defaults: this controller with its embedded
+    /// broker, three local agents and a sample HTTP service deployed as v1 then v2.
+    Demo(fleet_controller::demo::DemoArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    match cli.command {
+        // The demo drives separate processes and prints its own narrative: no logging setup,
+        // no runtime of ours.
+        Some(Command::Demo(args)) => fleet_controller::demo::run(args),
+        None => run_server(cli.serve),
+    }
+}
+
+/// Sets up logging and limits, then serves.
+fn run_server(args: ServeArgs) -> anyhow::Result<()> {
     init_logging()?;
     match system::raise_nofile_limit() {
         Ok(limit) => tracing::debug!(limit, "open-file limit raised"),
@@ -35,10 +49,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    match cli.command {
-        None => runtime.block_on(serve(cli.serve)),
-        Some(command) => match command {},
-    }
+    runtime.block_on(serve(args))
 }
 
 /// Serves until SIGINT/SIGTERM, printing the ready line on stdout.

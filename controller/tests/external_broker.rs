@@ -57,3 +57,32 @@ fn works_with_an_external_broker_and_reports_presence() {
         .expect("graceful offline presence");
     assert!(bye.retain || !bye.payload.is_empty());
 }
+
+#[test]
+fn a_taken_mqtt_port_is_a_startup_error_not_a_silent_success() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to occupy");
+    let port = taken.local_addr().expect("local addr").port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetd"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--http-listen", "127.0.0.1:0"])
+        .arg("--mqtt-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run fleetd");
+    assert!(
+        !out.status.success(),
+        "fleetd must fail when the port is taken"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("in use"),
+        "error names the address: {stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("fleetd ready"),
+        "no ready line"
+    );
+}
