@@ -1,2 +1,194 @@
-//! stub
-fn main() {}
+//! `fleet-sim`: a fleet simulator and benchmark for FleetD. It starts fleetd (and optionally
+//! Mosquitto), connects N simulated devices over real MQTT connections from this one process,
+//! deploys an artifact to all of them and reports how fast the fleet converged.
+
+mod api;
+mod bench;
+mod device;
+mod fleet;
+mod procs;
+mod report;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Benchmark FleetD with N simulated devices in one process.
+#[derive(Parser, Debug)]
+#[command(name = "fleet-sim", version, about)]
+struct Args {
+    /// Number of simulated devices.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    devices: u32,
+    /// The broker: fleetd's embedded one, or a Mosquitto started for the run.
+    #[arg(long, value_enum, default_value_t = Broker::Embedded)]
+    broker: Broker,
+    /// The fleetd binary (default: `fleetd` next to this executable).
+    #[arg(long)]
+    fleetd: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// New device connections per second (0: only bounded by --connect-concurrency).
+    #[arg(long, default_value_t = 0.0)]
+    connect_rate: f64,
+    /// MQTT handshakes in flight at once.
+    #[arg(long, default_value_t = 100)]
+    connect_concurrency: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Broker {
+    /// fleetd's embedded rumqttd.
+    Embedded,
+    /// A Mosquitto process, with fleetd connected via --mqtt-url.
+    Mosquitto,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// A readable table.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+fn split_mqtt_url(url: &str) -> Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .with_context(|| format!("fleetd reported MQTT URL {url:?}, expected mqtt://host:port"))?;
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .with_context(|| format!("MQTT URL {url:?} has no port"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("MQTT URL {url:?} has an invalid port"))?;
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    if !args.connect_rate.is_finite() || args.connect_rate < 0.0 {
+        bail!("--connect-rate must be a non-negative number");
+    }
+    let devices = args.devices as usize;
+    let nofile = procs::raise_nofile_limit()?;
+    // This process holds one socket per device, and so does the broker (which inherits the limit).
+    if nofile < devices as u64 + 256 {
+        bail!(
+            "the open-file limit is {nofile}, too low for {devices} devices; raise it (ulimit -Hn)"
+        );
+    }
+    let fleetd_bin = match args.fleetd.clone() {
+        Some(p) => p,
+        None => procs::default_fleetd()?,
+    };
+
+    // Drop order matters: the runtime (device connections) first, then the child processes,
+    // then the temporary directory they use.
+    let dir = tempfile::Builder::new()
+        .prefix("fleet-sim-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let mut children = procs::Children::default();
+    let external = match args.broker {
+        Broker::Mosquitto => Some(format!(
+            "mqtt://127.0.0.1:{}",
+            procs::start_mosquitto(&mut children, dir.path())?
+        )),
+        Broker::Embedded => None,
+    };
+    let endpoints =
+        procs::start_fleetd(&mut children, &fleetd_bin, dir.path(), external.as_deref())?;
+    let (mqtt_host, mqtt_port) = split_mqtt_url(external.as_deref().unwrap_or(&endpoints.mqtt))?;
+    let plan = bench::Plan {
+        devices,
+        broker: format!("{:?}", args.broker).to_lowercase(),
+        http: endpoints.http.clone(),
+        mqtt_host,
+        mqtt_port,
+        connect_rate: args.connect_rate,
+        connect_concurrency: args.connect_concurrency,
+        progress: args.output == Output::Table && std::io::stderr().is_terminal(),
+    };
+    let phase = bench::Phase::default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let timeout = Duration::from_secs(args.timeout);
+    let outcome = runtime.block_on(async {
+        match tokio::time::timeout(timeout, bench::run(&plan, &phase)).await {
+            Ok(result) => result,
+            Err(_) => bail!(
+                "timed out after {} s while {}",
+                timeout.as_secs(),
+                phase.describe(devices)
+            ),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let report = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            let fleetd = match children.check_alive() {
+                Ok(()) => "fleetd was still running".to_string(),
+                Err(dead) => dead.to_string(),
+            };
+            drop(children);
+            let log = procs::log_tail(&dir.path().join("fleetd.log"), 20);
+            let kept = dir.keep();
+            bail!(
+                "{e:#}\n({fleetd}; logs kept in {})\nlast fleetd log lines:\n{log}",
+                kept.display()
+            );
+        }
+    };
+    drop(children);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => print!("{}", report.render_table()),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn mqtt_urls_split() {
+        assert_eq!(
+            split_mqtt_url("mqtt://127.0.0.1:1883").expect("valid"),
+            ("127.0.0.1".into(), 1883)
+        );
+        assert!(split_mqtt_url("http://x:1").is_err());
+        assert!(split_mqtt_url("mqtt://x").is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! The benchmark's result: figures, the machine they were measured on, and their rendering as
+//! a table or JSON.
+
+use serde::Serialize;
+use std::time::Duration;
+
+/// The machine a run was measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPUs available to this process.
+    pub nproc: usize,
+    /// CPU model from /proc/cpuinfo.
+    pub cpu_model: String,
+}
+
+impl Machine {
+    /// Describes this machine.
+    pub fn detect() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        Self {
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model: cpu_model(&cpuinfo).unwrap_or_else(|| "unknown".into()),
+        }
+    }
+}
+
+/// The first `model name` (x86) or `Model`/`Hardware` (ARM boards) in /proc/cpuinfo.
+fn cpu_model(cpuinfo: &str) -> Option<String> {
+    ["model name", "Model", "Hardware", "cpu model"]
+        .iter()
+        .find_map(|key| {
+            cpuinfo.lines().find_map(|line| {
+                let (k, v) = line.split_once(':')?;
+                (k.trim() == *key && !v.trim().is_empty()).then(|| v.trim().to_string())
+            })
+        })
+}
+
+/// The spread of per-device latencies, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Spread {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// The last device: the figure that says "the whole fleet".
+    pub max_ms: f64,
+}
+
+impl Spread {
+    /// Computes the spread of `samples` (nearest-rank percentiles).
+    pub fn of(samples: &[Duration]) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        let rank = |p: f64| {
+            let i = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1;
+            ms[i]
+        };
+        Self {
+            p50_ms: rank(0.50),
+            p99_ms: rank(0.99),
+            max_ms: ms[ms.len() - 1],
+        }
+    }
+}
+
+/// Everything one benchmark run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Where it ran.
+    pub machine: Machine,
+    /// "embedded" or "mosquitto".
+    pub broker: String,
+    /// Simulated devices.
+    pub devices: usize,
+    /// Time until every device had its first ConnAck, seconds.
+    pub connect_s: f64,
+    /// Time from the first connection attempt until the API listed every device online, seconds.
+    pub registered_s: f64,
+    /// Latency of `POST /api/v1/deployments`, milliseconds.
+    pub create_deployment_ms: f64,
+    /// (a) From sending the deployment request until each device received its desired state.
+    pub desired_received: Spread,
+    /// (b) Until each device's status with the new version was acknowledged by the broker.
+    pub new_version_reported: Spread,
+    /// (c) Until `GET /api/v1/deployments/{id}` reported every device succeeded, milliseconds.
+    pub api_all_succeeded_ms: f64,
+    /// MQTT connection errors during the run (each followed by a reconnect).
+    pub connection_errors: u64,
+    /// Undecodable desired-state payloads.
+    pub bad_payloads: u64,
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.0} ms")
+}
+
+impl Report {
+    /// The report as a two-column table.
+    pub fn render_table(&self) -> String {
+        let rows: Vec<(String, String)> = vec![
+            (
+                "machine".into(),
+                format!("{} CPUs, {}", self.machine.nproc, self.machine.cpu_model),
+            ),
+            ("broker".into(), self.broker.clone()),
+            ("devices".into(), self.devices.to_string()),
+            (
+                "connect (all ConnAck)".into(),
+                format!("{:.2} s", self.connect_s),
+            ),
+            (
+                "registered (API lists all)".into(),
+                format!("{:.2} s", self.registered_s),
+            ),
+            (
+                "create deployment (POST)".into(),
+                ms(self.create_deployment_ms),
+            ),
+            spread_row("(a) desired state received", &self.desired_received),
+            spread_row("(b) new version reported", &self.new_version_reported),
+            (
+                "(c) API: all succeeded".into(),
+                ms(self.api_all_succeeded_ms),
+            ),
+            (
+                "connection errors".into(),
+                self.connection_errors.to_string(),
+            ),
+            ("bad payloads".into(), self.bad_payloads.to_string()),
+        ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+            .collect()
+    }
+}
+
+fn spread_row(name: &str, s: &Spread) -> (String, String) {
+    (
+        name.to_string(),
+        format!(
+            "all {} (p50 {}, p99 {})",
+            ms(s.max_ms),
+            ms(s.p50_ms),
+            ms(s.p99_ms)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let s = Spread::of(&samples);
+        assert_eq!((s.p50_ms, s.p99_ms, s.max_ms), (50.0, 99.0, 100.0));
+        assert_eq!(Spread::of(&[]), Spread::default());
+        let one = Spread::of(&[Duration::from_millis(7)]);
+        assert_eq!((one.p50_ms, one.max_ms), (7.0, 7.0));
+    }
+
+    #[test]
+    fn cpu_model_is_found() {
+        let x86 = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R)\n";
+        assert_eq!(cpu_model(x86).as_deref(), Some("Intel(R) Xeon(R)"));
+        let arm = "processor : 0\nHardware : BCM2835\nModel : Raspberry Pi 4\n";
+        assert_eq!(cpu_model(arm).as_deref(), Some("Raspberry Pi 4"));
+        assert_eq!(cpu_model(""), None);
+    }
+}

@@ -1,0 +1,282 @@
+//! `fleetctl deploy` and `fleetctl deployment show|list`.
+
+use super::{print_json, show_progress};
+use crate::api::ApiClient;
+use crate::display;
+use crate::table::Table;
+use crate::{DeployArgs, Global, Output};
+use anyhow::{bail, Result};
+use fleet_schema::api::{
+    CreateDeployment, DeploymentCreated, DeploymentView, DeviceProgress, TargetSpec,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// How often `deploy --wait` polls the deployment.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Parses a label selector `k=v[,k2=v2]`.
+fn parse_selector(s: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                out.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            _ => bail!("selector term {pair:?} is not of the form key=value"),
+        }
+    }
+    if out.is_empty() {
+        bail!("selector {s:?} has no key=value terms");
+    }
+    Ok(out)
+}
+
+/// Counts of devices per outcome.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    succeeded: usize,
+    failed: usize,
+    active: usize,
+    superseded: usize,
+}
+
+fn tally(view: &DeploymentView) -> Tally {
+    let mut t = Tally::default();
+    for p in view.devices.values() {
+        match p {
+            DeviceProgress::Succeeded => t.succeeded += 1,
+            DeviceProgress::Failed { .. } => t.failed += 1,
+            DeviceProgress::Superseded => t.superseded += 1,
+            DeviceProgress::Pending | DeviceProgress::InProgress { .. } => t.active += 1,
+        }
+    }
+    t
+}
+
+/// Creates a deployment; with `--wait`, follows it to the end.
+pub fn deploy(g: &Global, args: &DeployArgs) -> Result<()> {
+    let selector = match &args.selector {
+        Some(s) => parse_selector(s)?,
+        None => BTreeMap::new(),
+    };
+    let request = CreateDeployment {
+        application: args.app.clone(),
+        version: args.version.clone(),
+        strategy: None,
+        target: TargetSpec {
+            devices: args.devices.clone(),
+            selector,
+        },
+    };
+    let api = ApiClient::new(&g.server);
+    let created: DeploymentCreated = api.post_json("/api/v1/deployments", &request)?;
+    if !args.wait {
+        return match g.output {
+            Output::Json => print_json(&created),
+            Output::Table => {
+                println!(
+                    "deployment {} created: {}@{} to {} device(s)",
+                    created.id,
+                    args.app,
+                    args.version,
+                    created.devices.len()
+                );
+                Ok(())
+            }
+        };
+    }
+    if g.output == Output::Table {
+        println!(
+            "deployment {} created: {}@{} to {} device(s)",
+            created.id,
+            args.app,
+            args.version,
+            created.devices.len()
+        );
+    }
+    let view = wait(g, &api, &created, Duration::from_secs(args.timeout))?;
+    let counts = tally(&view);
+    match g.output {
+        Output::Json => print_json(&view)?,
+        Output::Table => {
+            println!(
+                "deployment {} {}: {} succeeded, {} failed, {} superseded",
+                view.id, view.state, counts.succeeded, counts.failed, counts.superseded
+            );
+            if counts.failed > 0 {
+                print!(
+                    "{}",
+                    device_table(&view, |p| matches!(p, DeviceProgress::Failed { .. })).render()
+                );
+            }
+        }
+    }
+    if view.state != "succeeded" {
+        bail!("deployment {} ended {}", view.id, view.state);
+    }
+    Ok(())
+}
+
+/// Polls the deployment until it leaves "in-progress", with a progress bar of succeeded devices.
+fn wait(
+    g: &Global,
+    api: &ApiClient,
+    created: &DeploymentCreated,
+    timeout: Duration,
+) -> Result<DeploymentView> {
+    let bar = if show_progress(g.output) {
+        let bar = ProgressBar::new(created.devices.len() as u64);
+        if let Ok(style) =
+            ProgressStyle::with_template("[{bar:40}] {pos}/{len} succeeded {msg} ({elapsed})")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let path = format!("/api/v1/deployments/{}", created.id);
+    let deadline = Instant::now() + timeout;
+    let view = loop {
+        let view: DeploymentView = api.get(&path)?;
+        let counts = tally(&view);
+        bar.set_length(view.devices.len() as u64);
+        bar.set_position(counts.succeeded as u64);
+        bar.set_message(format!(
+            "· {} failed · {} in progress",
+            counts.failed, counts.active
+        ));
+        if view.state != "in-progress" {
+            break view;
+        }
+        if Instant::now() >= deadline {
+            bar.abandon();
+            bail!(
+                "deployment {} still in progress after {}s ({} of {} succeeded); \
+                 follow it with `fleetctl deployment show {}`",
+                created.id,
+                timeout.as_secs(),
+                counts.succeeded,
+                view.devices.len(),
+                created.id
+            );
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    bar.finish_and_clear();
+    Ok(view)
+}
+
+/// A DEVICE/PROGRESS table of the devices whose progress matches `keep`.
+fn device_table(view: &DeploymentView, keep: impl Fn(&DeviceProgress) -> bool) -> Table {
+    let mut t = Table::new(&["DEVICE", "PROGRESS"]);
+    for (device, p) in view.devices.iter().filter(|(_, p)| keep(p)) {
+        t.row(vec![device.clone(), display::progress(p)]);
+    }
+    t
+}
+
+/// Shows one deployment with a per-device table.
+pub fn show(g: &Global, id: &str) -> Result<()> {
+    let api = ApiClient::new(&g.server);
+    let view: DeploymentView = api.get(&format!("/api/v1/deployments/{id}"))?;
+    if g.output == Output::Json {
+        return print_json(&view);
+    }
+    let counts = tally(&view);
+    let now = display::now_ms();
+    println!("deployment  {}", view.id);
+    println!("app         {}@{}", view.application, view.version);
+    println!("strategy    {}", view.strategy);
+    println!(
+        "state       {} ({} succeeded, {} failed, {} in progress, {} superseded of {})",
+        view.state,
+        counts.succeeded,
+        counts.failed,
+        counts.active,
+        counts.superseded,
+        view.devices.len()
+    );
+    println!("created     {}", display::ago(now, view.created_at));
+    println!();
+    print!("{}", device_table(&view, |_| true).render());
+    Ok(())
+}
+
+/// Lists deployments, newest first.
+pub fn list(g: &Global) -> Result<()> {
+    let api = ApiClient::new(&g.server);
+    let mut views: Vec<DeploymentView> = api.get("/api/v1/deployments")?;
+    if g.output == Output::Json {
+        return print_json(&views);
+    }
+    if views.is_empty() {
+        println!("no deployments");
+        return Ok(());
+    }
+    views.sort_by_key(|v| std::cmp::Reverse(v.created_at));
+    let now = display::now_ms();
+    let mut t = Table::new(&["ID", "APP", "VERSION", "STATE", "SUCCEEDED", "CREATED"]);
+    for v in &views {
+        let counts = tally(v);
+        t.row(vec![
+            v.id.clone(),
+            v.application.clone(),
+            v.version.clone(),
+            v.state.clone(),
+            format!("{}/{}", counts.succeeded, v.devices.len()),
+            display::ago(now, v.created_at),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse() {
+        let s = parse_selector("site=a, env=prod").expect("valid");
+        assert_eq!(s.get("site").map(String::as_str), Some("a"));
+        assert_eq!(s.get("env").map(String::as_str), Some("prod"));
+        assert!(parse_selector("site").is_err());
+        assert!(parse_selector("=x").is_err());
+        assert!(parse_selector(",").is_err());
+    }
+
+    #[test]
+    fn tallies_count_each_outcome() {
+        let mut devices = BTreeMap::new();
+        devices.insert("a".into(), DeviceProgress::Succeeded);
+        devices.insert("b".into(), DeviceProgress::Failed { reason: "x".into() });
+        devices.insert(
+            "c".into(),
+            DeviceProgress::InProgress {
+                phase: "installing".into(),
+            },
+        );
+        devices.insert("d".into(), DeviceProgress::Pending);
+        let view = DeploymentView {
+            id: "d1".into(),
+            application: "app".into(),
+            version: "1.0.0".into(),
+            strategy: "all-at-once".into(),
+            state: "in-progress".into(),
+            created_at: 0,
+            devices,
+        };
+        assert_eq!(
+            tally(&view),
+            Tally {
+                succeeded: 1,
+                failed: 1,
+                active: 2,
+                superseded: 0
+            }
+        );
+    }
+}

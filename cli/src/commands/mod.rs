@@ -1,0 +1,22 @@
+//! One module per `fleetctl` command family.
+
+pub mod artifact;
+pub mod deploy;
+pub mod devices;
+pub mod status;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::io::IsTerminal;
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).context("encoding JSON output")?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Whether progress bars should be drawn: only for humans looking at a terminal.
+pub fn show_progress(output: crate::Output) -> bool {
+    output == crate::Output::Table && std::io::stderr().is_terminal()
+}
