@@ -57,13 +57,17 @@ impl SimDevice {
         }
     }
 
-    /// Applies a desired state. A generation not higher than the one held (a replay or stale
-    /// retained copy) or addressed to another device changes nothing and returns `None`;
-    /// otherwise every desired app is reported running at its desired version and the new
-    /// status is returned for publishing.
+    /// Applies a desired state, as the agent does. A generation lower than the one held (a
+    /// stale retained copy) or addressed to another device changes nothing and returns `None`;
+    /// the generation already held is a controller asking again because it missed our status,
+    /// so the current status is returned for re-publishing; a higher one reports every desired
+    /// app running at its desired version.
     pub fn on_desired(&mut self, desired: &DesiredState, now_ms: u64) -> Option<DeviceStatus> {
-        if desired.device_id != self.id || desired.generation <= self.generation {
+        if desired.device_id != self.id || desired.generation < self.generation {
             return None;
+        }
+        if desired.generation == self.generation {
+            return (self.generation > 0).then(|| self.status(now_ms));
         }
         self.generation = desired.generation;
         self.apps = desired
@@ -166,10 +170,14 @@ mod tests {
     }
 
     #[test]
-    fn stale_replayed_or_foreign_desired_states_are_ignored() {
+    fn stale_or_foreign_desired_states_are_ignored_and_repeats_re_reported() {
         let mut d = SimDevice::new("sim-1");
         assert!(d.on_desired(&desired("sim-1", 2, "1.0.0"), 0).is_some());
-        assert!(d.on_desired(&desired("sim-1", 2, "2.0.0"), 0).is_none());
+        // The generation already held: re-report the same status, unchanged.
+        let again = d
+            .on_desired(&desired("sim-1", 2, "2.0.0"), 0)
+            .expect("a repeated generation is re-reported");
+        assert_eq!(again.apps[0].version, "1.0.0");
         assert!(d.on_desired(&desired("sim-1", 1, "2.0.0"), 0).is_none());
         assert!(d.on_desired(&desired("sim-2", 9, "2.0.0"), 0).is_none());
         assert_eq!(d.status(0).apps[0].version, "1.0.0");

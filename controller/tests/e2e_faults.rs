@@ -131,3 +131,36 @@ fn hostile_payloads_on_status_and_cmd_crash_nothing() {
         agent.log()
     );
 }
+
+#[test]
+fn an_agent_re_reports_when_the_controller_resends_the_generation_it_holds() {
+    let fleetd = Fleetd::start();
+    let agent = Agent::start("repeat-1", &fleetd.mqtt_url(), &[]);
+    wait_online(&fleetd, &[&agent]);
+    upload_sample(&fleetd, "1.0.0");
+    let d1 = deploy(&fleetd, "1.0.0", &["repeat-1"]);
+    wait_deployment(&fleetd, &d1, "succeeded", &[&agent]);
+
+    let mut mqtt = MqttClient::connect(fleetd.mqtt_port, "repeat-observer");
+    mqtt.subscribe("fleet/repeat-1/cmd");
+    let cmd = mqtt
+        .wait_for("fleet/repeat-1/cmd", Duration::from_secs(10), |_| true)
+        .expect("retained desired state");
+    mqtt.subscribe("fleet/repeat-1/status");
+    let decode = |p: &rumqttc::Publish| -> fleet_schema::DeviceStatus {
+        fleet_schema::decode(&p.payload, fleet_schema::DEFAULT_MAX_PAYLOAD).expect("status")
+    };
+    let first = mqtt
+        .wait_for("fleet/repeat-1/status", Duration::from_secs(10), |_| true)
+        .map(|p| decode(&p))
+        .expect("retained status");
+    std::thread::sleep(Duration::from_millis(20));
+    // The same generation again, as the controller's catch-up sends it.
+    mqtt.publish("fleet/repeat-1/cmd", cmd.payload.to_vec(), false);
+    let again = mqtt.wait_for("fleet/repeat-1/status", Duration::from_secs(10), |p| {
+        decode(p).reported_at > first.reported_at
+    });
+    let again = again.map(|p| decode(&p)).expect("agent re-reported its status");
+    assert_eq!(again.observed_generation, first.observed_generation);
+    assert_eq!(agent.app_pids(APP, "1.0.0").len(), 1, "nothing restarted");
+}

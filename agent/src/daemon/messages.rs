@@ -50,6 +50,14 @@ impl Daemon {
             return self.reject(&topic, &reason);
         }
         let have = self.desired.as_ref().map_or(0, |d| d.generation);
+        if desired.generation == have && have > 0 {
+            // The controller resends a generation we hold when its view says we are behind:
+            // it missed our status (a broker queue overflowed, a resumed session). Report
+            // again so its view catches up; the publisher coalesces bursts.
+            tracing::debug!(generation = have, "desired state repeated; re-reporting status");
+            let _ = self.publisher.send(PubCmd::RepublishAfter(Duration::ZERO));
+            return;
+        }
         if desired.generation <= have {
             tracing::debug!(
                 generation = desired.generation,
