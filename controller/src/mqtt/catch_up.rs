@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub const CATCH_UP_INTERVAL: Duration = Duration::from_secs(3);
 
 /// How often the sweep looks for devices that are behind.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Per-device rate limit on catch-up republishes (pure: the caller passes the time).
 #[derive(Debug, Default)]
