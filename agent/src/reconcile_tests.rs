@@ -26,6 +26,7 @@ fn desired(apps: &[(&str, &str)]) -> DesiredState {
                 version: (*v).into(),
                 artifact: artifact(n, v, ArtifactType::Binary),
                 deployment_id: Some("dep".into()),
+                spec: Default::default(),
             })
             .collect(),
         issued_at: 0,

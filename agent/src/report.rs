@@ -53,6 +53,8 @@ pub fn app_statuses(desired: Option<&DesiredState>, observed: &Observed) -> Vec<
                 last_error,
                 running_version,
                 deployment_id: want.deployment_id.clone(),
+                health: Default::default(),
+                health_message: None,
             }
         })
         .collect()
@@ -80,6 +82,7 @@ mod tests {
                     url: "http://x".into(),
                 },
                 deployment_id: Some("dep-7".into()),
+                spec: Default::default(),
             }],
             issued_at: 0,
         }

@@ -81,6 +81,8 @@ impl SimDevice {
                 last_error: None,
                 running_version: Some(app.version.clone()),
                 deployment_id: app.deployment_id.clone(),
+                health: Default::default(),
+                health_message: None,
             })
             .collect();
         Some(self.status(now_ms))
@@ -130,6 +132,7 @@ mod tests {
                     url: "http://127.0.0.1/x".into(),
                 },
                 deployment_id: Some("dep-1".into()),
+                spec: Default::default(),
             }],
             issued_at: 0,
         }

@@ -320,6 +320,7 @@ mod tests {
                     url: "http://127.0.0.1/x".into(),
                 },
                 deployment_id: Some("dep-1".into()),
+                spec: Default::default(),
             }],
             issued_at: 0,
         };

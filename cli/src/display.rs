@@ -115,6 +115,8 @@ mod tests {
             last_error: Some("sha256 mismatch".into()),
             running_version: Some("1.0.0".into()),
             deployment_id: None,
+            health: Default::default(),
+            health_message: None,
         };
         assert_eq!(
             app(&a),

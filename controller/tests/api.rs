@@ -340,6 +340,8 @@ fn deployments_publish_desired_state_and_survive_kill9() {
         last_error: None,
         running_version: Some("2.0.0".into()),
         deployment_id: Some(d2.clone()),
+        health: Default::default(),
+        health_message: None,
     }];
     announce(&f, &status);
     assert!(

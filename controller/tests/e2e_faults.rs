@@ -160,7 +160,9 @@ fn an_agent_re_reports_when_the_controller_resends_the_generation_it_holds() {
     let again = mqtt.wait_for("fleet/repeat-1/status", Duration::from_secs(10), |p| {
         decode(p).reported_at > first.reported_at
     });
-    let again = again.map(|p| decode(&p)).expect("agent re-reported its status");
+    let again = again
+        .map(|p| decode(&p))
+        .expect("agent re-reported its status");
     assert_eq!(again.observed_generation, first.observed_generation);
     assert_eq!(agent.app_pids(APP, "1.0.0").len(), 1, "nothing restarted");
 }

@@ -2,6 +2,7 @@
 //! kept in the controller's database and published retained on `fleet/<device>/cmd`; the agent
 //! converges on the highest generation it has seen and never goes back to a lower one.
 
+use crate::app_spec::AppSpec;
 use crate::artifact::ArtifactType;
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,10 @@ pub struct DesiredApp {
     /// The deployment that asked for this version, for progress reporting.
     #[serde(default)]
     pub deployment_id: Option<String>,
+    /// How to run it (runtime, configuration, health check, limits); defaults mean a raw
+    /// process restarted always, with no health check and no limits.
+    #[serde(default)]
+    pub spec: AppSpec,
 }
 
 /// What a device needs to fetch and verify an artifact.

@@ -6,6 +6,7 @@
 //! request types are strict (unknown fields are an error naming the field).
 
 pub mod api;
+pub mod app_spec;
 pub mod artifact;
 pub mod codec;
 pub mod desired;
@@ -15,11 +16,12 @@ pub mod status;
 pub mod telemetry;
 pub mod topic;
 
+pub use app_spec::AppSpec;
 pub use artifact::{ArtifactMeta, ArtifactType};
 pub use codec::{decode, encode, CodecError, DEFAULT_MAX_PAYLOAD};
 pub use desired::{ArtifactRef, DesiredApp, DesiredState};
 pub use device_id::{DeviceId, DeviceIdError};
-pub use status::{AppPhase, AppStatus, ControllerStatus, DeviceStatus, Inventory};
+pub use status::{AppPhase, AppStatus, ControllerStatus, DeviceStatus, HealthState, Inventory};
 pub use telemetry::{AppMetrics, DeviceMetrics, LogBatch, LogEntry, LogLevel, MetricsBatch};
 pub use topic::{Topic, TopicError};
 

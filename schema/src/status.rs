@@ -81,6 +81,28 @@ pub struct AppStatus {
     /// The deployment that asked for `version`.
     #[serde(default)]
     pub deployment_id: Option<String>,
+    /// Health of the running version, from its health check (unknown without one).
+    #[serde(default)]
+    pub health: HealthState,
+    /// Detail of the last health verdict (e.g. the failing probe's error).
+    #[serde(default)]
+    pub health_message: Option<String>,
+}
+
+open_enum! {
+    /// An app's health as its health check sees it.
+    #[derive(Default)]
+    pub enum HealthState {
+        /// No health check, or no verdict yet.
+        #[default]
+        Unknown => "unknown",
+        /// Within the start period.
+        Starting => "starting",
+        /// Probes pass.
+        Healthy => "healthy",
+        /// `retries` consecutive probes failed.
+        Unhealthy => "unhealthy",
+    }
 }
 
 /// Everything a device reports about itself. The agent publishes it retained on every connect

@@ -54,7 +54,10 @@ impl Daemon {
             // The controller resends a generation we hold when its view says we are behind:
             // it missed our status (a broker queue overflowed, a resumed session). Report
             // again so its view catches up; the publisher coalesces bursts.
-            tracing::debug!(generation = have, "desired state repeated; re-reporting status");
+            tracing::debug!(
+                generation = have,
+                "desired state repeated; re-reporting status"
+            );
             let _ = self.publisher.send(PubCmd::RepublishAfter(Duration::ZERO));
             return;
         }
@@ -141,6 +144,7 @@ mod tests {
                 url: "http://x".into(),
             },
             deployment_id: None,
+            spec: Default::default(),
         }
     }
 

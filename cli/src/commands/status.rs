@@ -204,6 +204,8 @@ mod tests {
                 last_error: None,
                 running_version: None,
                 deployment_id: None,
+                health: Default::default(),
+                health_message: None,
             }],
             reported_at: at,
         }

@@ -63,6 +63,7 @@ impl Db {
                     version: new.version.clone(),
                     artifact: new.artifact.clone(),
                     deployment_id: Some(id.clone()),
+                    spec: Default::default(),
                 };
                 let next = plan::set_app(prev.as_ref(), device, app, new.now);
                 let bytes = encode(&next)?;

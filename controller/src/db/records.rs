@@ -91,6 +91,8 @@ mod tests {
                     last_error: None,
                     running_version: None,
                     deployment_id: None,
+                    health: Default::default(),
+                    health_message: None,
                 }]
             } else {
                 vec![]

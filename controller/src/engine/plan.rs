@@ -40,6 +40,7 @@ mod tests {
                 url: "http://x".into(),
             },
             deployment_id: Some(format!("d-{name}-{version}")),
+            spec: Default::default(),
         }
     }
 

@@ -122,6 +122,8 @@ mod tests {
                 last_error: Some("checksum mismatch".into()),
                 running_version: None,
                 deployment_id: None,
+                health: Default::default(),
+                health_message: None,
             }],
             reported_at: 0,
         }
