@@ -1,7 +1,7 @@
 //! External servers for tests (Mosquitto today). A test that needs one and does not find it says
 //! so loudly and skips; with FLEET_REQUIRE_EXTERNAL=1 (as `.ci/run` sets) it fails instead.
 
-use super::procs::{free_port, wait_for};
+use super::{free_port, wait_until};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -60,11 +60,13 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn mosquitto");
-        wait_for("mosquitto to listen", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+        let listening = wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
+        assert!(
+            listening,
+            "mosquitto did not listen on port {port} within 10 s"
+        );
         Some(Self {
             child,
             port,

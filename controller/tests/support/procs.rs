@@ -2,7 +2,6 @@
 //! processes by the executable they run, and killing what a test left behind.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// The directory holding the workspace's binaries for this profile (target/debug).
 pub fn bin_dir() -> PathBuf {
@@ -69,31 +68,4 @@ pub fn signal(pid: u32, sig: &str) {
     let _ = std::process::Command::new("kill")
         .args([format!("-{sig}"), pid.to_string()])
         .status();
-}
-
-/// Polls `check` every 100 ms until it returns Some or `timeout` passes; panics with `what`
-/// and the last observation otherwise.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Result<T, String>,
-) -> T {
-    let start = Instant::now();
-    let mut last = String::from("never checked");
-    while start.elapsed() < timeout {
-        match check() {
-            Ok(v) => return v,
-            Err(e) => last = e,
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
-}
-
-/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port is available on 127.0.0.1")
 }
