@@ -5,6 +5,7 @@
 //! loop could deadlock.
 
 use crate::backoff::{jitter, Backoff};
+use crate::telemetry::spool::Spool;
 use fleet_schema::{DeviceId, DeviceStatus, Topic};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::time::Duration;
@@ -21,6 +22,11 @@ pub const RECONNECT_INITIAL: Duration = Duration::from_millis(200);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Pause before publishing a changed status, so bursts of changes become one message.
 pub const COALESCE: Duration = Duration::from_millis(50);
+
+/// Pause between two slices of the offline backlog on reconnect.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(100);
+/// Backlog messages sent per slice (so a reconnect never floods the link or the broker).
+pub const DRAIN_BATCH: usize = 20;
 
 /// Longest wait for the broker to close the connection after our DISCONNECT.
 const DISCONNECT_DRAIN: Duration = Duration::from_secs(1);
@@ -52,6 +58,57 @@ pub enum PubCmd {
     RepublishAfter(Duration),
     /// Publish this offline status, disconnect, then answer.
     Shutdown(Box<DeviceStatus>, oneshot::Sender<()>),
+    /// Publish a metrics or log batch (QoS 0), or keep it in the offline backlog.
+    Telemetry {
+        /// Topic.
+        topic: String,
+        /// Encoded payload.
+        payload: Vec<u8>,
+    },
+}
+
+/// Sends a telemetry message now if connected and nothing older waits; otherwise queues it
+/// (oldest dropped beyond the bounds). Without a backlog, offline messages are lost.
+fn send_or_spool(
+    client: &AsyncClient,
+    spool: Option<&mut Spool>,
+    connected: bool,
+    topic: String,
+    payload: Vec<u8>,
+) {
+    let backlog = spool.as_ref().is_some_and(|s| !s.index().is_empty());
+    if connected && !backlog {
+        match client.try_publish(topic.as_str(), QoS::AtMostOnce, false, payload.clone()) {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(error = %e, "request queue full; keeping telemetry"),
+        }
+    }
+    if let Some(s) = spool {
+        if let Err(e) = s.push(&topic, &payload) {
+            tracing::warn!(error = %e, "cannot write the offline backlog");
+        }
+    }
+}
+
+/// Sends up to [`DRAIN_BATCH`] backlog messages, oldest first.
+fn drain_some(client: &AsyncClient, spool: &mut Spool) {
+    for _ in 0..DRAIN_BATCH {
+        let Some((topic, payload)) = spool.peek() else {
+            return;
+        };
+        if client
+            .try_publish(topic.as_str(), QoS::AtMostOnce, false, payload)
+            .is_err()
+        {
+            return;
+        }
+        spool.pop();
+    }
+    tracing::debug!(
+        left = spool.index().len(),
+        dropped_total = spool.index().dropped(),
+        "sent part of the offline backlog"
+    );
 }
 
 /// The offline status used as last will and on graceful shutdown.
@@ -150,21 +207,32 @@ pub fn now_millis() -> u64 {
 }
 
 /// Publishes the status (retained, QoS 1) on every connect, on every change while connected
-/// (coalesced) and when asked; subscribes on every connect.
+/// (coalesced) and when asked; subscribes on every connect; sends telemetry, keeping it in the
+/// backlog while offline and sending the backlog in paced slices after the status on reconnect.
 pub async fn publisher(
     client: AsyncClient,
     device: DeviceId,
     mut status: watch::Receiver<DeviceStatus>,
     mut cmds: mpsc::UnboundedReceiver<PubCmd>,
+    mut spool: Option<Spool>,
 ) {
     let status_topic = Topic::Status(device.clone()).to_string();
     let cmd_topic = Topic::Cmd(device.clone()).to_string();
+    let req_topic = Topic::Req(device.clone()).to_string();
+    let mut drain = tokio::time::interval(DRAIN_EVERY);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let controller_topic = Topic::ControllerStatus.to_string();
     let mut connected = false;
     let mut republish_at: Option<Instant> = None;
     loop {
         let wake = republish_at;
+        let backlog = connected && spool.as_ref().is_some_and(|s| !s.index().is_empty());
         tokio::select! {
+            _ = drain.tick(), if backlog => {
+                if let Some(s) = spool.as_mut() {
+                    drain_some(&client, s);
+                }
+            }
             changed = status.changed() => {
                 if changed.is_err() {
                     return;
@@ -189,7 +257,7 @@ pub async fn publisher(
                 None => return,
                 Some(PubCmd::Connected) => {
                     connected = true;
-                    for topic in [&cmd_topic, &controller_topic] {
+                    for topic in [&cmd_topic, &controller_topic, &req_topic] {
                         if let Err(e) = client.subscribe(topic.as_str(), QoS::AtLeastOnce).await {
                             tracing::warn!(%topic, error = %e, "cannot queue subscribe");
                         }
@@ -209,6 +277,9 @@ pub async fn publisher(
                     }
                     let _ = done.send(());
                     return;
+                }
+                Some(PubCmd::Telemetry { topic, payload }) => {
+                    send_or_spool(&client, spool.as_mut(), connected, topic, payload);
                 }
             }
         }

@@ -23,9 +23,71 @@ pub struct Cli {
     /// A label KEY=VALUE reported in the inventory (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// A TOML file with device_id, mqtt_url, data_dir and a [labels] table.
+    /// A TOML file with device_id, mqtt_url, data_dir, a [labels] table and the settings
+    /// below.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// How often metrics are sampled and published, milliseconds (default 10000).
+    #[arg(long)]
+    pub metrics_interval_ms: Option<u64>,
+    /// Address of the local endpoint apps report counters to (default 127.0.0.1:0, any port).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Most messages kept in the offline backlog (default 2000).
+    #[arg(long)]
+    pub spool_max_messages: Option<usize>,
+    /// Most bytes kept in the offline backlog (default 4 MiB).
+    #[arg(long)]
+    pub spool_max_bytes: Option<u64>,
+    /// Log lines per second published per device before lines are dropped (default 100).
+    #[arg(long)]
+    pub log_rate: Option<u32>,
+    /// An ed25519 public key (hex, or a file holding it) whose artifact signatures are
+    /// trusted (repeatable, so keys can rotate).
+    #[arg(long = "trusted-key", value_name = "HEX|FILE")]
+    pub trusted_keys: Vec<String>,
+    /// Refuse artifacts without a valid signature by a trusted key.
+    #[arg(long)]
+    pub require_signatures: bool,
+    /// Largest total unpacked size of an archive artifact, bytes (default 4 GiB).
+    #[arg(long)]
+    pub archive_max_bytes: Option<u64>,
+    /// Most entries in an archive artifact (default 100000).
+    #[arg(long)]
+    pub archive_max_entries: Option<u64>,
+}
+
+/// Telemetry settings (metrics, logs, offline backlog).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Telemetry {
+    /// Metrics sampling and publishing interval.
+    pub metrics_interval: std::time::Duration,
+    /// Local counters endpoint address.
+    pub metrics_listen: String,
+    /// Offline backlog bounds.
+    pub spool: crate::telemetry::spool::Bounds,
+    /// Log lines per second (burst: five seconds' worth).
+    pub log_rate: u32,
+    /// Size at which an app's log file is rotated, bytes.
+    pub log_file_max: u64,
+    /// Lines kept in the in-memory ring for history requests.
+    pub log_ring: usize,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self {
+            metrics_interval: std::time::Duration::from_secs(10),
+            metrics_listen: "127.0.0.1:0".into(),
+            spool: crate::telemetry::spool::Bounds {
+                max_messages: 2000,
+                max_bytes: 4 << 20,
+            },
+            log_rate: 100,
+            log_file_max: 1 << 20,
+            log_ring: 1000,
+        }
+    }
 }
 
 /// The settings file.
@@ -37,6 +99,16 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    metrics_interval_ms: Option<u64>,
+    metrics_listen: Option<String>,
+    spool_max_messages: Option<usize>,
+    spool_max_bytes: Option<u64>,
+    log_rate: Option<u32>,
+    #[serde(default)]
+    trusted_keys: Vec<String>,
+    require_signatures: Option<bool>,
+    archive_max_bytes: Option<u64>,
+    archive_max_entries: Option<u64>,
 }
 
 /// Why the settings are unusable.
@@ -67,6 +139,9 @@ pub enum ConfigError {
     /// The broker URL is not mqtt://host[:port].
     #[error("invalid --mqtt-url {0:?}: expected mqtt://HOST:PORT")]
     MqttUrl(String),
+    /// A trusted key is neither hex nor a readable file holding hex.
+    #[error("invalid trusted key: {0}")]
+    TrustedKey(String),
     /// A label is not KEY=VALUE.
     #[error("invalid --label {0:?}: expected KEY=VALUE with a non-empty key")]
     Label(String),
@@ -85,6 +160,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Labels for the inventory.
     pub labels: BTreeMap<String, String>,
+    /// Metrics, logs and backlog settings.
+    pub telemetry: Telemetry,
+    /// Signature policy and archive limits.
+    pub artifacts: crate::verify::ArtifactSettings,
 }
 
 impl Config {
@@ -118,12 +197,47 @@ impl Config {
                 .ok_or_else(|| ConfigError::Label(l.clone()))?;
             labels.insert(k.to_string(), v.to_string());
         }
+        let d = Telemetry::default();
+        let telemetry = Telemetry {
+            metrics_interval: std::time::Duration::from_millis(
+                cli.metrics_interval_ms
+                    .or(file.metrics_interval_ms)
+                    .unwrap_or(d.metrics_interval.as_millis() as u64)
+                    .max(100),
+            ),
+            metrics_listen: cli
+                .metrics_listen
+                .clone()
+                .or(file.metrics_listen)
+                .unwrap_or(d.metrics_listen),
+            spool: crate::telemetry::spool::Bounds {
+                max_messages: cli
+                    .spool_max_messages
+                    .or(file.spool_max_messages)
+                    .unwrap_or(d.spool.max_messages),
+                max_bytes: cli
+                    .spool_max_bytes
+                    .or(file.spool_max_bytes)
+                    .unwrap_or(d.spool.max_bytes),
+            },
+            log_rate: cli.log_rate.or(file.log_rate).unwrap_or(d.log_rate),
+            ..d
+        };
+        let artifacts = crate::verify::ArtifactSettings::resolve(
+            file.trusted_keys.iter().chain(&cli.trusted_keys),
+            cli.require_signatures || file.require_signatures.unwrap_or(false),
+            cli.archive_max_bytes.or(file.archive_max_bytes),
+            cli.archive_max_entries.or(file.archive_max_entries),
+        )
+        .map_err(ConfigError::TrustedKey)?;
         Ok(Self {
             device_id: DeviceId::parse(&device)?,
             mqtt_host,
             mqtt_port,
             data_dir,
             labels,
+            telemetry,
+            artifacts,
         })
     }
 }
@@ -188,6 +302,7 @@ mod tests {
         assert_eq!(c.device_id.as_str(), "dev-1");
         assert_eq!((c.mqtt_host.as_str(), c.mqtt_port), ("127.0.0.1", 1884));
         assert_eq!(c.labels.get("tier").map(String::as_str), Some("b=c"));
+        assert_eq!(c.telemetry, Telemetry::default(), "defaults");
     }
 
     #[test]
@@ -196,7 +311,7 @@ mod tests {
         let path = dir.path().join("agent.toml");
         std::fs::write(
             &path,
-            "device_id = \"from-file\"\nmqtt_url = \"mqtt://broker\"\ndata_dir = \"/var/lib/fleet\"\n[labels]\nsite = \"file\"\nrack = \"3\"\n",
+            "device_id = \"from-file\"\nmqtt_url = \"mqtt://broker\"\ndata_dir = \"/var/lib/fleet\"\nmetrics_interval_ms = 2000\n[labels]\nsite = \"file\"\nrack = \"3\"\n",
         )
         .expect("write");
         let p = path.to_str().expect("utf-8 path");
@@ -214,6 +329,10 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/fleet"));
         assert_eq!(c.labels.get("site").map(String::as_str), Some("flag"));
         assert_eq!(c.labels.get("rack").map(String::as_str), Some("3"));
+        assert_eq!(
+            c.telemetry.metrics_interval,
+            std::time::Duration::from_secs(2)
+        );
 
         std::fs::write(&path, "device_idd = \"x\"\n").expect("write");
         let err = Config::from_cli(&cli(&["--config", p])).expect_err("typo refused");

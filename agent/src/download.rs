@@ -1,9 +1,9 @@
 //! Fetches an artifact over HTTP into `<data>/downloads/<app>-<version>.partial`, streaming to
 //! disk while hashing (the file is never held in memory), refusing anything that does not match
-//! the expected size and sha256, and resuming a cut download with a `Range` request. Blocking:
-//! run it on a blocking thread.
+//! the expected size, sha256 and (when given) sha512, and resuming a cut download with a
+//! `Range` request. Blocking: run it on a blocking thread.
 
-use ring::digest::{Context, SHA256};
+use ring::digest::{Context, SHA256, SHA512};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -21,6 +21,8 @@ pub struct DownloadRequest<'a> {
     pub size: u64,
     /// Expected sha256, lowercase hex.
     pub sha256: &'a str,
+    /// Expected sha512, lowercase hex, when the controller recorded one.
+    pub sha512: Option<&'a str>,
     /// Where the bytes go (kept across attempts for resuming).
     pub partial: &'a Path,
 }
@@ -78,6 +80,14 @@ pub enum DownloadError {
         /// Digest of what arrived.
         actual: String,
     },
+    /// The content's sha512 differs (sha256 matched); refused and deleted.
+    #[error("sha512 mismatch: expected {expected}, got {actual}")]
+    Sha512 {
+        /// Expected digest.
+        expected: String,
+        /// Digest of what arrived.
+        actual: String,
+    },
     /// Local file trouble.
     #[error("{context}: {source}")]
     Io {
@@ -85,6 +95,12 @@ pub enum DownloadError {
         context: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The URL was refused and no fresh one could be obtained from fleetd.
+    #[error("{message}")]
+    Refresh {
+        /// What failed, naming the URL.
+        message: String,
     },
     /// The agent is shutting down.
     #[error("download cancelled")]
@@ -127,7 +143,7 @@ pub fn download(req: &DownloadRequest<'_>, cancel: &AtomicBool) -> Result<(), Do
         truncate(&mut file)?;
         have = 0;
     }
-    let mut hasher = Context::new(&SHA256);
+    let mut hasher = Hashers::new();
     if have > 0 {
         hash_existing(&mut file, &mut hasher)?;
     }
@@ -146,14 +162,48 @@ pub fn download(req: &DownloadRequest<'_>, cancel: &AtomicBool) -> Result<(), Do
             got: have,
         });
     }
-    let actual = hex::encode(hasher.finish().as_ref());
-    if !actual.eq_ignore_ascii_case(req.sha256) {
+    let (sha256, sha512) = hasher.finish();
+    if !sha256.eq_ignore_ascii_case(req.sha256) {
         return refuse(DownloadError::Sha256 {
             expected: req.sha256.to_string(),
-            actual,
+            actual: sha256,
+        });
+    }
+    if let Some(expected) = req.sha512.filter(|e| !sha512.eq_ignore_ascii_case(e)) {
+        return refuse(DownloadError::Sha512 {
+            expected: expected.to_string(),
+            actual: sha512,
         });
     }
     Ok(())
+}
+
+/// sha256 and sha512 of the same stream, updated together.
+struct Hashers {
+    sha256: Context,
+    sha512: Context,
+}
+
+impl Hashers {
+    fn new() -> Self {
+        Self {
+            sha256: Context::new(&SHA256),
+            sha512: Context::new(&SHA512),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha256.update(bytes);
+        self.sha512.update(bytes);
+    }
+
+    /// Lowercase hex (sha256, sha512).
+    fn finish(self) -> (String, String) {
+        (
+            hex::encode(self.sha256.finish().as_ref()),
+            hex::encode(self.sha512.finish().as_ref()),
+        )
+    }
 }
 
 fn truncate(file: &mut File) -> Result<(), DownloadError> {
@@ -164,7 +214,7 @@ fn truncate(file: &mut File) -> Result<(), DownloadError> {
     Ok(())
 }
 
-fn hash_existing(file: &mut File, hasher: &mut Context) -> Result<(), DownloadError> {
+fn hash_existing(file: &mut File, hasher: &mut Hashers) -> Result<(), DownloadError> {
     file.seek(SeekFrom::Start(0))
         .map_err(io_err("cannot seek partial file"))?;
     let mut buf = vec![0u8; CHUNK];
@@ -183,7 +233,7 @@ fn hash_existing(file: &mut File, hasher: &mut Context) -> Result<(), DownloadEr
 fn fetch(
     req: &DownloadRequest<'_>,
     file: &mut File,
-    hasher: &mut Context,
+    hasher: &mut Hashers,
     mut have: u64,
     cancel: &AtomicBool,
 ) -> Result<u64, DownloadError> {
@@ -205,7 +255,7 @@ fn fetch(
             // not a prefix the server recognises) get a fresh full request.
             if have > 0 {
                 truncate(file)?;
-                *hasher = Context::new(&SHA256);
+                *hasher = Hashers::new();
                 have = 0;
             }
             if status != 200 {

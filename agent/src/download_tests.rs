@@ -102,6 +102,7 @@ fn good_download_is_verified() {
         size: data.len() as u64,
         sha256: &digest,
         partial: &partial,
+        sha512: None,
     };
     download(&req, &AtomicBool::new(false)).expect("download succeeds");
     assert_eq!(std::fs::read(&partial).expect("read"), data);
@@ -119,6 +120,7 @@ fn sha_mismatch_is_refused_and_removed() {
         size: data.len() as u64,
         sha256: &wrong,
         partial: &partial,
+        sha512: None,
     };
     let err = download(&req, &AtomicBool::new(false)).expect_err("refused");
     let text = err.to_string();
@@ -144,6 +146,7 @@ fn size_mismatch_is_refused_both_ways() {
         size: 1000,
         sha256: &digest,
         partial: &partial,
+        sha512: None,
     };
     let err = download(&smaller, &AtomicBool::new(false)).expect_err("too large");
     assert!(
@@ -181,6 +184,7 @@ fn cut_connection_is_resumed_with_a_range_request() {
         size: data.len() as u64,
         sha256: &digest,
         partial: &partial,
+        sha512: None,
     };
     let err = download(&req, &AtomicBool::new(false)).expect_err("cut");
     assert!(
@@ -207,6 +211,7 @@ fn server_without_range_support_restarts_from_zero() {
         size: data.len() as u64,
         sha256: &digest,
         partial: &partial,
+        sha512: None,
     };
     download(&req, &AtomicBool::new(false)).expect("download succeeds");
     assert_eq!(std::fs::read(&partial).expect("read"), data);
@@ -224,6 +229,39 @@ fn complete_partial_needs_no_request() {
         size: 5,
         sha256: &digest,
         partial: &partial,
+        sha512: None,
     };
     download(&req, &AtomicBool::new(false)).expect("verified from disk");
+}
+
+fn sha512(data: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA512, data).as_ref())
+}
+
+#[test]
+fn sha512_is_verified_while_streaming() {
+    let data = content();
+    let srv = serve(data.clone(), Mode::Good);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let partial = dir.path().join("p.partial");
+    let (digest, good512, wrong512) = (sha(&data), sha512(&data), sha512(b"other"));
+    let req = DownloadRequest {
+        url: &srv.url,
+        size: data.len() as u64,
+        sha256: &digest,
+        partial: &partial,
+        sha512: Some(&good512),
+    };
+    download(&req, &AtomicBool::new(false)).expect("matching sha512 accepted");
+    std::fs::remove_file(&partial).expect("remove");
+    let bad = DownloadRequest {
+        sha512: Some(&wrong512),
+        ..req
+    };
+    let err = download(&bad, &AtomicBool::new(false)).expect_err("sha512 mismatch");
+    assert_eq!(
+        err.to_string(),
+        format!("sha512 mismatch: expected {wrong512}, got {good512}")
+    );
+    assert!(!partial.exists(), "refused content is deleted");
 }

@@ -1,8 +1,13 @@
-//! Moves a verified download into `apps/<app>/<version>/<app>` so that a power loss leaves
-//! either the complete version directory or none (stage, fsync, atomic rename, fsync the
-//! parent), and prunes versions other than the new, current and running ones.
+//! Installs a verified download as `apps/<app>/<version>/` so that a power loss leaves either
+//! the complete version directory or none (stage, fsync, atomic rename, fsync the parent), and
+//! prunes versions other than the new, current and running ones (the bounded cache: a rollback
+//! to the previous version needs no download). A binary becomes `<version>/<app>`; an archive
+//! is unpacked there (see [`crate::install_archive`]) and `<app>` is linked to its entry point,
+//! so the supervisor starts every kind the same way.
 
+use crate::install_archive::{self, ArchiveError, ArchiveLimits};
 use crate::layout;
+use fleet_schema::{ArtifactType, DesiredState};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
@@ -10,15 +15,81 @@ use std::path::{Path, PathBuf};
 
 /// Why an install failed.
 #[derive(Debug, thiserror::Error)]
-#[error("install failed: {context}: {source}")]
-pub struct InstallError {
-    context: String,
-    source: std::io::Error,
+pub enum InstallError {
+    /// A filesystem step failed.
+    #[error("install failed: {context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The archive was refused.
+    #[error("install failed: {0}")]
+    Archive(#[from] ArchiveError),
+    /// The entry point is missing or unusable.
+    #[error("install failed: {0}")]
+    Entrypoint(String),
+    /// The system package tool failed.
+    #[error("install failed: {0}")]
+    Package(String),
+    /// This agent cannot install the artifact type.
+    #[error("install failed: artifact type {0} is not supported by this agent")]
+    Unsupported(String),
 }
 
 fn err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstallError {
     let context = context.into();
-    move |source| InstallError { context, source }
+    move |source| InstallError::Io { context, source }
+}
+
+/// True for the artifact types this agent installs itself.
+pub fn supported(kind: &ArtifactType) -> bool {
+    matches!(
+        kind,
+        ArtifactType::Binary | ArtifactType::Archive | ArtifactType::Deb
+    )
+}
+
+/// How to install one version: its type, its entry point and the archive limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallPlan {
+    /// Artifact type.
+    pub kind: ArtifactType,
+    /// Entry point inside an archive (relative path); `<app>` when absent.
+    pub entrypoint: Option<String>,
+    /// Bounds on archive extraction.
+    pub limits: ArchiveLimits,
+}
+
+impl InstallPlan {
+    /// The plan for `app@version` from the desired state (a binary when it is not there).
+    pub fn for_app(
+        desired: Option<&DesiredState>,
+        app: &str,
+        version: &str,
+        limits: ArchiveLimits,
+    ) -> Self {
+        let want = desired.and_then(|d| {
+            d.apps
+                .iter()
+                .find(|a| a.name == app && a.version == version)
+        });
+        Self {
+            kind: want.map_or(ArtifactType::Binary, |a| a.artifact.kind.clone()),
+            entrypoint: want.and_then(|a| a.spec.runtime.entrypoint.clone()),
+            limits,
+        }
+    }
+
+    /// A plain binary.
+    pub fn binary() -> Self {
+        Self {
+            kind: ArtifactType::Binary,
+            entrypoint: None,
+            limits: ArchiveLimits::default(),
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), InstallError> {
@@ -35,6 +106,7 @@ pub fn install(
     version: &str,
     downloaded: &Path,
     keep: &BTreeSet<String>,
+    plan: &InstallPlan,
 ) -> Result<PathBuf, InstallError> {
     let app_dir = layout::app_dir(data, app);
     fs::create_dir_all(&app_dir).map_err(err(format!("cannot create {}", app_dir.display())))?;
@@ -43,16 +115,19 @@ pub fn install(
         fs::remove_dir_all(&staging).map_err(err("cannot clear staging directory"))?;
     }
     fs::create_dir(&staging).map_err(err("cannot create staging directory"))?;
-    let staged_exe = staging.join(app);
-    fs::rename(downloaded, &staged_exe).map_err(err(format!(
-        "cannot move {} into place",
-        downloaded.display()
-    )))?;
-    fs::set_permissions(&staged_exe, fs::Permissions::from_mode(0o755))
-        .map_err(err("cannot make the binary executable"))?;
-    File::open(&staged_exe)
-        .and_then(|f| f.sync_all())
-        .map_err(err("cannot sync the binary"))?;
+    let filled = match &plan.kind {
+        ArtifactType::Binary => stage_binary(app, downloaded, &staging),
+        ArtifactType::Archive => stage_archive(app, downloaded, &staging, plan),
+        ArtifactType::Deb => {
+            crate::install_deb::stage_deb(app, downloaded, &staging, plan.entrypoint.as_deref())
+        }
+        other => Err(InstallError::Unsupported(other.to_string())),
+    };
+    if let Err(e) = filled {
+        let _ = fs::remove_dir_all(&staging);
+        let _ = fs::remove_file(downloaded);
+        return Err(e);
+    }
     sync_dir(&staging)?;
     let target = layout::version_dir(data, app, version);
     if target.exists() {
@@ -62,10 +137,65 @@ pub fn install(
         .map_err(err(format!("cannot rename into {}", target.display())))?;
     sync_dir(&app_dir)?;
     if let Some(downloads) = downloaded.parent() {
+        let _ = fs::remove_file(downloaded);
         let _ = sync_dir(downloads);
     }
     prune(&app_dir, version, keep);
     Ok(layout::executable(data, app, version))
+}
+
+/// A binary: the download itself becomes `<staging>/<app>`, executable.
+fn stage_binary(app: &str, downloaded: &Path, staging: &Path) -> Result<(), InstallError> {
+    let staged_exe = staging.join(app);
+    fs::rename(downloaded, &staged_exe).map_err(err(format!(
+        "cannot move {} into place",
+        downloaded.display()
+    )))?;
+    fs::set_permissions(&staged_exe, fs::Permissions::from_mode(0o755))
+        .map_err(err("cannot make the binary executable"))?;
+    File::open(&staged_exe)
+        .and_then(|f| f.sync_all())
+        .map_err(err("cannot sync the binary"))
+}
+
+/// An archive: unpacked into the staging directory, then `<app>` made to start the entry point.
+fn stage_archive(
+    app: &str,
+    downloaded: &Path,
+    staging: &Path,
+    plan: &InstallPlan,
+) -> Result<(), InstallError> {
+    install_archive::extract(downloaded, staging, &plan.limits)?;
+    let entry = plan.entrypoint.as_deref().unwrap_or(app);
+    let rel = install_archive::safe_relative(entry)
+        .map_err(|e| InstallError::Entrypoint(format!("entry point {entry:?}: {e}")))?
+        .ok_or_else(|| InstallError::Entrypoint("entry point is empty".into()))?;
+    let target = staging.join(&rel);
+    // The entry point must be a regular file inside the version (links were checked to stay
+    // inside when unpacked).
+    let meta = fs::metadata(&target).map_err(|_| {
+        InstallError::Entrypoint(format!("entry point {entry:?} is not in the archive"))
+    })?;
+    if !meta.is_file() {
+        return Err(InstallError::Entrypoint(format!(
+            "entry point {entry:?} is not a regular file"
+        )));
+    }
+    fs::set_permissions(
+        &target,
+        fs::Permissions::from_mode(meta.permissions().mode() & 0o777 | 0o500),
+    )
+    .map_err(err("cannot make the entry point executable"))?;
+    let launcher = staging.join(app);
+    if rel != Path::new(app) {
+        if fs::symlink_metadata(&launcher).is_ok() {
+            return Err(InstallError::Entrypoint(format!(
+                "the archive has its own {app:?} at the top, which is not the entry point {entry:?}"
+            )));
+        }
+        std::os::unix::fs::symlink(&rel, &launcher).map_err(err("cannot link the entry point"))?;
+    }
+    Ok(())
 }
 
 /// Deletes version directories (and stale staging directories) other than `version` and `keep`.
@@ -114,7 +244,8 @@ mod tests {
             fs::create_dir_all(dl.parent().expect("parent")).expect("mkdir");
             fs::write(&dl, v.as_bytes()).expect("write");
             let keep = keep.into_iter().map(String::from).collect();
-            let exe = install(data, "web", v, &dl, &keep).expect("installs");
+            let exe =
+                install(data, "web", v, &dl, &keep, &InstallPlan::binary()).expect("installs");
             assert_eq!(exe, layout::executable(data, "web", v));
             let mode = fs::metadata(&exe).expect("stat").permissions().mode();
             assert_eq!(mode & 0o777, 0o755);

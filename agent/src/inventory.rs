@@ -60,15 +60,30 @@ fn capabilities() -> Vec<String> {
         ("apk", "apk"),
         ("nix", "nix"),
     ] {
-        if on_path(tool) {
+        // Docker is usable only with its daemon answering, not merely installed.
+        if on_path(tool) && (cap != "docker" || docker_daemon_reachable()) {
             caps.push(cap.to_string());
         }
     }
-    if Path::new("/run/systemd/system").is_dir() {
+    // Either container engine runs OCI images.
+    if caps.iter().any(|c| c == "docker" || c == "podman") {
+        caps.push("oci".to_string());
+    }
+    if Path::new("/run/systemd/system").is_dir() && on_path("systemctl") {
         caps.push("systemd".to_string());
     }
     caps.sort();
     caps
+}
+
+/// True when the Docker daemon's socket accepts a connection (`DOCKER_HOST=unix://...` or the
+/// default `/var/run/docker.sock`).
+fn docker_daemon_reachable() -> bool {
+    let socket = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".to_string());
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
 
 fn on_path(tool: &str) -> bool {

@@ -3,6 +3,8 @@
 //! groups, and recognise a process after an agent restart by pid plus start time.
 
 use crate::layout;
+use crate::runtime::{files, limits::Limits};
+use fleet_schema::AppSpec;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::fs::OpenOptions;
@@ -31,7 +33,7 @@ pub struct Launched {
 }
 
 /// What to launch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LaunchSpec<'a> {
     /// Data directory (absolute).
     pub data: &'a Path,
@@ -41,14 +43,42 @@ pub struct LaunchSpec<'a> {
     pub app: &'a str,
     /// Version to run.
     pub version: &'a str,
+    /// How to run it (env, files, args, entry point, workdir).
+    pub app_spec: &'a AppSpec,
+    /// Limits to apply before the app's first instruction.
+    pub limits: Limits,
+    /// The agent binary, used as the limits launcher; without it limits are not applied.
+    pub launcher: Option<&'a Path>,
+    /// Extra variables from the agent (e.g. FLEET_METRICS_URL).
+    pub extra_env: &'a [(String, String)],
 }
 
-/// Starts an installed version: own process group, cwd = its version directory, output
-/// appended to `logs/<app>.log`, FLEET_* variables added to the inherited environment.
+/// Starts an installed version: own process group, cwd = the spec's workdir or its version
+/// directory, output appended to `logs/<app>.log`, the spec's configuration files written
+/// first, the spec's env and FLEET_* variables added to the inherited environment, and the
+/// resource limits applied through the launcher.
 pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
     let err = |context: String| move |source| SpawnError { context, source };
-    let dir = layout::version_dir(spec.data, spec.app, spec.version);
-    let exe = layout::executable(spec.data, spec.app, spec.version);
+    let vdir = layout::version_dir(spec.data, spec.app, spec.version);
+    let rt = &spec.app_spec.runtime;
+    let exe = match &rt.entrypoint {
+        Some(e) => files::resolve(&vdir, e).map_err(|e| SpawnError {
+            context: "bad entry point".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?,
+        None => layout::executable(spec.data, spec.app, spec.version),
+    };
+    let dir = match &rt.workdir {
+        Some(w) => files::resolve(&vdir, w).map_err(|e| SpawnError {
+            context: "bad working directory".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?,
+        None => vdir.clone(),
+    };
+    files::write_all(&vdir, &spec.app_spec.files).map_err(|e| SpawnError {
+        context: "configuration files".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     let log_path = layout::log_file(spec.data, spec.app);
     if let Some(logs) = log_path.parent() {
         std::fs::create_dir_all(logs).map_err(err(format!("cannot create {}", logs.display())))?;
@@ -61,7 +91,19 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
     let log2 = log
         .try_clone()
         .map_err(err("cannot duplicate the log file handle".into()))?;
-    let child = tokio::process::Command::new(&exe)
+    let mut cmd = match spec.launcher.filter(|_| !spec.limits.is_empty()) {
+        Some(launcher) => {
+            let mut c = tokio::process::Command::new(launcher);
+            c.args(spec.limits.launcher_args(&exe, &rt.args));
+            c
+        }
+        None => {
+            let mut c = tokio::process::Command::new(&exe);
+            c.args(&rt.args);
+            c
+        }
+    };
+    let child = cmd
         .current_dir(&dir)
         .process_group(0)
         .stdin(Stdio::null())
@@ -70,7 +112,9 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
         .env("FLEET_DEVICE_ID", spec.device_id)
         .env("FLEET_APP_NAME", spec.app)
         .env("FLEET_APP_VERSION", spec.version)
-        .env("FLEET_APP_DIR", &dir)
+        .env("FLEET_APP_DIR", &vdir)
+        .envs(spec.app_spec.env.iter())
+        .envs(spec.extra_env.iter().map(|(k, v)| (k, v)))
         .kill_on_drop(false)
         .spawn()
         .map_err(err(format!("cannot start {}", exe.display())))?;
@@ -181,6 +225,10 @@ mod tests {
             device_id: "dev-9",
             app: "svc",
             version: "1.0.0",
+            app_spec: &AppSpec::default(),
+            limits: Limits::default(),
+            launcher: None,
+            extra_env: &[],
         })
         .expect("launches");
         assert!(is_same_process(launched.pid, launched.start_time));

@@ -4,7 +4,8 @@
 //! inputs is safe: actions already in progress are visible in the observed state and not
 //! repeated.
 
-use fleet_schema::{AppPhase, ArtifactRef, ArtifactType, DesiredState};
+use fleet_schema::app_spec::RuntimeKind;
+use fleet_schema::{AppPhase, ArtifactRef, DesiredState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
@@ -54,6 +55,10 @@ pub struct ProcView {
     pub restart_count: u32,
     /// Why it last ended.
     pub last_error: Option<String>,
+    /// Verdict of its health check (unknown without one).
+    pub health: fleet_schema::HealthState,
+    /// Detail of the health verdict.
+    pub health_message: Option<String>,
 }
 
 /// Everything the agent knows about one app on the device.
@@ -77,6 +82,9 @@ pub struct AppObserved {
 pub type Observed = BTreeMap<String, AppObserved>;
 
 /// One step towards the desired state.
+// Actions live for one reconcile step and there are a handful of them: boxing the artifact
+// reference would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Download and verify the artifact.
@@ -157,7 +165,25 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
                 continue;
             }
         }
-        if want.artifact.kind != ArtifactType::Binary {
+        if !matches!(
+            want.spec.runtime.kind,
+            RuntimeKind::Raw | RuntimeKind::Supervisor
+        ) {
+            // Only the agent's own supervisor is implemented: running a systemd or container
+            // app as a bare process would silently ignore what the manifest asked for.
+            if obs.failure.as_ref().is_none_or(|f| &f.version != version) {
+                actions.push(Action::Refuse {
+                    app,
+                    version: version.clone(),
+                    error: format!(
+                        "runtime {} is not supported by this agent yet (raw only)",
+                        want.spec.runtime.kind
+                    ),
+                });
+            }
+            continue;
+        }
+        if !crate::install::supported(&want.artifact.kind) {
             if obs.failure.as_ref().is_none_or(|f| &f.version != version) {
                 actions.push(Action::Refuse {
                     app,

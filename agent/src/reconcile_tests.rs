@@ -1,7 +1,7 @@
 //! Reconciler tests: plain data in, actions out, time simulated.
 
 use super::*;
-use fleet_schema::DesiredApp;
+use fleet_schema::{ArtifactType, DesiredApp};
 use std::time::Duration;
 
 fn artifact(name: &str, version: &str, kind: ArtifactType) -> ArtifactRef {
@@ -12,6 +12,7 @@ fn artifact(name: &str, version: &str, kind: ArtifactType) -> ArtifactRef {
         size: 3,
         sha256: "ab".into(),
         url: format!("http://ctl/{name}/{version}"),
+        ..Default::default()
     }
 }
 
@@ -42,6 +43,8 @@ fn proc_view(phase: AppPhase) -> ProcView {
         phase,
         restart_count: 0,
         last_error: None,
+        health: Default::default(),
+        health_message: None,
     }
 }
 
@@ -275,5 +278,23 @@ fn rollback_to_a_kept_version_needs_no_download() {
             version: "1.0.0".into(),
             fallback: true
         }]
+    );
+}
+
+#[test]
+fn runtimes_other_than_raw_are_refused_not_run_as_bare_processes() {
+    let now = Instant::now();
+    let mut d = desired(&[("web", "1.0.0")]);
+    d.apps[0].spec.runtime.kind = fleet_schema::app_spec::RuntimeKind::Docker;
+    let actions = reconcile(Some(&d), &Observed::new(), now);
+    match actions.as_slice() {
+        [Action::Refuse { error, .. }] => assert!(error.contains("runtime docker"), "{error}"),
+        other => panic!("expected one refusal, got {other:?}"),
+    }
+    d.apps[0].spec.runtime.kind = fleet_schema::app_spec::RuntimeKind::Supervisor;
+    let actions = reconcile(Some(&d), &Observed::new(), now);
+    assert!(
+        matches!(actions.as_slice(), [Action::Download { .. }]),
+        "supervisor is the raw runtime: {actions:?}"
     );
 }

@@ -28,6 +28,12 @@ pub fn app_statuses(desired: Option<&DesiredState>, observed: &Observed) -> Vec<
             let job = obs.job.as_ref().filter(|j| &j.version == version);
             let mut restart_count = 0;
             let mut last_error = failure.map(|f| f.error.clone());
+            let (health, health_message) = obs
+                .procs
+                .get(version)
+                .filter(|p| p.live)
+                .map(|p| (p.health.clone(), p.health_message.clone()))
+                .unwrap_or_default();
             let phase = match (obs.procs.get(version), job, failure) {
                 (Some(p), _, _) if p.live || p.failed => {
                     restart_count = p.restart_count;
@@ -53,8 +59,8 @@ pub fn app_statuses(desired: Option<&DesiredState>, observed: &Observed) -> Vec<
                 last_error,
                 running_version,
                 deployment_id: want.deployment_id.clone(),
-                health: Default::default(),
-                health_message: None,
+                health,
+                health_message,
             }
         })
         .collect()
@@ -80,6 +86,7 @@ mod tests {
                     size: 1,
                     sha256: "00".into(),
                     url: "http://x".into(),
+                    ..Default::default()
                 },
                 deployment_id: Some("dep-7".into()),
                 spec: Default::default(),
@@ -97,6 +104,8 @@ mod tests {
             failed: false,
             restart_count: 2,
             last_error: None,
+            health: fleet_schema::HealthState::Healthy,
+            health_message: None,
         }
     }
 
@@ -152,6 +161,7 @@ mod tests {
         assert_eq!(phase(&obs), AppPhase::Running);
         let st = app_statuses(Some(&d), &Observed::from([("web".to_string(), obs)]));
         assert_eq!(st[0].restart_count, 2);
+        assert_eq!(st[0].health, fleet_schema::HealthState::Healthy);
         assert_eq!(st[0].running_version, None);
     }
 }

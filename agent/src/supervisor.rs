@@ -2,6 +2,10 @@
 //! events (spawned, spawn failed, exited, stop requested, time passed) with the current time and
 //! performs the [`Effect`]s it returns, so restart policy, crash-loop detection and graceful
 //! stopping are unit-tested on a simulated clock without sleeping or spawning anything.
+//!
+//! The app's [`Policy`] (from its `AppSpec`) decides whether an exit is restarted (`always`,
+//! `on-failure`, `never`), whether "running" waits for the first healthy probe, how long that
+//! may take (startup timeout) and how long a stop waits between SIGTERM and SIGKILL.
 
 use crate::backoff::Backoff;
 use fleet_schema::AppPhase;
@@ -20,8 +24,17 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(60);
 pub const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(300);
 /// Restarts within [`CRASH_LOOP_WINDOW`] that mean a crash loop.
 pub const CRASH_LOOP_RESTARTS: usize = 3;
-/// Time between SIGTERM and SIGKILL when stopping.
+/// Time between SIGTERM and SIGKILL when stopping, unless the app's spec says otherwise.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long an app with a health check may take to become healthy, unless its spec says
+/// otherwise.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How the shell describes a clean exit (see `process::describe_exit`).
+pub const CLEAN_EXIT: &str = "exit status 0";
+
+#[path = "supervisor_policy.rs"]
+mod policy;
+pub use policy::Policy;
 
 /// What the shell must do for the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +64,11 @@ pub enum SupEvent {
     },
     /// Stop the process for good (undesired version, shutdown).
     Stop,
+    /// The health check passed (ends the startup phase of an app with a health check).
+    Healthy,
+    /// The process broke a limit the agent enforces itself (e.g. resident memory): kill it
+    /// and report this reason for its exit.
+    LimitExceeded(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +77,12 @@ enum State {
     Waiting { until: Instant },
     /// Spawn requested, result pending.
     Spawning { stop_requested: bool },
-    /// Alive, inside the startup window.
-    Starting { pid: u32, since: Instant },
+    /// Alive, inside the startup window (or waiting for the first healthy probe).
+    Starting {
+        pid: u32,
+        since: Instant,
+        timed_out: bool,
+    },
     /// Alive past the startup window.
     Running {
         pid: u32,
@@ -77,6 +99,8 @@ enum State {
     Stopped,
     /// Gave up (only when another version keeps serving).
     Failed,
+    /// Exited and the restart policy says not to restart.
+    Done { clean: bool },
 }
 
 /// Supervises one version of one app.
@@ -89,24 +113,34 @@ pub struct Supervisor {
     recent_restarts: VecDeque<Instant>,
     crash_loop: bool,
     last_error: Option<String>,
+    /// Why the agent killed the process itself; reported instead of the exit status.
+    kill_reason: Option<String>,
+    policy: Policy,
 }
 
 impl Supervisor {
+    /// A supervisor with the default policy that starts a new process now (see
+    /// [`Supervisor::start_with`]).
+    pub fn start(fallback: bool) -> (Self, Vec<Effect>) {
+        Self::start_with(fallback, Policy::default())
+    }
+
     /// A supervisor that starts a new process now. With `fallback` (another version of the app
     /// keeps running), a process that dies inside its startup window is a failed upgrade and is
     /// not restarted; without it, the restart policy applies.
-    pub fn start(fallback: bool) -> (Self, Vec<Effect>) {
+    pub fn start_with(fallback: bool, policy: Policy) -> (Self, Vec<Effect>) {
         let sup = Self::with_state(
             State::Spawning {
                 stop_requested: false,
             },
             fallback,
+            policy,
         );
         (sup, vec![Effect::Spawn])
     }
 
     /// A supervisor for a process that already runs (adopted after an agent restart).
-    pub fn adopt(pid: u32, now: Instant) -> Self {
+    pub fn adopt(pid: u32, now: Instant, policy: Policy) -> Self {
         Self::with_state(
             State::Running {
                 pid,
@@ -114,10 +148,11 @@ impl Supervisor {
                 stable: false,
             },
             false,
+            policy,
         )
     }
 
-    fn with_state(state: State, fallback: bool) -> Self {
+    fn with_state(state: State, fallback: bool, policy: Policy) -> Self {
         Self {
             state,
             fallback,
@@ -126,6 +161,30 @@ impl Supervisor {
             recent_restarts: VecDeque::new(),
             crash_loop: false,
             last_error: None,
+            kill_reason: None,
+            policy,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn stopping(&mut self, pid: u32, now: Instant) -> Vec<Effect> {
+        self.state = State::Stopping {
+            pid,
+            kill_at: now + self.policy.stop_grace,
+            killed: false,
+        };
+        vec![Effect::Terminate(pid)]
+    }
+
+    /// The error to report for an exit: the agent's own kill reason wins.
+    fn exit_error(&mut self, prefix: &str, how: &str) -> (String, bool) {
+        match self.kill_reason.take() {
+            Some(reason) => (reason, false),
+            None => (format!("{prefix}: {how}"), how == CLEAN_EXIT),
         }
     }
 
@@ -134,14 +193,13 @@ impl Supervisor {
         match (event, self.state.clone()) {
             (SupEvent::Spawned(pid), State::Spawning { stop_requested }) => {
                 if stop_requested {
-                    self.state = State::Stopping {
-                        pid,
-                        kill_at: now + STOP_GRACE,
-                        killed: false,
-                    };
-                    vec![Effect::Terminate(pid)]
+                    self.stopping(pid, now)
                 } else {
-                    self.state = State::Starting { pid, since: now };
+                    self.state = State::Starting {
+                        pid,
+                        since: now,
+                        timed_out: false,
+                    };
                     Vec::new()
                 }
             }
@@ -150,28 +208,41 @@ impl Supervisor {
                 if stop_requested {
                     self.state = State::Stopped;
                 } else {
-                    self.failed_start(now);
+                    self.failed_start(now, false);
                 }
                 Vec::new()
             }
-            (SupEvent::Exited { pid, how }, State::Starting { pid: p, .. }) if pid == p => {
-                self.last_error = Some(format!("exited during startup: {how}"));
-                self.failed_start(now);
+            (
+                SupEvent::Exited { pid, how },
+                State::Starting {
+                    pid: p, timed_out, ..
+                },
+            ) if pid == p => {
+                let (error, clean) = self.exit_error("exited during startup", &how);
+                if !timed_out {
+                    self.last_error = Some(error);
+                }
+                self.failed_start(now, clean && !timed_out);
                 vec![Effect::Kill(pid)]
             }
             (SupEvent::Exited { pid, how }, State::Running { pid: p, since, .. }) if pid == p => {
-                self.last_error = Some(format!("exited: {how}"));
+                let (error, clean) = self.exit_error("exited", &how);
+                self.last_error = Some(error);
                 if now.saturating_duration_since(since) >= STABLE_AFTER {
                     self.backoff.reset();
                 }
-                self.schedule_restart(now);
+                if self.policy.restarts(clean) {
+                    self.schedule_restart(now);
+                } else {
+                    self.state = State::Done { clean };
+                }
                 vec![Effect::Kill(pid)]
             }
             (SupEvent::Exited { pid, .. }, State::Stopping { pid: p, .. }) if pid == p => {
                 self.state = State::Stopped;
                 vec![Effect::Kill(pid)]
             }
-            (SupEvent::Stop, State::Waiting { .. }) => {
+            (SupEvent::Stop, State::Waiting { .. } | State::Done { .. }) => {
                 self.state = State::Stopped;
                 Vec::new()
             }
@@ -182,12 +253,29 @@ impl Supervisor {
                 Vec::new()
             }
             (SupEvent::Stop, State::Starting { pid, .. } | State::Running { pid, .. }) => {
-                self.state = State::Stopping {
+                self.stopping(pid, now)
+            }
+            (
+                SupEvent::Healthy,
+                State::Starting {
                     pid,
-                    kill_at: now + STOP_GRACE,
-                    killed: false,
+                    since,
+                    timed_out: false,
+                },
+            ) if self.policy.wait_healthy => {
+                self.state = State::Running {
+                    pid,
+                    since,
+                    stable: false,
                 };
-                vec![Effect::Terminate(pid)]
+                self.on_tick(now)
+            }
+            (
+                SupEvent::LimitExceeded(reason),
+                State::Starting { pid, .. } | State::Running { pid, .. },
+            ) => {
+                self.kill_reason = Some(reason);
+                vec![Effect::Kill(pid)]
             }
             // Stale events (an exit of a pid we no longer track, a stop when already stopping).
             _ => Vec::new(),
@@ -203,7 +291,27 @@ impl Supervisor {
                 };
                 vec![Effect::Spawn]
             }
-            State::Starting { pid, since } if now >= since + STARTUP_WINDOW => {
+            State::Starting {
+                pid,
+                since,
+                timed_out: false,
+            } if self.policy.wait_healthy && now >= since + self.policy.startup_timeout => {
+                self.last_error = Some(format!(
+                    "not healthy within the startup timeout of {} ms",
+                    self.policy.startup_timeout.as_millis()
+                ));
+                self.state = State::Starting {
+                    pid,
+                    since,
+                    timed_out: true,
+                };
+                vec![Effect::Kill(pid)]
+            }
+            State::Starting {
+                pid,
+                since,
+                timed_out: false,
+            } if !self.policy.wait_healthy && now >= since + STARTUP_WINDOW => {
                 self.state = State::Running {
                     pid,
                     since,
@@ -246,7 +354,18 @@ impl Supervisor {
     pub fn deadline(&self) -> Option<Instant> {
         match self.state {
             State::Waiting { until } => Some(until),
-            State::Starting { since, .. } => Some(since + STARTUP_WINDOW),
+            State::Starting {
+                since,
+                timed_out: false,
+                ..
+            } => Some(
+                since
+                    + if self.policy.wait_healthy {
+                        self.policy.startup_timeout
+                    } else {
+                        STARTUP_WINDOW
+                    },
+            ),
             State::Running {
                 since,
                 stable: false,
@@ -261,11 +380,13 @@ impl Supervisor {
         }
     }
 
-    fn failed_start(&mut self, now: Instant) {
+    fn failed_start(&mut self, now: Instant, clean: bool) {
         if self.fallback {
             self.state = State::Failed;
-        } else {
+        } else if self.policy.restarts(clean) {
             self.schedule_restart(now);
+        } else {
+            self.state = State::Done { clean };
         }
     }
 
@@ -290,8 +411,10 @@ impl Supervisor {
     /// The phase to report for this version.
     pub fn phase(&self) -> AppPhase {
         match self.state {
-            State::Failed => AppPhase::Failed,
-            State::Stopped | State::Stopping { .. } => AppPhase::Stopped,
+            State::Failed | State::Done { clean: false } => AppPhase::Failed,
+            State::Stopped | State::Stopping { .. } | State::Done { clean: true } => {
+                AppPhase::Stopped
+            }
             _ if self.crash_loop => AppPhase::CrashLoop,
             State::Running { .. } => AppPhase::Running,
             State::Waiting { .. } | State::Spawning { .. } | State::Starting { .. } => {
@@ -312,7 +435,10 @@ impl Supervisor {
 
     /// True while the supervisor still has (or will have) a process: not stopped or failed.
     pub fn is_live(&self) -> bool {
-        !matches!(self.state, State::Stopped | State::Failed)
+        !matches!(
+            self.state,
+            State::Stopped | State::Failed | State::Done { .. }
+        )
     }
 
     /// True when the process is past its startup window and no stop was requested.
@@ -332,9 +458,10 @@ impl Supervisor {
         )
     }
 
-    /// True when the supervisor gave up on a failed upgrade.
+    /// True when the supervisor will not start the version again by itself: a failed upgrade,
+    /// or an exit its restart policy does not restart (only a new generation retries).
     pub fn is_failed(&self) -> bool {
-        matches!(self.state, State::Failed)
+        matches!(self.state, State::Failed | State::Done { .. })
     }
 
     /// True when stopped for good.

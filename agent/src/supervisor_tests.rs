@@ -1,6 +1,7 @@
 //! Supervisor tests on a simulated clock: time is an `Instant` the test advances by hand.
 
 use super::*;
+use fleet_schema::app_spec::RestartPolicy;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -184,7 +185,7 @@ fn early_exit_without_fallback_is_retried() {
 #[test]
 fn adopted_process_is_running_and_restarted_when_it_dies() {
     let t0 = Instant::now();
-    let mut s = Supervisor::adopt(42, t0);
+    let mut s = Supervisor::adopt(42, t0, Policy::default());
     assert!(s.is_running());
     assert_eq!(s.pid(), Some(42));
     s.on_event(exited(41), t0);
@@ -192,4 +193,122 @@ fn adopted_process_is_running_and_restarted_when_it_dies() {
     s.on_event(exited(42), t0 + secs(1));
     assert_eq!(s.restart_count(), 1);
     assert_eq!(s.on_tick(t0 + secs(2)), vec![Effect::Spawn]);
+}
+
+fn policy(restart: RestartPolicy) -> Policy {
+    Policy {
+        restart,
+        ..Policy::default()
+    }
+}
+
+fn exit_how(pid: u32, how: &str) -> SupEvent {
+    SupEvent::Exited {
+        pid,
+        how: how.into(),
+    }
+}
+
+#[test]
+fn restart_policies_decide_which_exits_restart() {
+    let t0 = Instant::now();
+    let run = |p: RestartPolicy, how: &str| {
+        let (mut s, _) = Supervisor::start_with(false, policy(p));
+        s.on_event(SupEvent::Spawned(5), t0);
+        s.on_tick(t0 + secs(2));
+        assert!(s.is_running());
+        s.on_event(exit_how(5, how), t0 + secs(3));
+        s
+    };
+    let s = run(RestartPolicy::Always, CLEAN_EXIT);
+    assert!(s.is_live(), "always restarts a clean exit");
+    let s = run(RestartPolicy::OnFailure, CLEAN_EXIT);
+    assert!(
+        !s.is_live() && s.is_failed(),
+        "on-failure keeps a clean exit"
+    );
+    assert_eq!(s.phase(), AppPhase::Stopped);
+    assert_eq!(s.deadline(), None);
+    let s = run(RestartPolicy::OnFailure, "exit status 3");
+    assert!(s.is_live(), "on-failure restarts a failure");
+    assert_eq!(s.deadline(), Some(t0 + secs(3) + RESTART_INITIAL));
+    let s = run(RestartPolicy::Never, "killed by SIGSEGV");
+    assert!(!s.is_live());
+    assert_eq!(s.phase(), AppPhase::Failed);
+    assert_eq!(s.last_error(), Some("exited: killed by SIGSEGV"));
+    assert_eq!(s.restart_count(), 0);
+}
+
+#[test]
+fn with_a_health_check_running_waits_for_the_first_healthy_probe() {
+    let t0 = Instant::now();
+    let p = Policy {
+        wait_healthy: true,
+        startup_timeout: secs(10),
+        ..Policy::default()
+    };
+    let (mut s, _) = Supervisor::start_with(false, p);
+    s.on_event(SupEvent::Spawned(9), t0);
+    assert!(s.on_tick(t0 + secs(5)).is_empty());
+    assert_eq!(s.phase(), AppPhase::Starting, "alive is not enough");
+    s.on_event(SupEvent::Healthy, t0 + secs(6));
+    assert!(s.is_running());
+    assert_eq!(s.phase(), AppPhase::Running);
+}
+
+#[test]
+fn startup_timeout_kills_and_restarts_an_app_that_never_gets_healthy() {
+    let t0 = Instant::now();
+    let p = Policy {
+        wait_healthy: true,
+        startup_timeout: secs(10),
+        stop_grace: secs(1),
+        ..Policy::default()
+    };
+    let (mut s, _) = Supervisor::start_with(false, p);
+    s.on_event(SupEvent::Spawned(9), t0);
+    assert_eq!(s.deadline(), Some(t0 + secs(10)));
+    assert_eq!(s.on_tick(t0 + secs(10)), vec![Effect::Kill(9)]);
+    assert_eq!(s.deadline(), None, "waits for the exit");
+    s.on_event(SupEvent::Healthy, t0 + secs(10));
+    assert!(!s.is_running(), "a late healthy probe does not rescue it");
+    s.on_event(exit_how(9, "killed by SIGKILL"), t0 + secs(10));
+    assert_eq!(s.restart_count(), 1);
+    assert_eq!(
+        s.last_error(),
+        Some("not healthy within the startup timeout of 10000 ms")
+    );
+    assert_eq!(s.deadline(), Some(t0 + secs(10) + RESTART_INITIAL));
+}
+
+#[test]
+fn stop_grace_comes_from_the_policy() {
+    let t0 = Instant::now();
+    let p = Policy {
+        stop_grace: Duration::from_millis(300),
+        ..Policy::default()
+    };
+    let (mut s, _) = Supervisor::start_with(false, p);
+    s.on_event(SupEvent::Spawned(4), t0);
+    assert_eq!(s.on_event(SupEvent::Stop, t0), vec![Effect::Terminate(4)]);
+    assert_eq!(s.deadline(), Some(t0 + Duration::from_millis(300)));
+}
+
+#[test]
+fn a_limit_breach_kills_the_process_and_is_the_reported_reason() {
+    let t0 = Instant::now();
+    let (mut s, _) = Supervisor::start_with(false, policy(RestartPolicy::OnFailure));
+    s.on_event(SupEvent::Spawned(8), t0);
+    s.on_tick(t0 + secs(2));
+    let fx = s.on_event(
+        SupEvent::LimitExceeded("memory limit exceeded".into()),
+        t0 + secs(3),
+    );
+    assert_eq!(fx, vec![Effect::Kill(8)]);
+    s.on_event(exit_how(8, CLEAN_EXIT), t0 + secs(3));
+    assert_eq!(s.last_error(), Some("memory limit exceeded"));
+    assert!(
+        s.is_live(),
+        "a kill for a limit is a failure, so on-failure restarts"
+    );
 }

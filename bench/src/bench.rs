@@ -152,6 +152,7 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         platform: None,
         platforms: Vec::new(),
         labels: BTreeMap::new(),
+        ..Default::default()
     };
     api.upload(meta, b"#!/bin/sh\necho fleet-sim\n".to_vec())
         .await
@@ -165,6 +166,7 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         target: TargetSpec {
             devices: Vec::new(),
             selector: BTreeMap::from([("sim".to_string(), "1".to_string())]),
+            ..TargetSpec::default()
         },
     };
     let t0 = Instant::now();

@@ -130,6 +130,7 @@ mod tests {
                     size: 3,
                     sha256: "00".into(),
                     url: "http://127.0.0.1/x".into(),
+                    ..Default::default()
                 },
                 deployment_id: Some("dep-1".into()),
                 spec: Default::default(),

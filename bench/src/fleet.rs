@@ -318,6 +318,7 @@ mod tests {
                     size: 1,
                     sha256: "00".into(),
                     url: "http://127.0.0.1/x".into(),
+                    ..Default::default()
                 },
                 deployment_id: Some("dep-1".into()),
                 spec: Default::default(),

@@ -73,6 +73,8 @@ pub fn progress(p: &DeviceProgress) -> String {
         DeviceProgress::Succeeded => "succeeded".into(),
         DeviceProgress::Failed { reason } => format!("failed: {reason}"),
         DeviceProgress::Superseded => "superseded".into(),
+        DeviceProgress::Waiting => "waiting".into(),
+        DeviceProgress::RolledBack => "rolled-back".into(),
     }
 }
 

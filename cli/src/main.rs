@@ -60,8 +60,14 @@ enum Command {
     /// Upload and inspect artifacts.
     #[command(subcommand)]
     Artifact(ArtifactCmd),
-    /// Deploy an application version to devices.
+    /// Deploy an application version to devices, or control a rollout (`deploy watch ID`, ...).
     Deploy(DeployArgs),
+    /// Register an application version from its manifest (`apply -f app.yaml`).
+    Apply {
+        /// The manifest file (YAML, or JSON with a .json extension).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
     /// Inspect deployments.
     #[command(subcommand)]
     Deployment(DeploymentCmd),
@@ -69,6 +75,10 @@ enum Command {
     Devices,
     /// Show device status from the bus (live with --watch).
     Status(StatusArgs),
+    /// Show a device's recent app output (and follow new lines with -f).
+    Logs(LogsArgs),
+    /// Generate an ed25519 key pair for signing artifacts.
+    Keygen(commands::signing::KeygenArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,6 +92,17 @@ enum ArtifactCmd {
         /// Artifact name.
         name: String,
     },
+    /// Show one version's metadata (checksums, signatures, requirements).
+    Show {
+        /// Artifact name.
+        name: String,
+        /// Version.
+        version: String,
+    },
+    /// Sign a stored version's manifest with a private key from `fleetctl keygen`.
+    Sign(commands::signing::SignArgs),
+    /// Verify a stored version's signatures against trusted public keys.
+    Verify(commands::signing::VerifyArgs),
 }
 
 /// Arguments of `artifact push`.
@@ -101,18 +122,40 @@ pub struct PushArgs {
     /// Platform, e.g. linux/arm64.
     #[arg(long)]
     pub platform: Option<String>,
+    /// Sign the manifest with this private key (from `fleetctl keygen`).
+    #[arg(long)]
+    pub sign: Option<PathBuf>,
+    /// A label KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Requirements as JSON, e.g. '{"min_memory":1048576,"capabilities":["gpu"]}', or @FILE.
+    #[arg(long)]
+    pub requirements: Option<String>,
 }
 
 /// Arguments of `deploy`.
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("target").required(true).multiple(true).args(["devices", "selector"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(true).args(["devices", "selector", "group"])))]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct DeployArgs {
-    /// Application (artifact) name.
-    #[arg(long)]
-    pub app: String,
+    /// Control an existing deployment instead of creating one.
+    #[command(subcommand)]
+    pub action: Option<DeployAction>,
+    /// Application name (registered with `apply`, or an artifact name).
+    #[arg(long, required = true)]
+    pub app: Option<String>,
     /// Version to deploy.
+    #[arg(long, required = true)]
+    pub version: Option<String>,
+    /// Strategy: all-at-once (default), canary, rolling, blue-green.
     #[arg(long)]
-    pub version: String,
+    pub strategy: Option<String>,
+    /// A strategy parameter KEY=VALUE (repeatable), e.g. initial_percentage=10.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// A named device group.
+    #[arg(long)]
+    pub group: Option<String>,
     /// Explicit device ids, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub devices: Vec<String>,
@@ -125,6 +168,49 @@ pub struct DeployArgs {
     /// With --wait: give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+}
+
+/// Lifecycle subcommands of `deploy`.
+#[derive(Subcommand, Debug)]
+pub enum DeployAction {
+    /// Show a rollout's steps and the trigger that fired.
+    Status {
+        /// Deployment id.
+        id: String,
+    },
+    /// Follow a rollout with live progress bars per step.
+    Watch {
+        /// Deployment id.
+        id: String,
+    },
+    /// Stop touching new devices.
+    Pause {
+        /// Deployment id.
+        id: String,
+    },
+    /// Continue a paused rollout.
+    Resume {
+        /// Deployment id.
+        id: String,
+    },
+    /// Stop for good, leaving devices where they are.
+    Abort {
+        /// Deployment id.
+        id: String,
+    },
+    /// Send every touched device back to its previous version.
+    Rollback {
+        /// Deployment id.
+        id: String,
+        /// Reverse batches instead of all at once.
+        #[arg(long)]
+        gradual: bool,
+    },
+    /// Skip the wait before the next step.
+    Promote {
+        /// Deployment id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,17 +232,55 @@ pub struct StatusArgs {
     pub watch: bool,
 }
 
+/// Arguments of `logs`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The device.
+    pub device: String,
+    /// Only this app's lines.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// How many recent lines to ask the agent for.
+    #[arg(long, default_value_t = 100)]
+    pub lines: u32,
+    /// Keep printing new lines until interrupted.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}
+
 fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command {
         Command::Artifact(ArtifactCmd::Push(args)) => commands::artifact::push(g, &args),
         Command::Artifact(ArtifactCmd::List) => commands::artifact::list(g),
         Command::Artifact(ArtifactCmd::Versions { name }) => commands::artifact::versions(g, &name),
+        Command::Artifact(ArtifactCmd::Show { name, version }) => {
+            commands::artifact::show(g, &name, &version)
+        }
+        Command::Artifact(ArtifactCmd::Sign(args)) => commands::signing::sign(g, &args),
+        Command::Artifact(ArtifactCmd::Verify(args)) => commands::signing::verify(g, &args),
+        Command::Keygen(args) => commands::signing::keygen(g, &args),
+        Command::Deploy(DeployArgs {
+            action: Some(action),
+            ..
+        }) => match action {
+            DeployAction::Status { id } => commands::watch::status(g, &id),
+            DeployAction::Watch { id } => commands::watch::watch(g, &id),
+            DeployAction::Pause { id } => commands::watch::action(g, &id, "pause", false),
+            DeployAction::Resume { id } => commands::watch::action(g, &id, "resume", false),
+            DeployAction::Abort { id } => commands::watch::action(g, &id, "abort", false),
+            DeployAction::Rollback { id, gradual } => {
+                commands::watch::action(g, &id, "rollback", gradual)
+            }
+            DeployAction::Promote { id } => commands::watch::action(g, &id, "promote", false),
+        },
         Command::Deploy(args) => commands::deploy::deploy(g, &args),
+        Command::Apply { file } => commands::apply::apply(g, &file),
         Command::Deployment(DeploymentCmd::Show { id }) => commands::deploy::show(g, &id),
         Command::Deployment(DeploymentCmd::List) => commands::deploy::list(g),
         Command::Devices => commands::devices::devices(g),
         Command::Status(args) => commands::status::status(g, &args),
+        Command::Logs(args) => commands::logs::logs(g, &args),
     }
 }
 
@@ -198,5 +322,21 @@ mod tests {
             Command::Deploy(d) => assert_eq!(d.devices, ["d1", "d2"]),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn deploy_subcommands_need_no_target() {
+        let ok = Cli::try_parse_from(["fleetctl", "deploy", "rollback", "d-1", "--gradual"])
+            .expect("rollback subcommand");
+        match ok.command {
+            Command::Deploy(DeployArgs {
+                action: Some(DeployAction::Rollback { id, gradual }),
+                ..
+            }) => assert!(id == "d-1" && gradual),
+            other => panic!("parsed as {other:?}"),
+        }
+        let err = Cli::try_parse_from(["fleetctl", "deploy", "watch"]).expect_err("needs an id");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(Cli::try_parse_from(["fleetctl", "apply", "-f", "app.yaml"]).is_ok());
     }
 }

@@ -29,6 +29,26 @@ pub struct ServeArgs {
     /// Largest accepted artifact upload, in bytes.
     #[arg(long, env = "FLEETD_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES, hide = true)]
     pub max_upload_bytes: u64,
+    /// How long a download URL handed to devices stays valid, in seconds (a device holding an
+    /// expired one asks fleetd for a fresh URL).
+    #[arg(long, env = "FLEETD_DOWNLOAD_URL_TTL_SECS", default_value_t = 24 * 3600)]
+    pub download_url_ttl_secs: u64,
+    /// Where artifacts are kept: `fs` (under --data-dir) or `s3` (see the --s3-* flags).
+    #[arg(long, env = "FLEETD_STORE", value_enum, default_value = "fs")]
+    pub store: crate::store::select::StoreKind,
+    /// S3 settings, used with `--store s3`.
+    #[command(flatten)]
+    pub s3: crate::store::select::S3Args,
+    /// Vulnerability-scan command run on every upload, with the file's path appended (exit 0 =
+    /// no findings, other = findings on its output).
+    #[arg(long, env = "FLEETD_SCAN_COMMAND")]
+    pub scan_command: Option<String>,
+    /// Refuse uploads whose scan reports findings (or cannot run).
+    #[arg(long, env = "FLEETD_SCAN_REJECT")]
+    pub scan_reject: bool,
+    /// Longest a scan may take, seconds.
+    #[arg(long, env = "FLEETD_SCAN_TIMEOUT_SECS", default_value_t = 300)]
+    pub scan_timeout_secs: u64,
 }
 
 /// An MQTT broker address given as `mqtt://HOST:PORT` (or `tcp://`; port 1883 when omitted).

@@ -60,8 +60,14 @@ fn uploads_are_versioned_immutable_and_downloadable() {
     ]);
     assert_eq!(post(&f.url("/api/v1/artifacts"), &ct, &body).0, 201);
 
-    // Downloads, whole and resumed.
-    let url = f.url("/api/v1/artifacts/myapp/1.10.0/download");
+    // Downloads need a signed URL; whole and resumed.
+    let unsigned = f.url("/api/v1/artifacts/myapp/1.10.0/download");
+    let (status, body) = get(&unsigned);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not signed"), "{body}");
+    let url = fresh_download_url(&f, "myapp", "1.10.0");
+    let (status, body) = get(&url.replace("sig=", "sig=00"));
+    assert_eq!(status, 403, "forged URL refused: {body}");
     let (status, _, bytes) = get_bytes(&url, &[]);
     assert_eq!(
         (status, bytes.as_slice()),
@@ -217,9 +223,14 @@ fn deployment_errors_are_4xx_naming_the_problem() {
             "typo",
         ),
         (
-            json!({"application":"app","version":"1.0.0","strategy":{"type":"canary"},"target":{"devices":["dev-1"]}}),
+            json!({"application":"app","version":"1.0.0","strategy":{"type":"canary","initial_percentage":150},"target":{"devices":["dev-1"]}}),
             400,
-            "strategy \"canary\" is not supported yet",
+            "strategy.initial_percentage: 150 is not a percentage",
+        ),
+        (
+            json!({"application":"app","version":"1.0.0","strategy":{"type":"canary","max_unavailable":1},"target":{"devices":["dev-1"]}}),
+            400,
+            "strategy.max_unavailable does not apply to strategy \"canary\"",
         ),
         (
             json!({"application":"nope","version":"1.0.0","target":{"devices":["dev-1"]}}),
@@ -303,10 +314,12 @@ fn deployments_publish_desired_state_and_survive_kill9() {
     let app = &state.apps[0];
     assert_eq!(app.deployment_id.as_deref(), Some(d1.as_str()));
     assert_eq!(app.artifact.size, 2);
-    assert_eq!(
-        app.artifact.url,
-        f.url("/api/v1/artifacts/app/1.0.0/download"),
-        "download URL is public URL + download path"
+    assert!(
+        app.artifact
+            .url
+            .starts_with(&f.url("/api/v1/artifacts/app/1.0.0/download?expires=")),
+        "download URL is public URL + signed download path: {}",
+        app.artifact.url
     );
     assert_eq!(get_bytes(&app.artifact.url, &[]).2, b"v1");
 
@@ -389,7 +402,7 @@ fn deployments_publish_desired_state_and_survive_kill9() {
         .expect("desired state republished after restart (the embedded broker lost it)");
     assert_eq!(desired(&p.payload).generation, 2);
     assert_eq!(
-        get_bytes(&f.url("/api/v1/artifacts/app/2.0.0/download"), &[]).2,
+        get_bytes(&fresh_download_url(&f, "app", "2.0.0"), &[]).2,
         b"v2"
     );
 }
@@ -472,4 +485,14 @@ fn presence_is_retained_and_sigterm_stops_cleanly() {
         "fleetd exits 0 on SIGTERM; stderr:\n{}",
         f.stderr()
     );
+}
+
+/// A signed download URL from fleetd's fresh-URL endpoint.
+fn fresh_download_url(f: &Fleetd, name: &str, version: &str) -> String {
+    let (status, body) = get(&f.url(&format!("/api/v1/artifacts/{name}/{version}/url")));
+    assert_eq!(status, 200, "{body}");
+    parse_json(&body)["url"]
+        .as_str()
+        .expect("url in the answer")
+        .to_string()
 }

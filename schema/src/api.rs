@@ -2,13 +2,13 @@
 //! refuse unknown fields (a typo must not be silently ignored); response types are read
 //! leniently by the CLI so an older CLI works with a newer controller.
 
-use crate::artifact::ArtifactMeta;
+use crate::artifact::{ArtifactMeta, BuildInfo, Requirements, Signature};
 use crate::status::{AppStatus, Inventory};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The `metadata` part of `POST /api/v1/artifacts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadMetadata {
     /// Artifact name.
@@ -27,15 +27,83 @@ pub struct UploadMetadata {
     /// Labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// What a device must offer to run it (checked at deployment and on the device).
+    #[serde(default)]
+    pub requirements: Requirements,
+    /// Where and how CI built it.
+    #[serde(default)]
+    pub build_info: BuildInfo,
+    /// Signatures over the canonical manifest (`fleetctl artifact push --sign`).
+    #[serde(default)]
+    pub signatures: Vec<Signature>,
 }
 
-/// Strategy of a deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Strategy of a deployment and its parameters. Durations are strings such as `30s`, `5m`;
+/// percentages are integers 0-100. Parameters that do not apply to the strategy are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StrategySpec {
-    /// "all-at-once" (more strategies arrive with rollouts).
+    /// "all-at-once", "canary", "rolling" or "blue-green".
     #[serde(rename = "type")]
     pub kind: String,
+    /// Canary: percentage of the target in the first step (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_percentage: Option<u32>,
+    /// Canary: percentage added by each further step (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increment_percentage: Option<u32>,
+    /// Canary: least time between the start of two steps (default 1m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increment_interval: Option<String>,
+    /// Rolling: devices per batch (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// Rolling: most devices updating at once (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<u32>,
+    /// Rolling: extra devices beyond max_unavailable (accepted; see docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<u32>,
+    /// Rolling: time a batch must stay healthy before the next (default 10s).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "health_check_grace"
+    )]
+    pub health_check_grace_period: Option<String>,
+    /// Blue-green: time the new version must stay healthy before the switch (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_period: Option<String>,
+    /// Blue-green: time the old version is kept after the switch (default 30s).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "traffic_switch_delay"
+    )]
+    pub switch_delay: Option<String>,
+    /// Least time a device must be running and healthy to count (default 10s; canary and
+    /// all-at-once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_healthy_time: Option<String>,
+    /// Percentage of a step's devices that must be healthy for the step to succeed (default
+    /// 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_percentage: Option<u32>,
+    /// Most time a step may take before the deployment fails and rolls back (default 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<String>,
+    /// A device offline longer than this counts as failed or is skipped (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_timeout: Option<String>,
+    /// "fail" (default) or "skip": what an offline device is after `offline_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_policy: Option<String>,
+    /// Roll back automatically when a trigger fires (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rollback: Option<bool>,
+    /// Override every trigger's action: "immediate" or "gradual".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
 }
 
 /// Which devices a deployment targets: an explicit list, a label selector, or both (union).
@@ -48,6 +116,13 @@ pub struct TargetSpec {
     /// Label equality selector: every pair must match.
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
+    /// A named device group (static list or label selector), unioned with the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Set-based label requirements (In, NotIn, Exists, DoesNotExist, Gt, Lt), all of which
+    /// must hold; they narrow `selector` (or select alone when it is empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<crate::manifest::LabelRequirement>,
 }
 
 /// Body of `POST /api/v1/deployments`.
@@ -94,6 +169,10 @@ pub enum DeviceProgress {
     },
     /// A newer deployment took over this device.
     Superseded,
+    /// In the target, but its step has not started yet.
+    Waiting,
+    /// Returned to the version it ran before this deployment.
+    RolledBack,
 }
 
 /// A deployment as the API shows it.
@@ -113,6 +192,81 @@ pub struct DeploymentView {
     pub created_at: u64,
     /// Per-device progress.
     pub devices: BTreeMap<String, DeviceProgress>,
+    /// The staged rollout: steps, phase, the trigger that fired.
+    #[serde(default)]
+    pub rollout: Option<RolloutView>,
+}
+
+/// A rollout as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// "running", "paused", "succeeded", "rolling-back", "rolled-back", "aborted", "failed",
+    /// "superseded".
+    pub phase: String,
+    /// Index of the current step (0-based).
+    pub current_step: usize,
+    /// Every step in order.
+    pub steps: Vec<StepView>,
+    /// The rollback trigger that fired, with its numbers.
+    #[serde(default)]
+    pub trigger: Option<TriggerView>,
+}
+
+/// One step of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepView {
+    /// Devices of this step (not cumulative).
+    pub devices: Vec<String>,
+    /// Of them, healthy at the new version.
+    pub healthy: usize,
+    /// Of them, failed (or offline past the timeout with policy fail).
+    pub failed: usize,
+    /// "waiting", "active", "succeeded", "rolled-back".
+    pub state: String,
+}
+
+/// A rollback trigger that fired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerView {
+    /// "crash-loop", "error-rate", "health-check", "step-failed", "progress-deadline",
+    /// "manual".
+    pub kind: String,
+    /// Human-readable detail with the numbers.
+    pub detail: String,
+    /// Observed value (restarts, error permille, unhealthy percent, ...).
+    pub observed: u64,
+    /// The threshold it crossed.
+    pub threshold: u64,
+    /// "immediate" or "gradual".
+    pub action: String,
+    /// When it fired.
+    pub at: u64,
+}
+
+/// Answer to `POST /api/v1/applications` and an entry of `GET /api/v1/applications`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationView {
+    /// The validated application version.
+    pub application: crate::manifest::Application,
+    /// When it was registered.
+    pub registered_at: u64,
+}
+
+/// Body of `POST /api/v1/groups`: a named set of devices, a static list or a label selector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    /// Group name.
+    pub name: String,
+    /// Static member ids.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Label equality selector.
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// Set-based requirements.
+    #[serde(default)]
+    pub match_expressions: Vec<crate::manifest::LabelRequirement>,
 }
 
 /// A device as the API shows it.
@@ -159,6 +313,16 @@ pub struct ArtifactSummary {
     pub latest_version: String,
     /// Number of versions stored.
     pub version_count: usize,
+}
+
+/// Answer to `GET /api/v1/artifacts/{name}/{version}/url`: a fresh download URL, for a device
+/// whose URL from an older desired state has expired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadUrl {
+    /// Absolute URL (fleetd's signed download endpoint or a presigned object-store URL).
+    pub url: String,
+    /// When it stops working, Unix milliseconds.
+    pub expires_at: u64,
 }
 
 /// The error body of every non-2xx answer.

@@ -59,6 +59,13 @@ pub struct Requirements {
     pub arch: Vec<String>,
 }
 
+impl Requirements {
+    /// True when nothing is required (the default), so the wire form can omit it.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// A detached signature over the artifact's canonical manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signature {
@@ -162,6 +169,23 @@ impl ArtifactMeta {
     /// The sha256 checksum, lowercase hex, if recorded.
     pub fn sha256(&self) -> Option<&str> {
         self.checksums.get("sha256").map(String::as_str)
+    }
+
+    /// The sha512 checksum, lowercase hex, if recorded.
+    pub fn sha512(&self) -> Option<&str> {
+        self.checksums.get("sha512").map(String::as_str)
+    }
+
+    /// The canonical manifest its signatures cover.
+    pub fn signed_manifest(&self) -> Vec<u8> {
+        crate::signing::canonical_manifest(&crate::signing::ManifestFields {
+            name: &self.name,
+            version: &self.version,
+            kind: &self.kind,
+            size: self.size,
+            sha256: self.sha256().unwrap_or_default(),
+            platforms: &self.platforms,
+        })
     }
 }
 

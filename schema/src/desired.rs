@@ -3,7 +3,7 @@
 //! converges on the highest generation it has seen and never goes back to a lower one.
 
 use crate::app_spec::AppSpec;
-use crate::artifact::ArtifactType;
+use crate::artifact::{ArtifactType, Platform, Requirements, Signature};
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
 
@@ -54,8 +54,44 @@ pub struct ArtifactRef {
     pub size: u64,
     /// Lowercase hex sha256 of the content; a mismatch is refused.
     pub sha256: String,
-    /// Where to download it from (absolute URL served by the controller or the store).
+    /// Where to download it from (absolute URL served by the controller or the store). It may
+    /// expire; the agent then asks fleetd for a fresh one.
     pub url: String,
+    /// Lowercase hex sha512 of the content, verified too when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
+    /// Signatures over the artifact's canonical manifest (`fleet_schema::signing`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<Signature>,
+    /// Platforms the artifact declares (part of the signed manifest; checked by the agent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<Platform>,
+    /// What the device must offer; re-checked by the agent before installing.
+    #[serde(default, skip_serializing_if = "Requirements::is_empty")]
+    pub requirements: Requirements,
+    /// fleetd's endpoint that hands out a fresh `url` when this one has expired (used when the
+    /// agent has not yet learnt fleetd's address from its presence message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_url: Option<String>,
+}
+
+impl Default for ArtifactRef {
+    /// An empty binary reference, for struct-update syntax in builders and tests.
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            version: String::new(),
+            kind: ArtifactType::Binary,
+            size: 0,
+            sha256: String::new(),
+            url: String::new(),
+            sha512: None,
+            signatures: Vec::new(),
+            platforms: Vec::new(),
+            requirements: Requirements::default(),
+            refresh_url: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,9 +9,12 @@ pub mod api;
 pub mod app_spec;
 pub mod artifact;
 pub mod codec;
+pub mod compat;
 pub mod desired;
 pub mod device_id;
+pub mod manifest;
 pub mod open_enum;
+pub mod signing;
 pub mod status;
 pub mod telemetry;
 pub mod topic;
@@ -22,7 +25,9 @@ pub use codec::{decode, encode, CodecError, DEFAULT_MAX_PAYLOAD};
 pub use desired::{ArtifactRef, DesiredApp, DesiredState};
 pub use device_id::{DeviceId, DeviceIdError};
 pub use status::{AppPhase, AppStatus, ControllerStatus, DeviceStatus, HealthState, Inventory};
-pub use telemetry::{AppMetrics, DeviceMetrics, LogBatch, LogEntry, LogLevel, MetricsBatch};
+pub use telemetry::{
+    AgentRequest, AppMetrics, DeviceMetrics, LogBatch, LogEntry, LogLevel, MetricsBatch,
+};
 pub use topic::{Topic, TopicError};
 
 /// Milliseconds since the Unix epoch: the one timestamp representation on the wire, so that

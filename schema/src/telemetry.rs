@@ -120,3 +120,75 @@ pub struct LogBatch {
     /// Lines dropped by rate limits or full buffers since the previous batch.
     pub dropped: u64,
 }
+
+/// Lines of history an [`AgentRequest::LogHistory`] returns when it names no count.
+pub const DEFAULT_HISTORY_LINES: u32 = 100;
+
+fn default_history_lines() -> u32 {
+    DEFAULT_HISTORY_LINES
+}
+
+/// A one-off request to an agent on `fleet/<device>/req` (QoS 1, not retained). Tagged by
+/// `kind` and open: an agent ignores kinds it does not know, so newer tools can add requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum AgentRequest {
+    /// Send the most recent lines of the agent's in-memory log ring as one [`LogBatch`] on
+    /// `fleet/<device>/logs` (so `fleetctl logs` can show history before following).
+    LogHistory {
+        /// Only this app's lines; every app's when absent.
+        #[serde(default)]
+        app: Option<String>,
+        /// How many lines at most (the agent caps it at its ring size).
+        #[serde(default = "default_history_lines")]
+        lines: u32,
+    },
+    /// A request kind this build does not know.
+    #[serde(other)]
+    Unsupported,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode, DEFAULT_MAX_PAYLOAD};
+
+    #[test]
+    fn agent_requests_round_trip_and_unknown_kinds_are_kept_apart() {
+        let r = AgentRequest::LogHistory {
+            app: Some("web".into()),
+            lines: 20,
+        };
+        let back: AgentRequest =
+            decode(&encode(&r).expect("encodes"), DEFAULT_MAX_PAYLOAD).expect("decodes");
+        assert_eq!(back, r);
+        #[derive(Serialize)]
+        struct Newer {
+            kind: &'static str,
+            depth: u8,
+        }
+        let newer = encode(&Newer {
+            kind: "core-dump",
+            depth: 3,
+        })
+        .expect("encodes");
+        let got: AgentRequest = decode(&newer, DEFAULT_MAX_PAYLOAD).expect("lenient");
+        assert_eq!(got, AgentRequest::Unsupported);
+        #[derive(Serialize)]
+        struct Bare {
+            kind: &'static str,
+        }
+        let bare = encode(&Bare {
+            kind: "log-history",
+        })
+        .expect("encodes");
+        let got: AgentRequest = decode(&bare, DEFAULT_MAX_PAYLOAD).expect("defaults");
+        assert_eq!(
+            got,
+            AgentRequest::LogHistory {
+                app: None,
+                lines: DEFAULT_HISTORY_LINES
+            }
+        );
+    }
+}

@@ -24,6 +24,9 @@ pub enum Topic {
     Logs(DeviceId),
     /// `fleet/_controller/status`: the controller's presence, retained, QoS 1.
     ControllerStatus,
+    /// `fleet/<device>/req`: one-off requests to the agent (e.g. log history), QoS 1, not
+    /// retained, controller or CLI to agent.
+    Req(DeviceId),
 }
 
 /// The kind of a per-device topic, for building subscription filters.
@@ -37,11 +40,19 @@ pub enum DeviceTopicKind {
     Metrics,
     /// `logs`
     Logs,
+    /// `req`
+    Req,
 }
 
 impl DeviceTopicKind {
     /// Every per-device topic kind.
-    pub const ALL: [DeviceTopicKind; 4] = [Self::Cmd, Self::Status, Self::Metrics, Self::Logs];
+    pub const ALL: [DeviceTopicKind; 5] = [
+        Self::Cmd,
+        Self::Status,
+        Self::Metrics,
+        Self::Logs,
+        Self::Req,
+    ];
 
     /// The last topic level.
     pub fn suffix(self) -> &'static str {
@@ -50,6 +61,7 @@ impl DeviceTopicKind {
             Self::Status => "status",
             Self::Metrics => "metrics",
             Self::Logs => "logs",
+            Self::Req => "req",
         }
     }
 
@@ -92,7 +104,7 @@ pub struct TopicSpec {
 
 impl Topic {
     /// Every topic pattern and its delivery properties: the contract `topics.md` documents.
-    pub const SPECS: [TopicSpec; 5] = [
+    pub const SPECS: [TopicSpec; 6] = [
         TopicSpec {
             pattern: "fleet/<device>/cmd",
             qos: 1,
@@ -128,6 +140,13 @@ impl Topic {
             publisher: "controller",
             payload: "ControllerStatus",
         },
+        TopicSpec {
+            pattern: "fleet/<device>/req",
+            qos: 1,
+            retained: false,
+            publisher: "controller, fleetctl",
+            payload: "AgentRequest",
+        },
     ];
 
     /// The delivery properties of this topic.
@@ -138,6 +157,7 @@ impl Topic {
             Topic::Metrics(_) => 2,
             Topic::Logs(_) => 3,
             Topic::ControllerStatus => 4,
+            Topic::Req(_) => 5,
         };
         &Self::SPECS[i]
     }
@@ -145,7 +165,11 @@ impl Topic {
     /// The device this topic belongs to, if it is a per-device topic.
     pub fn device(&self) -> Option<&DeviceId> {
         match self {
-            Topic::Cmd(d) | Topic::Status(d) | Topic::Metrics(d) | Topic::Logs(d) => Some(d),
+            Topic::Cmd(d)
+            | Topic::Status(d)
+            | Topic::Metrics(d)
+            | Topic::Logs(d)
+            | Topic::Req(d) => Some(d),
             Topic::ControllerStatus => None,
         }
     }
@@ -157,6 +181,7 @@ impl Topic {
             DeviceTopicKind::Status => Topic::Status(device),
             DeviceTopicKind::Metrics => Topic::Metrics(device),
             DeviceTopicKind::Logs => Topic::Logs(device),
+            DeviceTopicKind::Req => Topic::Req(device),
         }
     }
 
@@ -198,6 +223,7 @@ impl fmt::Display for Topic {
             Topic::Status(d) => write!(f, "{ROOT}/{d}/status"),
             Topic::Metrics(d) => write!(f, "{ROOT}/{d}/metrics"),
             Topic::Logs(d) => write!(f, "{ROOT}/{d}/logs"),
+            Topic::Req(d) => write!(f, "{ROOT}/{d}/req"),
         }
     }
 }
@@ -218,6 +244,7 @@ mod tests {
             Topic::Metrics(dev("c.3")),
             Topic::Logs(dev("d_4")),
             Topic::ControllerStatus,
+            Topic::Req(dev("e5")),
         ];
         for t in all {
             let s = t.to_string();

@@ -3,17 +3,24 @@
 //! tasks; each reports back as an [`Event`].
 
 use super::{Daemon, Event, SupEntry};
-use crate::download::{self, DownloadError, DownloadRequest};
+use crate::download::DownloadError;
+use crate::download_refresh;
 use crate::install;
 use crate::layout;
 use crate::process::{self, LaunchSpec};
 use crate::reconcile::{Action, Failure, Job, JobKind};
+use crate::runtime::health::HealthTracker;
+use crate::runtime::limits::{self, Limits};
 use crate::store::ProcRecord;
 use crate::supervisor::{Effect, SupEvent, Supervisor};
 use fleet_schema::ArtifactRef;
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Instant;
+
+/// Where cgroup v2 is mounted on the devices the agent writes limits for.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 type Key = (String, String);
 
@@ -28,10 +35,10 @@ impl Daemon {
                 fallback,
             } => {
                 tracing::info!(%app, %version, fallback, "starting app");
-                let (sup, effects) = Supervisor::start(fallback);
+                let policy = self.policy_for(&app);
+                let (sup, effects) = Supervisor::start_with(fallback, policy);
                 let key = (app, version);
-                self.sups
-                    .insert(key.clone(), SupEntry { sup, record: None });
+                self.sups.insert(key.clone(), SupEntry::new(sup));
                 self.run_effects(&key, effects, now);
             }
             Action::Stop { app, version } => {
@@ -80,17 +87,23 @@ impl Daemon {
         let partial = layout::partial(&self.cfg.data_dir, &app, &version);
         let events = self.events.clone();
         let cancel = self.cancel.clone();
+        let trust = self.cfg.artifacts.trust.clone();
+        let inventory = self.inventory.clone();
+        let controller = self.controller_url.clone();
         tokio::task::spawn_blocking(move || {
-            let req = DownloadRequest {
-                url: &artifact.url,
-                size: artifact.size,
-                sha256: &artifact.sha256,
-                partial: &partial,
-            };
-            let result = match download::download(&req, &cancel) {
-                Ok(()) => Ok(()),
-                Err(DownloadError::Cancelled) => Err(None),
-                Err(e) => Err(Some(e.to_string())),
+            // Refuse before downloading anything the device must not install.
+            let result = match crate::verify::check(&artifact, &trust, &inventory) {
+                Err(refusal) => Err(Some(refusal.to_string())),
+                Ok(()) => match download_refresh::fetch_artifact(
+                    &artifact,
+                    controller.as_deref(),
+                    &partial,
+                    &cancel,
+                ) {
+                    Ok(()) => Ok(()),
+                    Err(DownloadError::Cancelled) => Err(None),
+                    Err(e) => Err(Some(e.to_string())),
+                },
             };
             let _ = events.send(Event::Downloaded {
                 app,
@@ -108,9 +121,15 @@ impl Daemon {
         });
         let data = self.cfg.data_dir.clone();
         let events = self.events.clone();
+        let plan = install::InstallPlan::for_app(
+            self.desired.as_ref(),
+            &app,
+            &version,
+            self.cfg.artifacts.archive_limits,
+        );
         tokio::task::spawn_blocking(move || {
             let partial = layout::partial(&data, &app, &version);
-            let result = install::install(&data, &app, &version, &partial, &keep)
+            let result = install::install(&data, &app, &version, &partial, &keep, &plan)
                 .map(|_| ())
                 .map_err(|e| e.to_string());
             let _ = events.send(Event::Installed {
@@ -187,6 +206,12 @@ impl Daemon {
         now: Instant,
     ) {
         let key = (app.to_string(), version.to_string());
+        if !self.sups.contains_key(&key) {
+            return;
+        }
+        if let Some(reason) = self.oom_reason(app) {
+            self.sup_event(&key, SupEvent::LimitExceeded(reason), now);
+        }
         let Some(entry) = self.sups.get_mut(&key) else {
             return;
         };
@@ -224,11 +249,26 @@ impl Daemon {
     /// Launches the process for `key` and starts waiting for it; returns the supervisor event.
     fn spawn(&mut self, key: &Key) -> SupEvent {
         let (app, version) = key;
+        let app_spec = self.spec_for(app);
+        let mut limits = Limits::from_resources(&app_spec.resources);
+        limits.cgroup = limits::prepare_cgroup(Path::new(CGROUP_ROOT), app, &app_spec.resources);
+        let extra_env: Vec<(String, String)> = self
+            .telem
+            .metrics_base
+            .as_ref()
+            .map(|base| ("FLEET_METRICS_URL".to_string(), format!("{base}{app}")))
+            .into_iter()
+            .collect();
+        self.ensure_tailer(app);
         let spec = LaunchSpec {
             data: &self.cfg.data_dir,
             device_id: self.cfg.device_id.as_str(),
             app,
             version,
+            app_spec: &app_spec,
+            limits,
+            launcher: self.launcher.as_deref(),
+            extra_env: &extra_env,
         };
         let launched = match process::launch(spec) {
             Ok(l) => l,
@@ -250,6 +290,12 @@ impl Daemon {
         }
         if let Some(entry) = self.sups.get_mut(key) {
             entry.record = Some(record);
+            let now = Instant::now();
+            entry.started = Some(now);
+            entry.health = app_spec
+                .healthcheck
+                .clone()
+                .map(|c| HealthTracker::new(c, now));
         }
         let mut child = launched.child;
         let events = self.events.clone();

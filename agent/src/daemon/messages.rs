@@ -26,6 +26,7 @@ impl Daemon {
             BusEvent::Message { topic, payload } => match Topic::parse(&topic) {
                 Ok(Topic::Cmd(dev)) if dev == self.cfg.device_id => self.on_desired(&payload),
                 Ok(Topic::ControllerStatus) => self.on_controller(&payload),
+                Ok(Topic::Req(dev)) if dev == self.cfg.device_id => self.on_request(&payload),
                 _ => tracing::debug!(%topic, "ignoring message on unexpected topic"),
             },
         }
@@ -93,6 +94,9 @@ impl Daemon {
             Ok(s) => s,
             Err(e) => return self.reject(&topic, &e.to_string()),
         };
+        if status.online && status.http_url.is_some() {
+            self.controller_url = status.http_url.clone();
+        }
         if !status.online || self.last_controller_at == Some(status.at) {
             return;
         }
@@ -142,6 +146,7 @@ mod tests {
                 size: 1,
                 sha256: "00".into(),
                 url: "http://x".into(),
+                ..Default::default()
             },
             deployment_id: None,
             spec: Default::default(),

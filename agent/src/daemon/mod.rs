@@ -5,18 +5,23 @@
 //! blocks for long.
 
 mod actions;
+mod health;
 mod messages;
 mod startup;
+mod telemetry;
 
 use crate::backoff::Backoff;
 use crate::bus::{self, BusEvent, PubCmd};
 use crate::config::Config;
 use crate::reconcile::{self, AppObserved, Observed, ProcView};
 use crate::report;
+use crate::runtime::health::HealthTracker;
 use crate::store::{ProcRecord, Store};
-use crate::supervisor::{self, Supervisor};
-use fleet_schema::{DesiredState, DeviceStatus, Inventory};
+use crate::supervisor::{self, Policy, Supervisor};
+use crate::telemetry::spool::Spool;
+use fleet_schema::{AppSpec, DesiredState, DeviceStatus, Inventory};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +70,17 @@ pub enum Event {
         /// How it ended.
         how: String,
     },
+    /// A health probe finished.
+    Probed {
+        /// App name.
+        app: String,
+        /// Version.
+        version: String,
+        /// The process probed.
+        pid: u32,
+        /// The verdict.
+        result: Result<(), String>,
+    },
 }
 
 /// Per-app state kept by the shell.
@@ -88,6 +104,21 @@ impl Default for AppState {
 struct SupEntry {
     sup: Supervisor,
     record: Option<ProcRecord>,
+    /// Health of the current process, when the app has a health check.
+    health: Option<HealthTracker>,
+    /// When the current process started (or was adopted), for uptime.
+    started: Option<Instant>,
+}
+
+impl SupEntry {
+    fn new(sup: Supervisor) -> Self {
+        Self {
+            sup,
+            record: None,
+            health: None,
+            started: None,
+        }
+    }
 }
 
 /// The running agent.
@@ -103,8 +134,13 @@ pub struct Daemon {
     inventory: Inventory,
     rejected_payloads: u64,
     last_controller_at: Option<u64>,
+    /// fleetd's HTTP base URL from its presence message (for fresh download URLs).
+    controller_url: Option<String>,
     cancel: Arc<AtomicBool>,
     shutting_down: bool,
+    telem: telemetry::Telem,
+    /// This binary, re-executed as the limits launcher.
+    launcher: Option<PathBuf>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT, then stops the apps and goes offline.
@@ -113,6 +149,14 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
     let (bus_tx, mut bus_rx) = mpsc::unbounded_channel();
     let (pub_tx, pub_rx) = mpsc::unbounded_channel();
     let inventory = crate::inventory::collect(&cfg.data_dir, &cfg.labels);
+    let cfg_telemetry = cfg.telemetry.clone();
+    let spool = match Spool::open(&cfg.data_dir.join("spool"), cfg.telemetry.spool) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the offline backlog; telemetry is not kept while offline");
+            None
+        }
+    };
     let (status_tx, status_rx) = watch::channel(bus::offline_status(&cfg.device_id));
     let (client, eventloop) = rumqttc::AsyncClient::new(
         bus::options(&cfg.device_id, &cfg.mqtt_host, cfg.mqtt_port),
@@ -130,9 +174,24 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
         inventory,
         rejected_payloads: 0,
         last_controller_at: None,
+        controller_url: None,
         cancel: Arc::new(AtomicBool::new(false)),
         shutting_down: false,
+        telem: telemetry::Telem::new(cfg_telemetry, Instant::now()),
+        launcher: std::env::current_exe().ok(),
     };
+    match crate::telemetry::counters::serve(
+        &daemon.cfg.telemetry.metrics_listen,
+        daemon.telem.counters.clone(),
+    )
+    .await
+    {
+        Ok(url) => {
+            tracing::info!(%url, "app counters endpoint listening");
+            daemon.telem.metrics_base = Some(url);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot start the app counters endpoint"),
+    }
     daemon.restore(Instant::now());
     daemon.step(Instant::now());
     let poll = tokio::spawn(bus::poll_loop(eventloop, bus_tx));
@@ -141,6 +200,7 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
         daemon.cfg.device_id.clone(),
         status_rx,
         pub_rx,
+        spool,
     ));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -161,7 +221,13 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
 
     tracing::info!(signal = stop_by, "stopping apps");
     daemon.begin_shutdown(Instant::now());
-    let give_up = Instant::now() + supervisor::STOP_GRACE + Duration::from_secs(3);
+    let longest_grace = daemon
+        .sups
+        .values()
+        .map(|e| e.sup.policy().stop_grace)
+        .max()
+        .unwrap_or(supervisor::STOP_GRACE);
+    let give_up = Instant::now() + longest_grace + Duration::from_secs(3);
     while daemon.any_live() && Instant::now() < give_up {
         let wake = daemon
             .next_deadline(Instant::now())
@@ -212,6 +278,15 @@ impl Daemon {
                     failed: s.is_failed(),
                     restart_count: s.restart_count(),
                     last_error: s.last_error().map(str::to_string),
+                    health: entry
+                        .health
+                        .as_ref()
+                        .map(|h| h.state().clone())
+                        .unwrap_or_default(),
+                    health_message: entry
+                        .health
+                        .as_ref()
+                        .and_then(|h| h.message().map(str::to_string)),
                 },
             );
         }
@@ -220,8 +295,15 @@ impl Daemon {
 
     fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let sups = self.sups.values().filter_map(|e| e.sup.deadline());
+        let probes = self
+            .sups
+            .values()
+            .filter_map(|e| e.health.as_ref().and_then(HealthTracker::deadline));
         let retry = reconcile::next_retry(&self.observed()).filter(|t| *t > now);
-        sups.chain(retry).min()
+        sups.chain(probes)
+            .chain(retry)
+            .chain(std::iter::once(self.telem.deadline()))
+            .min()
     }
 
     fn any_live(&self) -> bool {
@@ -247,7 +329,27 @@ impl Daemon {
                 pid,
                 how,
             } => self.on_exited(&app, &version, pid, how, now),
+            Event::Probed {
+                app,
+                version,
+                pid,
+                result,
+            } => self.on_probed(&app, &version, pid, result, now),
         }
+    }
+
+    /// The spec of an app as the desired state gives it (defaults when it is not desired).
+    fn spec_for(&self, app: &str) -> AppSpec {
+        self.desired
+            .as_ref()
+            .and_then(|d| d.apps.iter().find(|a| a.name == app))
+            .map(|a| a.spec.clone())
+            .unwrap_or_default()
+    }
+
+    /// The supervisor policy of an app.
+    fn policy_for(&self, app: &str) -> Policy {
+        Policy::from_spec(&self.spec_for(app))
     }
 
     /// Lets time pass for the supervisors, reconciles, records progress and publishes.
@@ -260,6 +362,7 @@ impl Daemon {
             };
             self.run_effects(&key, effects, now);
         }
+        self.start_probes(now);
         if !self.shutting_down {
             for _ in 0..4 {
                 let actions = reconcile::reconcile(self.desired.as_ref(), &self.observed(), now);
@@ -273,6 +376,7 @@ impl Daemon {
         }
         self.sups.retain(|_, e| !e.sup.is_stopped());
         self.record_current();
+        self.telemetry_tick(now);
         self.publish_status();
     }
 

@@ -50,13 +50,17 @@ impl Daemon {
                 tracing::info!(app = %rec.app, version = %rec.version, pid = rec.pid, "adopting running app");
                 watch_adopted(self.events.clone(), &rec);
                 self.apps.entry(rec.app.clone()).or_default();
-                self.sups.insert(
-                    (rec.app.clone(), rec.version.clone()),
-                    SupEntry {
-                        sup: Supervisor::adopt(rec.pid, now),
-                        record: Some(rec),
-                    },
-                );
+                self.ensure_tailer(&rec.app);
+                let mut entry =
+                    SupEntry::new(Supervisor::adopt(rec.pid, now, self.policy_for(&rec.app)));
+                entry.health = self
+                    .spec_for(&rec.app)
+                    .healthcheck
+                    .map(|c| crate::runtime::health::HealthTracker::new(c, now));
+                entry.started = Some(now);
+                entry.record = Some(rec.clone());
+                self.sups
+                    .insert((rec.app.clone(), rec.version.clone()), entry);
             } else {
                 tracing::info!(app = %rec.app, version = %rec.version, pid = rec.pid, "recorded app process is gone");
                 if let Err(e) = self.store.remove_proc(&rec.app, &rec.version) {

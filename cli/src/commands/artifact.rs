@@ -1,4 +1,4 @@
-//! `fleetctl artifact push|list|versions`.
+//! `fleetctl artifact push|list|versions|show` (sign and verify are in [`super::signing`]).
 
 use super::{print_json, show_progress};
 use crate::api::ApiClient;
@@ -18,9 +18,41 @@ pub fn push(g: &Global, args: &PushArgs) -> Result<()> {
     // Refuse obviously bad input before sending a possibly large file.
     validate_name(&args.name).map_err(anyhow::Error::msg)?;
     validate_version(&args.version).map_err(anyhow::Error::msg)?;
-    if let Some(p) = &args.platform {
-        Platform::parse(p)?;
+    let platforms: Vec<Platform> = args
+        .platform
+        .iter()
+        .map(|p| Platform::parse(p))
+        .collect::<Result<_, _>>()?;
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .with_context(|| format!("--label {l:?} must be KEY=VALUE"))?;
+        labels.insert(k.to_string(), v.to_string());
     }
+    let requirements = match &args.requirements {
+        None => Default::default(),
+        Some(text) => {
+            let json = match text.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read requirements file {path}"))?,
+                None => text.clone(),
+            };
+            serde_json::from_str(&json).context("--requirements is not valid requirements JSON")?
+        }
+    };
+    let signatures = match &args.sign {
+        None => Vec::new(),
+        Some(key) => vec![super::signing::sign_upload(
+            key,
+            &args.name,
+            &args.version,
+            &fleet_schema::ArtifactType::from(args.kind.as_str()),
+            &platforms,
+            &args.file,
+        )?],
+    };
     let file =
         File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let len = file
@@ -33,7 +65,10 @@ pub fn push(g: &Global, args: &PushArgs) -> Result<()> {
         kind: args.kind.clone(),
         platform: args.platform.clone(),
         platforms: Vec::new(),
-        labels: Default::default(),
+        labels,
+        requirements,
+        signatures,
+        ..Default::default()
     };
     let filename = args
         .file
@@ -106,7 +141,41 @@ fn meta_table(meta: &ArtifactMeta) -> Table {
             platforms.join(",")
         },
     ]);
+    t.row(vec![
+        "sha512".into(),
+        meta.sha512().unwrap_or("-").to_string(),
+    ]);
+    let keys: Vec<&str> = meta.signatures.iter().map(|s| s.key_id.as_str()).collect();
+    t.row(vec![
+        "signed by".into(),
+        if keys.is_empty() {
+            "unsigned".into()
+        } else {
+            keys.join(",")
+        },
+    ]);
+    if !meta.requirements.is_empty() {
+        t.row(vec![
+            "requirements".into(),
+            serde_json::to_string(&meta.requirements).unwrap_or_default(),
+        ]);
+    }
     t
+}
+
+/// Shows one version's metadata.
+pub fn show(g: &Global, name: &str, version: &str) -> Result<()> {
+    validate_name(name).map_err(anyhow::Error::msg)?;
+    validate_version(version).map_err(anyhow::Error::msg)?;
+    let meta: ArtifactMeta =
+        ApiClient::new(&g.server).get(&format!("/api/v1/artifacts/{name}/{version}"))?;
+    match g.output {
+        Output::Json => print_json(&meta),
+        Output::Table => {
+            print!("{}", meta_table(&meta).render());
+            Ok(())
+        }
+    }
 }
 
 /// Reads artifact names from `GET /api/v1/artifacts`: a list of names, or of objects with a

@@ -7,7 +7,7 @@ use crate::table::Table;
 use crate::{DeployArgs, Global, Output};
 use anyhow::{bail, Result};
 use fleet_schema::api::{
-    CreateDeployment, DeploymentCreated, DeploymentView, DeviceProgress, TargetSpec,
+    CreateDeployment, DeploymentCreated, DeploymentView, DeviceProgress, StrategySpec, TargetSpec,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -33,6 +33,28 @@ fn parse_selector(s: &str) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// Builds a strategy from `--strategy TYPE` and `--param KEY=VALUE` pairs (integers and
+/// booleans are sent as such); the controller names any unknown parameter.
+fn strategy_spec(kind: &str, params: &[String]) -> Result<StrategySpec> {
+    let mut map = serde_json::Map::new();
+    map.insert("type".into(), serde_json::Value::String(kind.into()));
+    for p in params {
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("--param {p:?} is not of the form key=value");
+        };
+        let value = if let Ok(n) = v.parse::<u64>() {
+            serde_json::Value::from(n)
+        } else if let Ok(b) = v.parse::<bool>() {
+            serde_json::Value::Bool(b)
+        } else {
+            serde_json::Value::String(v.into())
+        };
+        map.insert(k.trim().into(), value);
+    }
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| anyhow::anyhow!("invalid strategy: {e}"))
+}
+
 /// Counts of devices per outcome.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Tally {
@@ -48,8 +70,10 @@ fn tally(view: &DeploymentView) -> Tally {
         match p {
             DeviceProgress::Succeeded => t.succeeded += 1,
             DeviceProgress::Failed { .. } => t.failed += 1,
-            DeviceProgress::Superseded => t.superseded += 1,
-            DeviceProgress::Pending | DeviceProgress::InProgress { .. } => t.active += 1,
+            DeviceProgress::Superseded | DeviceProgress::RolledBack => t.superseded += 1,
+            DeviceProgress::Pending
+            | DeviceProgress::InProgress { .. }
+            | DeviceProgress::Waiting => t.active += 1,
         }
     }
     t
@@ -61,13 +85,23 @@ pub fn deploy(g: &Global, args: &DeployArgs) -> Result<()> {
         Some(s) => parse_selector(s)?,
         None => BTreeMap::new(),
     };
+    let (Some(app), Some(version)) = (args.app.clone(), args.version.clone()) else {
+        bail!("deploy needs --app and --version (or a subcommand such as `deploy watch ID`)");
+    };
+    let strategy = match &args.strategy {
+        Some(kind) => Some(strategy_spec(kind, &args.params)?),
+        None if args.params.is_empty() => None,
+        None => bail!("--param needs --strategy"),
+    };
     let request = CreateDeployment {
-        application: args.app.clone(),
-        version: args.version.clone(),
-        strategy: None,
+        application: app.clone(),
+        version: version.clone(),
+        strategy,
         target: TargetSpec {
             devices: args.devices.clone(),
             selector,
+            group: args.group.clone(),
+            match_expressions: Vec::new(),
         },
     };
     let api = ApiClient::new(&g.server);
@@ -77,10 +111,8 @@ pub fn deploy(g: &Global, args: &DeployArgs) -> Result<()> {
             Output::Json => print_json(&created),
             Output::Table => {
                 println!(
-                    "deployment {} created: {}@{} to {} device(s)",
+                    "deployment {} created: {app}@{version} to {} device(s)",
                     created.id,
-                    args.app,
-                    args.version,
                     created.devices.len()
                 );
                 Ok(())
@@ -89,10 +121,8 @@ pub fn deploy(g: &Global, args: &DeployArgs) -> Result<()> {
     }
     if g.output == Output::Table {
         println!(
-            "deployment {} created: {}@{} to {} device(s)",
+            "deployment {} created: {app}@{version} to {} device(s)",
             created.id,
-            args.app,
-            args.version,
             created.devices.len()
         );
     }
@@ -148,7 +178,7 @@ fn wait(
             "· {} failed · {} in progress",
             counts.failed, counts.active
         ));
-        if view.state != "in-progress" {
+        if !super::watch::is_active(&view.state) {
             break view;
         }
         if Instant::now() >= deadline {
@@ -239,6 +269,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn strategy_params_are_typed() {
+        let s = strategy_spec(
+            "canary",
+            &[
+                "initial_percentage=10".into(),
+                "increment_interval=30s".into(),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.initial_percentage, Some(10));
+        assert_eq!(s.increment_interval.as_deref(), Some("30s"));
+        let err = strategy_spec("canary", &["initial_pct=10".into()]).expect_err("typo");
+        assert!(err.to_string().contains("initial_pct"), "{err}");
+    }
+
+    #[test]
     fn selectors_parse() {
         let s = parse_selector("site=a, env=prod").expect("valid");
         assert_eq!(s.get("site").map(String::as_str), Some("a"));
@@ -268,6 +314,7 @@ mod tests {
             state: "in-progress".into(),
             created_at: 0,
             devices,
+            rollout: None,
         };
         assert_eq!(
             tally(&view),

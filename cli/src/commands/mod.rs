@@ -1,9 +1,13 @@
 //! One module per `fleetctl` command family.
 
+pub mod apply;
 pub mod artifact;
 pub mod deploy;
 pub mod devices;
+pub mod logs;
+pub mod signing;
 pub mod status;
+pub mod watch;
 
 use anyhow::{Context, Result};
 use serde::Serialize;

@@ -2,9 +2,11 @@
 //! with every target device's next desired state.
 
 use super::{decode, encode, Db, DbError, DeploymentRecord, COUNTERS, DEPLOYMENTS, DESIRED};
-use crate::engine::{ids, plan};
-use fleet_schema::{ArtifactRef, DesiredApp, DesiredState, UnixMillis};
-use redb::{ReadableDatabase, ReadableTable};
+use crate::engine::ids;
+use crate::engine::rollout::{tick, Ctx, Params, Phase, Rollout, Snapshot};
+use fleet_schema::api::TargetSpec;
+use fleet_schema::{AppSpec, ArtifactRef, DesiredApp, UnixMillis};
+use redb::{ReadableDatabase, ReadableTable, Table};
 use std::collections::BTreeMap;
 
 /// Device ids with the CBOR of their new desired state, in target order.
@@ -12,6 +14,38 @@ pub type DesiredBytes = Vec<(String, Vec<u8>)>;
 
 /// Counter key of the deployment sequence.
 const DEPLOYMENT_SEQ: &str = "deployment_seq";
+
+/// Marks unfinished deployments of `app` that share a device with `devices` as superseded by
+/// `by`, so two rollouts never fight over a device.
+fn supersede_overlapping(
+    table: &mut Table<&str, &[u8]>,
+    app: &str,
+    devices: &[String],
+    by: &str,
+) -> Result<(), DbError> {
+    let mut changed = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        let Ok(mut rec) = decode::<DeploymentRecord>("deployments", k.value(), v.value()) else {
+            continue;
+        };
+        let Some(r) = rec.rollout.as_mut() else {
+            continue;
+        };
+        if rec.application != app || r.phase.is_final() {
+            continue;
+        }
+        if r.targets.iter().any(|d| devices.contains(d)) {
+            r.phase = Phase::Superseded;
+            tracing::info!(deployment = %rec.id, by, "deployment superseded");
+            changed.push(rec);
+        }
+    }
+    for rec in changed {
+        table.insert(rec.id.as_str(), encode(&rec)?.as_slice())?;
+    }
+    Ok(())
+}
 
 /// A validated deployment, ready to be committed.
 #[derive(Debug, Clone)]
@@ -24,22 +58,53 @@ pub struct NewDeployment {
     pub strategy: String,
     /// The artifact implementing that version.
     pub artifact: ArtifactRef,
-    /// Resolved target devices (all known to the controller).
+    /// Resolved target devices (all known to the controller), in rollout order.
     pub devices: Vec<String>,
     /// Creation time.
     pub now: UnixMillis,
+    /// How devices run it (from the registered application; defaults for a bare artifact).
+    pub spec: AppSpec,
+    /// Normalised strategy.
+    pub params: Params,
+    /// The target as requested (late joiners are matched against it).
+    pub target: Option<TargetSpec>,
+}
+
+impl NewDeployment {
+    /// A bare all-at-once deployment of an artifact (tests and older callers).
+    pub fn all_at_once(
+        application: &str,
+        version: &str,
+        artifact: ArtifactRef,
+        devices: Vec<String>,
+        now: UnixMillis,
+    ) -> Self {
+        Self {
+            application: application.into(),
+            version: version.into(),
+            strategy: "all-at-once".into(),
+            artifact,
+            devices,
+            now,
+            spec: AppSpec::default(),
+            params: Params::all_at_once(),
+            target: None,
+        }
+    }
 }
 
 impl Db {
-    /// Stores the deployment and, for every target device, a desired state one generation
-    /// higher with the application set to the new version, all in one transaction. Returns the
-    /// record and the CBOR of each new desired state, to publish after the commit.
+    /// Stores the deployment and starts its rollout in one transaction: the first step's devices
+    /// get a desired state one generation higher with the application set to the new version;
+    /// older unfinished deployments of the same application to overlapping devices are marked
+    /// superseded. Returns the record and the CBOR of each new desired state, to publish after
+    /// the commit.
     pub fn create_deployment(
         &self,
         new: NewDeployment,
     ) -> Result<(DeploymentRecord, DesiredBytes), DbError> {
         let txn = self.raw().begin_write()?;
-        let mut published = Vec::with_capacity(new.devices.len());
+        let published;
         let record;
         {
             let mut counters = txn.open_table(COUNTERS)?;
@@ -51,38 +116,40 @@ impl Db {
             counters.insert(DEPLOYMENT_SEQ, seq)?;
             let id = ids::deployment_id(new.now, seq);
 
-            let mut desired = txn.open_table(DESIRED)?;
-            let mut generations = BTreeMap::new();
-            for device in &new.devices {
-                let prev: Option<DesiredState> = match desired.get(device.as_str())? {
-                    Some(v) => Some(decode("desired", device, v.value())?),
-                    None => None,
-                };
-                let app = DesiredApp {
-                    name: new.application.clone(),
-                    version: new.version.clone(),
-                    artifact: new.artifact.clone(),
-                    deployment_id: Some(id.clone()),
-                    spec: Default::default(),
-                };
-                let next = plan::set_app(prev.as_ref(), device, app, new.now);
-                let bytes = encode(&next)?;
-                desired.insert(device.as_str(), bytes.as_slice())?;
-                generations.insert(device.clone(), next.generation);
-                published.push((device.clone(), bytes));
-            }
+            let mut deployments = txn.open_table(DEPLOYMENTS)?;
+            supersede_overlapping(&mut deployments, &new.application, &new.devices, &id)?;
 
-            record = DeploymentRecord {
+            let template = DesiredApp {
+                name: new.application.clone(),
+                version: new.version.clone(),
+                artifact: new.artifact.clone(),
+                deployment_id: Some(id.clone()),
+                spec: new.spec,
+            };
+            let mut rollout = Rollout::new(new.params, new.devices, new.now);
+            let ctx = Ctx {
+                version: &new.version,
+                has_healthcheck: template.spec.healthcheck.is_some(),
+            };
+            let actions = tick(&mut rollout, ctx, &Snapshot::default(), new.now);
+            let mut rec = DeploymentRecord {
                 id: id.clone(),
                 application: new.application,
                 version: new.version,
                 strategy: new.strategy,
                 created_at: new.now,
                 artifact: new.artifact,
-                devices: generations,
+                devices: BTreeMap::new(),
+                rollout: None,
+                template: Some(template),
+                previous: BTreeMap::new(),
+                target: new.target,
             };
-            let mut deployments = txn.open_table(DEPLOYMENTS)?;
-            deployments.insert(id.as_str(), encode(&record)?.as_slice())?;
+            let mut desired = txn.open_table(DESIRED)?;
+            published = super::rollouts::write_actions(&mut desired, &mut rec, &actions, new.now)?;
+            rec.rollout = Some(rollout);
+            deployments.insert(id.as_str(), encode(&rec)?.as_slice())?;
+            record = rec;
         }
         txn.commit()?;
         Ok((record, published))
@@ -121,21 +188,21 @@ mod tests {
     use fleet_schema::ArtifactType;
 
     fn new(app: &str, version: &str, devices: &[&str]) -> NewDeployment {
-        NewDeployment {
-            application: app.into(),
-            version: version.into(),
-            strategy: "all-at-once".into(),
-            artifact: ArtifactRef {
+        NewDeployment::all_at_once(
+            app,
+            version,
+            ArtifactRef {
                 name: app.into(),
                 version: version.into(),
                 kind: ArtifactType::Binary,
                 size: 3,
                 sha256: "00".into(),
                 url: "http://x".into(),
+                ..Default::default()
             },
-            devices: devices.iter().map(|d| d.to_string()).collect(),
-            now: 1_700_000_000_000,
-        }
+            devices.iter().map(|d| d.to_string()).collect(),
+            1_700_000_000_000,
+        )
     }
 
     #[test]
@@ -160,5 +227,28 @@ mod tests {
             Some(out[0].1.clone()),
             "stored bytes are the published bytes"
         );
+    }
+
+    #[test]
+    fn a_canary_touches_only_its_first_step_and_a_newer_deployment_supersedes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("t.redb")).expect("opens");
+        let mut d = new("a", "1.0.0", &["w", "x", "y", "z"]);
+        d.params = crate::engine::rollout::params::parse(Some(&fleet_schema::api::StrategySpec {
+            kind: "canary".into(),
+            initial_percentage: Some(25),
+            ..Default::default()
+        }))
+        .expect("valid");
+        let (d1, out) = db.create_deployment(d).expect("d1");
+        assert_eq!(out.len(), 1, "only the first step's device is written");
+        assert!(db.desired("x").expect("reads").is_none());
+        assert_eq!(d1.previous.get("w"), Some(&None), "nothing ran before");
+        let (_, _) = db.create_deployment(new("a", "2.0.0", &["z"])).expect("d2");
+        let d1 = db.deployment(&d1.id).expect("reads").expect("present");
+        assert_eq!(d1.rollout.map(|r| r.phase), Some(Phase::Superseded));
+        let (_, _) = db
+            .create_deployment(new("b", "1.0.0", &["w"]))
+            .expect("other app");
     }
 }

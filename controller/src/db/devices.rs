@@ -199,21 +199,21 @@ mod tests {
         let db = Db::open(&dir.path().join("t.redb")).expect("opens");
         db.apply_statuses(vec![status("a", true), status("b", true)])
             .expect("applies");
-        let new = crate::db::NewDeployment {
-            application: "app".into(),
-            version: "1.0.0".into(),
-            strategy: "all-at-once".into(),
-            artifact: fleet_schema::ArtifactRef {
+        let new = crate::db::NewDeployment::all_at_once(
+            "app",
+            "1.0.0",
+            fleet_schema::ArtifactRef {
                 name: "app".into(),
                 version: "1.0.0".into(),
                 kind: fleet_schema::ArtifactType::Binary,
                 size: 1,
                 sha256: "00".into(),
                 url: "http://x".into(),
+                ..Default::default()
             },
-            devices: vec!["a".into()],
-            now: 1,
-        };
+            vec!["a".into()],
+            1,
+        );
         db.create_deployment(new).expect("deploys");
         assert_eq!(db.behind_devices().expect("reads"), vec!["a".to_string()]);
         let out = db.apply_statuses(vec![status("a", true)]).expect("applies");

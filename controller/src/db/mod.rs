@@ -6,19 +6,25 @@
 //! - `devices`: [`DeviceRecord`], the last status of every device ever seen;
 //! - `desired`: the exact CBOR bytes of each device's `DesiredState`, as published;
 //! - `deployments`: [`DeploymentRecord`];
-//! - `counters`: monotonic counters (deployment sequence).
+//! - `counters`: monotonic counters (deployment sequence);
+//! - `applications`: registered application versions (validated manifests), `name/version`;
+//! - `groups`: named device groups (static lists or label selectors).
 //!
 //! redb calls block, so async code goes through [`Db::call`], which runs them on the blocking
 //! thread pool.
 
+mod applications;
 mod deployments;
 mod desired;
 mod devices;
 mod records;
+mod rollouts;
 
+pub use applications::{ApplicationRecord, Registered};
 pub use deployments::{DesiredBytes, NewDeployment};
 pub use devices::{is_behind, StatusBatchOutcome, StatusUpdate};
 pub use records::{DeploymentRecord, DeviceRecord};
+pub use rollouts::RolloutOpError;
 
 use redb::{Database, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
@@ -100,6 +106,8 @@ impl Db {
             txn.open_table(DESIRED)?;
             txn.open_table(DEPLOYMENTS)?;
             txn.open_table(COUNTERS)?;
+            txn.open_table(applications::APPLICATIONS)?;
+            txn.open_table(applications::GROUPS)?;
         }
         txn.commit()?;
         Ok(Db {

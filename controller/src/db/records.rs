@@ -1,6 +1,8 @@
 //! The records the database stores, and the pure rule that folds a status into a device record.
 
-use fleet_schema::{ArtifactRef, DeviceStatus, UnixMillis};
+use crate::engine::rollout::Rollout;
+use fleet_schema::api::TargetSpec;
+use fleet_schema::{ArtifactRef, DesiredApp, DeviceStatus, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -63,8 +65,22 @@ pub struct DeploymentRecord {
     pub created_at: UnixMillis,
     /// The artifact every target device was told to run.
     pub artifact: ArtifactRef,
-    /// Target devices, each with the desired-state generation this deployment wrote for it.
+    /// Devices this deployment has sent the new version to, each with the desired-state
+    /// generation it wrote for it (a staged rollout adds devices step by step).
     pub devices: BTreeMap<String, u64>,
+    /// The staged rollout (absent in records written before rollouts existed).
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
+    /// The app every touched device is told to run (with its spec).
+    #[serde(default)]
+    pub template: Option<DesiredApp>,
+    /// Per touched device, the app it was told to run before (`None`: not installed), for
+    /// rollback.
+    #[serde(default)]
+    pub previous: BTreeMap<String, Option<DesiredApp>>,
+    /// The target as requested, for late joiners.
+    #[serde(default)]
+    pub target: Option<TargetSpec>,
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Creating a deployment: parse and validate the request, find the artifact, resolve the
 //! target, commit deployment and desired states in one transaction, then queue the publishes.
 
+use super::rollout;
 use super::target::{self, TargetError};
 use crate::db::{Db, NewDeployment};
 use crate::metrics::Metrics;
@@ -11,9 +12,6 @@ use fleet_schema::artifact::{validate_name, validate_version};
 use fleet_schema::{ArtifactRef, ArtifactType};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-
-/// The only strategy implemented today.
-pub const ALL_AT_ONCE: &str = "all-at-once";
 
 /// What kind of failure, which the HTTP layer maps to a status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,27 +71,18 @@ pub struct DeployContext<'a> {
     pub public_url: &'a str,
 }
 
-/// Parses a JSON request body. Strategies other than all-at-once get a specific message even
-/// when they carry parameters this build does not know.
+/// Parses a JSON request body; unknown fields (also inside the strategy and the target) are
+/// errors naming the field.
 pub fn parse_request(body: &[u8]) -> Result<CreateDeployment, DeployError> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| DeployError::bad(format!("malformed JSON in deployment request: {e}")))?;
-    if let Some(kind) = value
-        .get("strategy")
-        .and_then(|s| s.get("type"))
-        .and_then(|t| t.as_str())
-    {
-        if kind != ALL_AT_ONCE {
-            return Err(DeployError::bad(format!(
-                "strategy {kind:?} is not supported yet (supported: {ALL_AT_ONCE})"
-            )));
-        }
-    }
     serde_json::from_value(value)
         .map_err(|e| DeployError::bad(format!("invalid deployment request: {e}")))
 }
 
-/// Creates a deployment from a request body.
+/// Creates a deployment from a request body. When `application@version` is a registered
+/// application, its primary artifact, spec and placement are used; otherwise the artifact of
+/// the same name and version is deployed with default settings.
 pub async fn create(
     ctx: &DeployContext<'_>,
     body: &[u8],
@@ -101,25 +90,117 @@ pub async fn create(
     let req = parse_request(body)?;
     validate_name(&req.application).map_err(|e| DeployError::bad(format!("application: {e}")))?;
     validate_version(&req.version).map_err(DeployError::bad)?;
-    let strategy = req
-        .strategy
-        .as_ref()
-        .map_or(ALL_AT_ONCE.to_string(), |s| s.kind.clone());
+    let params = rollout::params::parse(req.strategy.as_ref()).map_err(DeployError::bad)?;
+    let strategy = params.kind.as_str().to_string();
 
-    let artifact = find_artifact(ctx, &req.application, &req.version).await?;
+    let (name, version) = (req.application.clone(), req.version.clone());
+    let registered = ctx
+        .db
+        .call(move |db| db.application(&name, &version))
+        .await
+        .map_err(DeployError::internal)?;
+    let (artifact, spec, placement) = match registered {
+        Some(rec) => {
+            let app = rec.application;
+            let primary = app.primary_artifact().cloned().ok_or_else(|| {
+                DeployError::new(
+                    DeployErrorKind::Unprocessable,
+                    format!(
+                        "application {}@{} has no binary artifact",
+                        app.name, app.version
+                    ),
+                )
+            })?;
+            let artifact = find_artifact(ctx, &primary.name, &primary.version).await?;
+            (artifact, app.spec, Some(app.placement))
+        }
+        None => {
+            let artifact = find_artifact(ctx, &req.application, &req.version).await?;
+            (artifact, Default::default(), None)
+        }
+    };
 
-    let known: BTreeMap<String, BTreeMap<String, String>> = ctx
+    let group = match &req.target.group {
+        None => None,
+        Some(g) => {
+            let key = g.clone();
+            let found = ctx
+                .db
+                .call(move |db| db.group(&key))
+                .await
+                .map_err(DeployError::internal)?;
+            Some(found.ok_or_else(|| {
+                DeployError::new(
+                    DeployErrorKind::NotFound,
+                    format!("target.group {g:?} not found (create it with POST /api/v1/groups)"),
+                )
+            })?)
+        }
+    };
+    let records = ctx
         .db
         .call(|db| db.devices())
         .await
-        .map_err(DeployError::internal)?
-        .into_iter()
-        .map(|(id, rec)| {
-            let labels = rec.labels();
-            (id, labels)
+        .map_err(DeployError::internal)?;
+    let known: BTreeMap<String, BTreeMap<String, String>> = records
+        .iter()
+        .map(|(id, rec)| (id.clone(), rec.labels()))
+        .collect();
+    let mut devices = target::resolve_with_group(&req.target, group.as_ref(), &known)?;
+    if let Some(p) = &placement {
+        let mut rejected = Vec::new();
+        devices.retain(|d| {
+            let inv = records
+                .get(d)
+                .and_then(|r| r.status.as_ref())
+                .and_then(|s| s.inventory.clone())
+                .unwrap_or_default();
+            match p.reject_reason(&inv) {
+                Some(why) => {
+                    rejected.push(format!("{d}: {why}"));
+                    false
+                }
+                None => true,
+            }
+        });
+        if devices.is_empty() {
+            return Err(DeployError::new(
+                DeployErrorKind::Unprocessable,
+                format!(
+                    "no target device satisfies the application's placement ({})",
+                    rejected.join("; ")
+                ),
+            ));
+        }
+    }
+
+    // The artifact's platforms, type and requirements must fit every target that reported an
+    // inventory (the agent re-checks before installing).
+    let unfit: Vec<String> = devices
+        .iter()
+        .filter_map(|d| {
+            let inv = records.get(d)?.status.as_ref()?.inventory.as_ref()?;
+            let unmet = fleet_schema::compat::unmet(
+                &artifact.kind,
+                &artifact.platforms,
+                &artifact.requirements,
+                inv,
+            );
+            (!unmet.is_empty()).then(|| format!("{d}: {}", unmet.join(", ")))
         })
         .collect();
-    let devices = target::resolve(&req.target, &known)?;
+    if !unfit.is_empty() {
+        return Err(DeployError::new(
+            DeployErrorKind::Unprocessable,
+            format!(
+                "artifact {}@{} cannot run on {} target device(s): {}",
+                artifact.name,
+                artifact.version,
+                unfit.len(),
+                unfit.join("; ")
+            ),
+        ));
+    }
 
     let new = NewDeployment {
         application: req.application,
@@ -128,6 +209,9 @@ pub async fn create(
         artifact,
         devices,
         now: crate::clock::now_ms(),
+        spec,
+        params,
+        target: Some(req.target),
     };
     let (record, published) = ctx
         .db
@@ -139,16 +223,22 @@ pub async fn create(
         .fetch_add(1, Ordering::Relaxed);
     ctx.queue
         .mark_devices(published.into_iter().map(|(id, _)| id));
+    let targets = record
+        .rollout
+        .as_ref()
+        .map(|r| r.targets.clone())
+        .unwrap_or_default();
     tracing::info!(
         id = %record.id,
         application = %record.application,
         version = %record.version,
-        devices = record.devices.len(),
+        strategy = %record.strategy,
+        devices = targets.len(),
         "deployment created"
     );
     Ok(DeploymentCreated {
         id: record.id,
-        devices: record.devices.into_keys().collect(),
+        devices: targets,
     })
 }
 
@@ -184,11 +274,14 @@ async fn find_artifact(
             ),
         ));
     };
-    if meta.kind != ArtifactType::Binary {
+    if !matches!(
+        meta.kind,
+        ArtifactType::Binary | ArtifactType::Archive | ArtifactType::Deb
+    ) {
         return Err(DeployError::new(
             DeployErrorKind::Unprocessable,
             format!(
-                "artifact {} is of type {:?}, which cannot be deployed yet (only \"binary\")",
+                "artifact {} is of type {:?}, which cannot be deployed yet (only \"binary\", \"archive\" and \"deb\")",
                 meta.id,
                 meta.kind.as_str()
             ),
@@ -204,7 +297,21 @@ async fn find_artifact(
         kind: meta.kind.clone(),
         size: meta.size,
         sha256,
-        url: ctx.store.download_url(meta, ctx.public_url),
+        url: ctx
+            .store
+            .download_url(meta, ctx.public_url)
+            .await
+            .map_err(DeployError::internal)?,
+        sha512: meta.sha512().map(str::to_string),
+        signatures: meta.signatures.clone(),
+        platforms: meta.platforms.clone(),
+        requirements: meta.requirements.clone(),
+        refresh_url: Some(format!(
+            "{}/api/v1/artifacts/{}/{}/url",
+            ctx.public_url.trim_end_matches('/'),
+            meta.name,
+            meta.version
+        )),
     })
 }
 
@@ -217,13 +324,16 @@ mod tests {
         let err = parse_request(b"{not json").expect_err("malformed");
         assert!(err.message.starts_with("malformed JSON"), "{}", err.message);
         let err = parse_request(
-            br#"{"application":"a","version":"1.0.0","strategy":{"type":"rolling","max_unavailable":1},"target":{}}"#,
+            br#"{"application":"a","version":"1.0.0","strategy":{"type":"rolling","max_unavailble":1},"target":{}}"#,
         )
-        .expect_err("unsupported");
-        assert_eq!(
-            err.message,
-            "strategy \"rolling\" is not supported yet (supported: all-at-once)"
-        );
+        .expect_err("typo in a strategy parameter");
+        assert!(err.message.contains("max_unavailble"), "{}", err.message);
+        let ok = parse_request(
+            br#"{"application":"myapp","version":"2.0.0","strategy":{"type":"rolling","max_unavailable":1,"health_check_grace":"30s"},"target":{"group":"edge-stores","selector":{"location":"us-west"}}}"#,
+        )
+        .expect("the seed's request parses");
+        let p = rollout::params::parse(ok.strategy.as_ref()).expect("valid strategy");
+        assert_eq!((p.max_unavailable, p.min_healthy_ms), (1, 30_000));
         let err = parse_request(br#"{"application":"a","version":"1.0.0","target":{},"typo":1}"#)
             .expect_err("unknown field");
         assert!(err.message.contains("typo"), "{}", err.message);

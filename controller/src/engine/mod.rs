@@ -5,8 +5,11 @@
 //! and queues the publishes.
 
 pub mod deploy;
+pub mod driver;
+pub mod error_window;
 pub mod ids;
 pub mod plan;
 pub mod progress;
+pub mod rollout;
 pub mod target;
 pub mod view;

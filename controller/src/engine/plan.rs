@@ -22,6 +22,24 @@ pub fn set_app(
     }
 }
 
+/// Returns `prev` without the app named `name` and the generation one higher (a rollback of a
+/// first install removes the app).
+pub fn remove_app(
+    prev: Option<&DesiredState>,
+    device: &str,
+    name: &str,
+    now: UnixMillis,
+) -> DesiredState {
+    let mut apps: Vec<DesiredApp> = prev.map(|p| p.apps.clone()).unwrap_or_default();
+    apps.retain(|a| a.name != name);
+    DesiredState {
+        device_id: device.to_string(),
+        generation: prev.map_or(0, |p| p.generation) + 1,
+        apps,
+        issued_at: now,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,6 +56,7 @@ mod tests {
                 size: 1,
                 sha256: "00".into(),
                 url: "http://x".into(),
+                ..Default::default()
             },
             deployment_id: Some(format!("d-{name}-{version}")),
             spec: Default::default(),

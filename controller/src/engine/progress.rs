@@ -79,10 +79,12 @@ pub fn overall_state<'a>(devices: impl IntoIterator<Item = &'a DeviceProgress>) 
     let (mut active, mut failed, mut succeeded) = (false, false, false);
     for p in devices {
         match p {
-            DeviceProgress::Pending | DeviceProgress::InProgress { .. } => active = true,
+            DeviceProgress::Pending
+            | DeviceProgress::InProgress { .. }
+            | DeviceProgress::Waiting => active = true,
             DeviceProgress::Failed { .. } => failed = true,
             DeviceProgress::Succeeded => succeeded = true,
-            DeviceProgress::Superseded => {}
+            DeviceProgress::Superseded | DeviceProgress::RolledBack => {}
         }
     }
     if active {

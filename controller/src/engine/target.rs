@@ -2,7 +2,8 @@
 //! devices. Every way a target can be unusable is an error naming what was wrong, never a
 //! silently smaller deployment.
 
-use fleet_schema::api::TargetSpec;
+use fleet_schema::api::{GroupSpec, TargetSpec};
+use fleet_schema::manifest::{matches_all, LabelRequirement};
 use fleet_schema::DeviceId;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
     /// Neither devices nor a selector.
-    #[error("target is empty: give target.devices and/or target.selector")]
+    #[error("target is empty: give target.devices, target.selector, target.match_expressions and/or target.group")]
     Empty,
     /// Some listed ids are invalid or were never seen.
     #[error("{}", bad_devices_message(.invalid, .unknown))]
@@ -20,6 +21,9 @@ pub enum TargetError {
         /// Valid ids of devices the controller has never heard from.
         unknown: Vec<String>,
     },
+    /// A match expression is malformed.
+    #[error("target.match_expressions: {0}")]
+    BadExpression(String),
     /// The selector matches no known device.
     #[error("selector {} matches no device", format_selector(.0))]
     NoMatch(BTreeMap<String, String>),
@@ -46,13 +50,27 @@ fn format_selector(sel: &BTreeMap<String, String>) -> String {
 }
 
 /// Resolves `target` against the known devices (id to labels). Returns the sorted, de-duplicated
-/// union of the listed devices and the devices whose labels contain every selector pair.
+/// union of the listed devices, the devices whose labels contain every selector pair and
+/// satisfy every match expression, and the members of `group` (resolved the same way).
 pub fn resolve(
     target: &TargetSpec,
     known: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> Result<Vec<String>, TargetError> {
-    if target.devices.is_empty() && target.selector.is_empty() {
+    resolve_with_group(target, None, known)
+}
+
+/// [`resolve`] with the target's named group already looked up.
+pub fn resolve_with_group(
+    target: &TargetSpec,
+    group: Option<&GroupSpec>,
+    known: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<Vec<String>, TargetError> {
+    let has_labels = !target.selector.is_empty() || !target.match_expressions.is_empty();
+    if target.devices.is_empty() && !has_labels && group.is_none() {
         return Err(TargetError::Empty);
+    }
+    for r in &target.match_expressions {
+        r.check().map_err(TargetError::BadExpression)?;
     }
     let mut chosen = BTreeSet::new();
     let mut invalid = Vec::new();
@@ -71,23 +89,38 @@ pub fn resolve(
         unknown.dedup();
         return Err(TargetError::BadDevices { invalid, unknown });
     }
-    if !target.selector.is_empty() {
-        let matched: Vec<&String> = known
-            .iter()
-            .filter(|(_, labels)| {
-                target
-                    .selector
-                    .iter()
-                    .all(|(k, v)| labels.get(k) == Some(v))
-            })
-            .map(|(id, _)| id)
-            .collect();
+    if has_labels {
+        let matched = matching(&target.selector, &target.match_expressions, known);
         if matched.is_empty() {
             return Err(TargetError::NoMatch(target.selector.clone()));
         }
-        chosen.extend(matched.into_iter().cloned());
+        chosen.extend(matched);
+    }
+    if let Some(g) = group {
+        chosen.extend(g.devices.iter().filter(|d| known.contains_key(*d)).cloned());
+        if !g.selector.is_empty() || !g.match_expressions.is_empty() {
+            chosen.extend(matching(&g.selector, &g.match_expressions, known));
+        }
+    }
+    if chosen.is_empty() {
+        return Err(TargetError::NoMatch(target.selector.clone()));
     }
     Ok(chosen.into_iter().collect())
+}
+
+/// Known devices whose labels contain every pair of `selector` and satisfy every expression.
+pub fn matching(
+    selector: &BTreeMap<String, String>,
+    exprs: &[LabelRequirement],
+    known: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Vec<String> {
+    known
+        .iter()
+        .filter(|(_, labels)| {
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v)) && matches_all(exprs, labels)
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -110,6 +143,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..TargetSpec::default()
         }
     }
 
@@ -127,5 +161,30 @@ mod tests {
         assert!(msg.contains("nope") && msg.contains("a/b"), "{msg}");
         let err = resolve(&spec(&[], &[("site", "z")]), &known()).expect_err("no match");
         assert_eq!(err.to_string(), "selector {site=z} matches no device");
+    }
+
+    #[test]
+    fn expressions_narrow_and_groups_add() {
+        use fleet_schema::manifest::Operator;
+        let mut t = spec(&[], &[]);
+        t.match_expressions = vec![LabelRequirement {
+            key: "site".into(),
+            operator: Operator::NotIn,
+            values: vec!["a".into()],
+        }];
+        assert_eq!(resolve(&t, &known()).expect("resolves"), vec!["d2"]);
+        let g = GroupSpec {
+            name: "g".into(),
+            devices: vec!["d1".into()],
+            selector: BTreeMap::new(),
+            match_expressions: vec![],
+        };
+        let got = resolve_with_group(&t, Some(&g), &known()).expect("resolves");
+        assert_eq!(got, vec!["d1", "d2"]);
+        t.match_expressions[0].values.clear();
+        assert!(matches!(
+            resolve(&t, &known()),
+            Err(TargetError::BadExpression(_))
+        ));
     }
 }

@@ -3,11 +3,11 @@
 use super::{ApiFailure, AppState};
 use crate::store::parse_range;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use fleet_schema::api::{ApiError, ArtifactSummary};
+use fleet_schema::api::{ApiError, ArtifactSummary, DownloadUrl};
 use fleet_schema::ArtifactMeta;
 use tokio_util::io::ReaderStream;
 
@@ -59,14 +59,41 @@ pub async fn get_one(
     Ok(Json(meta_of(&st, &name, &version).await?))
 }
 
-/// `GET /api/v1/artifacts/{name}/{version}/download`: streams the blob; one `Range` request
+/// `GET /api/v1/artifacts/{name}/{version}/url`: a fresh download URL. Agents ask for one
+/// when the URL in their (possibly long retained) desired state has expired.
+pub async fn fresh_url(
+    State(st): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<DownloadUrl>, ApiFailure> {
+    let meta = meta_of(&st, &name, &version).await?;
+    let link = st.store.download_link(&meta, &st.public_url).await?;
+    Ok(Json(DownloadUrl {
+        url: link.url,
+        expires_at: link.expires_at,
+    }))
+}
+
+/// The signature part of a download URL.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DownloadQuery {
+    /// Expiry, Unix seconds.
+    pub expires: Option<u64>,
+    /// Hex HMAC over name, version and expiry.
+    pub sig: Option<String>,
+}
+
+/// `GET /api/v1/artifacts/{name}/{version}/download?expires=..&sig=..`: streams the blob when
+/// the URL's HMAC is valid and unexpired (403 naming why otherwise); one `Range` request
 /// (`bytes=N-`, `bytes=N-M`, `bytes=-N`) is answered with 206 so downloads can resume.
 pub async fn download(
     State(st): State<AppState>,
     Path((name, version)): Path<(String, String)>,
+    Query(query): Query<DownloadQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiFailure> {
     let meta = meta_of(&st, &name, &version).await?;
+    st.store
+        .authorize_download(&name, &version, query.expires, query.sig.as_deref())?;
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let range = match parse_range(range_header, meta.size) {
         Ok(r) => r,
@@ -100,4 +127,23 @@ pub async fn download(
     };
     let body = Body::from_stream(ReaderStream::with_capacity(blob.reader, 64 * 1024));
     builder.body(body).map_err(ApiFailure::internal)
+}
+
+/// `POST /api/v1/artifacts/{name}/{version}/signatures`: adds a signature (JSON
+/// `Signature`) to a stored version, replacing one by the same key; 200 with the metadata.
+pub async fn add_signature(
+    State(st): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<ArtifactMeta>, ApiFailure> {
+    let sig: fleet_schema::artifact::Signature = serde_json::from_slice(&body).map_err(|e| {
+        ApiFailure::bad_request(format!(
+            "body must be JSON {{key_id, algorithm, signature}}: {e}"
+        ))
+    })?;
+    super::upload::check_signature_form(&sig).map_err(ApiFailure::bad_request)?;
+    meta_of(&st, &name, &version).await?;
+    let meta = st.store.add_signature(&name, &version, sig).await?;
+    tracing::info!(id = %meta.id, signatures = meta.signatures.len(), "artifact signature added");
+    Ok(Json(meta))
 }

@@ -1,10 +1,12 @@
 //! Deployment endpoints.
 
 use super::{ApiFailure, AppState};
+use crate::db::RolloutOpError;
 use crate::engine::deploy::{self, DeployContext};
+use crate::engine::rollout::ops::{self, Op};
 use crate::engine::view::deployment_view;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use fleet_schema::api::{DeploymentCreated, DeploymentView};
@@ -52,4 +54,50 @@ pub async fn get_one(
         .await?;
     let rec = rec.ok_or_else(|| ApiFailure::not_found(format!("deployment {id:?} not found")))?;
     Ok(Json(deployment_view(&rec, &desired, &devices)))
+}
+
+/// Query of the action endpoint.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionQuery {
+    /// Rollback only: "immediate" (default) or "gradual".
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// `POST /api/v1/deployments/{id}/{action}`: pause, resume, abort, rollback (`?mode=gradual`),
+/// promote. 409 when the deployment's phase does not allow it.
+pub async fn action(
+    State(st): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    Query(q): Query<ActionQuery>,
+) -> Result<Json<DeploymentView>, ApiFailure> {
+    let gradual = match q.mode.as_deref() {
+        None | Some("immediate") => false,
+        Some("gradual") => true,
+        Some(other) => {
+            return Err(ApiFailure::bad_request(format!(
+                "mode {other:?} is not immediate or gradual"
+            )))
+        }
+    };
+    let op = Op::parse(&action, gradual).ok_or_else(|| {
+        ApiFailure::not_found(format!(
+            "no deployment action {action:?} (pause, resume, abort, rollback, promote)"
+        ))
+    })?;
+    let now = crate::clock::now_ms();
+    let key = id.clone();
+    let result = st
+        .db
+        .call(move |db| Ok(db.update_rollout(&key, now, |r, _| ops::apply(r, op, now))))
+        .await?;
+    let (_, published) = result.map_err(|e| match e {
+        RolloutOpError::NotFound(_) => ApiFailure::not_found(e.to_string()),
+        RolloutOpError::Conflict(_) => ApiFailure::new(StatusCode::CONFLICT, e.to_string()),
+        RolloutOpError::Db(e) => ApiFailure::internal(e),
+    })?;
+    st.queue.mark_devices(published.into_iter().map(|(d, _)| d));
+    tracing::info!(deployment = %id, action = %action, "operator action");
+    get_one(State(st), Path(id)).await
 }

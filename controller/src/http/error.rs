@@ -61,7 +61,8 @@ impl From<StoreError> for ApiFailure {
             StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             StoreError::Conflict { .. } => StatusCode::CONFLICT,
             StoreError::Invalid(_) | StoreError::Upload(_) => StatusCode::BAD_REQUEST,
-            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::NotFound(_) | StoreError::NotServed(_) => StatusCode::NOT_FOUND,
+            StoreError::Forbidden(_) => StatusCode::FORBIDDEN,
             StoreError::Io { .. } | StoreError::Corrupt { .. } => return Self::internal(e),
         };
         Self::new(status, e.to_string())

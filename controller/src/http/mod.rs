@@ -2,6 +2,7 @@
 //! Routes are grouped by resource: [`artifacts`] (with [`upload`]), [`deployments`],
 //! [`devices`], and [`ops`] (health, metrics).
 
+pub mod applications;
 pub mod artifacts;
 pub mod deployments;
 pub mod devices;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Largest accepted upload.
     pub max_upload_bytes: u64,
+    /// Vulnerability-scan hook run on uploads, if configured.
+    pub scan: Option<Arc<crate::store::scan::ScanHook>>,
 }
 
 /// Builds the API router.
@@ -64,10 +67,34 @@ pub fn router(state: AppState) -> Router {
             get(artifacts::download),
         )
         .route(
+            "/api/v1/artifacts/{name}/{version}/url",
+            get(artifacts::fresh_url),
+        )
+        .route(
+            "/api/v1/artifacts/{name}/{version}/signatures",
+            axum::routing::post(artifacts::add_signature),
+        )
+        .route(
             "/api/v1/deployments",
             get(deployments::list).post(deployments::create),
         )
         .route("/api/v1/deployments/{id}", get(deployments::get_one))
+        .route(
+            "/api/v1/deployments/{id}/{action}",
+            axum::routing::post(deployments::action),
+        )
+        .route(
+            "/api/v1/applications",
+            get(applications::list).post(applications::register),
+        )
+        .route(
+            "/api/v1/applications/{name}/{version}",
+            get(applications::get_one),
+        )
+        .route(
+            "/api/v1/groups",
+            get(applications::list_groups).post(applications::put_group),
+        )
         .route("/api/v1/devices", get(devices::list))
         .route("/api/v1/devices/{id}", get(devices::get_one))
         .fallback(error::no_route)

@@ -3,13 +3,15 @@
 //! held in memory.
 
 use super::{ApiFailure, AppState};
+use crate::store::scan::{ScanHook, ScanOutcome};
 use crate::store::{NewArtifact, StoreOutcome};
 use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::Json;
 use fleet_schema::api::UploadMetadata;
-use fleet_schema::artifact::{validate_name, validate_version, Platform};
+use fleet_schema::artifact::{validate_name, validate_version, Platform, Signature};
+use fleet_schema::signing::ED25519_ALGORITHM;
 use fleet_schema::{ArtifactMeta, ArtifactType};
 use futures_util::TryStreamExt;
 
@@ -70,12 +72,43 @@ pub async fn upload(
         )
     })?;
     let staged = staged.ok_or_else(|| ApiFailure::bad_request("missing part `file`"))?;
+    if let Some(hook) = &st.scan {
+        let id = ArtifactMeta::make_id(&metadata.name, &metadata.version);
+        scan_upload(hook, &id, std::path::Path::new(staged.key())).await?;
+    }
     match st.store.commit(staged, metadata).await? {
         StoreOutcome::Created(meta) => {
             tracing::info!(id = %meta.id, size = meta.size, "artifact stored");
             Ok((StatusCode::CREATED, Json(meta)))
         }
         StoreOutcome::Existing(meta) => Ok((StatusCode::OK, Json(meta))),
+    }
+}
+
+/// Runs the vulnerability-scan hook on a staged upload; with the reject policy, findings (or a
+/// scan that cannot run) refuse the upload with a 422 carrying the findings.
+async fn scan_upload(hook: &ScanHook, id: &str, file: &std::path::Path) -> Result<(), ApiFailure> {
+    let refuse = |why: String| {
+        Err(ApiFailure::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("artifact {id} rejected: the vulnerability scan {why}"),
+        ))
+    };
+    match (hook.scan(file).await, hook.reject) {
+        (Ok(ScanOutcome::Clean), _) => {
+            tracing::info!(%id, "vulnerability scan clean");
+            Ok(())
+        }
+        (Ok(ScanOutcome::Findings(f)), true) => refuse(format!("reported findings: {f}")),
+        (Err(e), true) => refuse(format!("could not run: {e}")),
+        (Ok(ScanOutcome::Findings(f)), false) => {
+            tracing::warn!(%id, findings = %f, "vulnerability scan reported findings (allowed)");
+            Ok(())
+        }
+        (Err(e), false) => {
+            tracing::warn!(%id, error = %e, "vulnerability scan could not run");
+            Ok(())
+        }
     }
 }
 
@@ -117,13 +150,40 @@ pub fn validate(meta: UploadMetadata) -> Result<NewArtifact, String> {
             platforms.push(parsed);
         }
     }
+    for sig in &meta.signatures {
+        check_signature_form(sig)?;
+    }
     Ok(NewArtifact {
         name: meta.name,
         version: meta.version,
         kind,
         platforms,
         labels: meta.labels,
+        requirements: meta.requirements,
+        build_info: meta.build_info,
+        signatures: meta.signatures,
     })
+}
+
+/// Checks that a signature is well-formed (ed25519, 64 hex-encoded bytes, a key id); whether
+/// the key is trusted is for each device to decide.
+pub fn check_signature_form(sig: &Signature) -> Result<(), String> {
+    if sig.algorithm != ED25519_ALGORITHM {
+        return Err(format!(
+            "signature by key {:?} uses algorithm {:?}; only {ED25519_ALGORITHM:?} is supported",
+            sig.key_id, sig.algorithm
+        ));
+    }
+    if sig.key_id.is_empty() || sig.key_id.len() > 128 {
+        return Err("signature has an empty or overlong key_id".into());
+    }
+    if hex::decode(&sig.signature).map(|b| b.len()) != Ok(64) {
+        return Err(format!(
+            "signature by key {:?} is not 128 hex characters (64 bytes)",
+            sig.key_id
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -138,6 +198,7 @@ mod tests {
             platform: platform.map(Into::into),
             platforms: vec!["linux/amd64".into()],
             labels: Default::default(),
+            ..Default::default()
         }
     }
 

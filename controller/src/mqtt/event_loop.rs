@@ -31,6 +31,8 @@ pub struct LoopContext {
     pub status_tx: mpsc::Sender<StatusUpdate>,
     /// To the guard.
     pub guard_tx: mpsc::Sender<CmdMessage>,
+    /// Error-rate windows fed from metrics batches.
+    pub errors: Arc<crate::engine::error_window::ErrorWindows>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Connection state for the ready line and the health endpoint.
@@ -84,8 +86,12 @@ pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
 /// On every ConnAck: subscribe again (also when the broker kept the session), announce the
 /// controller, and republish every desired state (heals a broker that lost retained messages).
 async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>) {
-    let filters = [DeviceTopicKind::Status, DeviceTopicKind::Cmd]
-        .map(|k| rumqttc::SubscribeFilter::new(k.all_devices_filter(), QoS::AtLeastOnce));
+    let filters = [
+        DeviceTopicKind::Status,
+        DeviceTopicKind::Cmd,
+        DeviceTopicKind::Metrics,
+    ]
+    .map(|k| rumqttc::SubscribeFilter::new(k.all_devices_filter(), QoS::AtLeastOnce));
     if let Err(e) = client.subscribe_many(filters).await {
         tracing::error!(error = %e, "cannot subscribe to device topics");
     }
@@ -114,6 +120,7 @@ async fn route(ctx: &LoopContext, topic: &str, payload: axum::body::Bytes) {
                 tracing::warn!(topic, "cmd guard stopped; message ignored");
             }
         }
+        Inbound::Metrics(batch) => ctx.errors.record(&batch, crate::clock::now_ms()),
         Inbound::Ignored => {}
         Inbound::Rejected(r) => {
             tracing::warn!(topic, reason = r.reason, detail = %r.detail, "rejected MQTT payload");

@@ -9,6 +9,8 @@ use fleet_schema::{CodecError, DeviceId, DeviceStatus, Topic, DEFAULT_MAX_PAYLOA
 pub enum Inbound {
     /// A valid status from the device named by the topic.
     Status(DeviceStatus),
+    /// A metrics batch from the device named by the topic (error-rate windows).
+    Metrics(fleet_schema::MetricsBatch),
     /// A message on a device's `cmd` topic (the guard decides).
     Cmd {
         /// The device.
@@ -52,6 +54,7 @@ fn topic_label(topic: &str) -> &'static str {
     match topic.rsplit('/').next() {
         Some("status") => "status",
         Some("cmd") => "cmd",
+        Some("metrics") => "metrics",
         _ => "unknown",
     }
 }
@@ -88,7 +91,9 @@ pub fn classify(topic: &str, payload: Bytes) -> Inbound {
             }
         }
         Topic::Cmd(device) => Inbound::Cmd { device, payload },
-        Topic::Metrics(_) | Topic::Logs(_) | Topic::ControllerStatus => Inbound::Ignored,
+        Topic::Metrics(_) | Topic::Logs(_) | Topic::Req(_) | Topic::ControllerStatus => {
+            Inbound::Ignored
+        }
     }
 }
 

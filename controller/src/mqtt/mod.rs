@@ -60,6 +60,7 @@ pub fn start(
     http_url: String,
     db: Db,
     metrics: Arc<Metrics>,
+    errors: Arc<crate::engine::error_window::ErrorWindows>,
     shutdown: CancellationToken,
 ) -> Bridge {
     let options = mqtt_options(url);
@@ -98,6 +99,7 @@ pub fn start(
         queue: queue.clone(),
         status_tx,
         guard_tx,
+        errors,
         metrics,
         connected: connected_tx,
         shutdown,

@@ -12,7 +12,6 @@ use crate::db::{Db, DbError};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::mqtt;
-use crate::store::fs::FsStore;
 use crate::store::StoreError;
 use fleet_broker::{BrokerError, EmbeddedBroker};
 use std::net::SocketAddr;
@@ -85,6 +84,17 @@ impl Ready {
     }
 }
 
+/// Time between rollout driver passes: `FLEETD_ROLLOUT_TICK_MS` (tests), else the default.
+fn rollout_tick() -> std::time::Duration {
+    std::env::var("FLEETD_ROLLOUT_TICK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(
+            crate::engine::driver::DEFAULT_TICK,
+            std::time::Duration::from_millis,
+        )
+}
+
 /// Serves until `stop` completes, calling `on_ready` once HTTP listens and the MQTT client has
 /// connected for the first time.
 pub async fn run(
@@ -105,7 +115,12 @@ pub async fn run(
     // Agents re-announce on every connect and when the controller comes online.
     let was_online = db.call(|db| db.reset_presence()).await?;
     tracing::info!(database = %db_path.display(), devices_marked_offline = was_online, "database open");
-    let store = FsStore::open(&args.data_dir.join("artifacts"))?;
+    let store = crate::store::select::open_store(
+        args.store,
+        &args.s3,
+        &args.data_dir,
+        std::time::Duration::from_secs(args.download_url_ttl_secs),
+    )?;
 
     let (mqtt_url, _broker) = match &args.mqtt_url {
         Some(url) => (url.clone(), None),
@@ -135,22 +150,42 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     metrics.devices_online.store(0, Ordering::Relaxed);
     let token = CancellationToken::new();
-    let bridge = mqtt::start(
+    let errors = Arc::new(crate::engine::error_window::ErrorWindows::default());
+    let mut bridge = mqtt::start(
         &mqtt_url,
         public.clone(),
         db.clone(),
         metrics.clone(),
+        errors.clone(),
         token.clone(),
     );
+    bridge.tasks.push(tokio::spawn(crate::engine::driver::run(
+        db.clone(),
+        bridge.queue.clone(),
+        errors,
+        rollout_tick(),
+        token.clone(),
+    )));
 
     let state = AppState {
         db,
-        store: Arc::new(store),
+        store,
         queue: bridge.queue.clone(),
         metrics,
         mqtt_connected: bridge.connected.clone(),
         public_url: public.into(),
         max_upload_bytes: args.max_upload_bytes,
+        scan: args
+            .scan_command
+            .as_deref()
+            .and_then(|c| {
+                crate::store::scan::ScanHook::parse(
+                    c,
+                    args.scan_reject,
+                    std::time::Duration::from_secs(args.scan_timeout_secs),
+                )
+            })
+            .map(Arc::new),
     };
     let http_token = token.clone();
     let http_task = tokio::spawn(async move {

@@ -7,12 +7,18 @@
 
 pub mod fs;
 mod range;
+pub mod s3;
+pub mod scan;
+pub mod select;
+pub mod url_sign;
 
 pub use range::{parse_range, ByteRange, RangeError};
+pub use s3::{S3Config, S3Store};
+pub use url_sign::{UrlRefusal, UrlSigner};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
-use fleet_schema::artifact::Platform;
+use fleet_schema::artifact::{BuildInfo, Platform, Requirements, Signature};
 use fleet_schema::{ArtifactMeta, ArtifactType};
 use futures_util::Stream;
 use std::collections::BTreeMap;
@@ -58,6 +64,12 @@ pub enum StoreError {
         /// The operating system error.
         reason: std::io::Error,
     },
+    /// A download URL was refused (unsigned, expired or forged).
+    #[error("{0}")]
+    Forbidden(#[from] UrlRefusal),
+    /// This backend does not serve blobs through fleetd (devices fetch from the object store).
+    #[error("artifact {0} is served by the object store, not by fleetd; ask GET /api/v1/artifacts/{{name}}/{{version}}/url")]
+    NotServed(String),
     /// Stored metadata cannot be read.
     #[error("corrupt artifact metadata {path}: {reason}")]
     Corrupt {
@@ -139,6 +151,13 @@ pub struct NewArtifact {
     pub platforms: Vec<Platform>,
     /// Free-form labels.
     pub labels: BTreeMap<String, String>,
+    /// What a device must offer.
+    pub requirements: Requirements,
+    /// CI build facts.
+    pub build_info: BuildInfo,
+    /// Signatures over the canonical manifest (checked for form, not trust: devices decide
+    /// which keys they trust).
+    pub signatures: Vec<Signature>,
 }
 
 /// Result of a commit.
@@ -183,6 +202,15 @@ pub trait ArtifactStore: Send + Sync + 'static {
     /// Every version of an artifact in ascending semantic-version order (empty if unknown).
     async fn list_versions(&self, name: &str) -> Result<Vec<ArtifactMeta>, StoreError>;
 
+    /// Adds (or replaces, per key id) a signature of an existing version; returns the updated
+    /// metadata. Only the signature list changes: content and checksums stay immutable.
+    async fn add_signature(
+        &self,
+        name: &str,
+        version: &str,
+        signature: Signature,
+    ) -> Result<ArtifactMeta, StoreError>;
+
     /// Opens a version's blob, optionally at a byte range already checked against its size.
     async fn open(
         &self,
@@ -191,7 +219,38 @@ pub trait ArtifactStore: Send + Sync + 'static {
         range: Option<ByteRange>,
     ) -> Result<BlobReader, StoreError>;
 
-    /// The URL devices download the blob from (the controller's download endpoint for the
-    /// filesystem store; a signed URL for object stores).
-    fn download_url(&self, meta: &ArtifactMeta, public_url: &str) -> String;
+    /// A fresh URL devices download the blob from: fleetd's download endpoint with an expiry
+    /// and HMAC for the filesystem store, a presigned URL for object stores.
+    async fn download_link(
+        &self,
+        meta: &ArtifactMeta,
+        public_url: &str,
+    ) -> Result<DownloadLink, StoreError>;
+
+    /// The URL of [`ArtifactStore::download_link`] alone.
+    async fn download_url(
+        &self,
+        meta: &ArtifactMeta,
+        public_url: &str,
+    ) -> Result<String, StoreError> {
+        Ok(self.download_link(meta, public_url).await?.url)
+    }
+
+    /// Checks the `expires` and `sig` of a request to fleetd's own download endpoint.
+    fn authorize_download(
+        &self,
+        name: &str,
+        version: &str,
+        expires: Option<u64>,
+        sig: Option<&str>,
+    ) -> Result<(), StoreError>;
+}
+
+/// A download URL and when it stops working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadLink {
+    /// Absolute URL.
+    pub url: String,
+    /// Expiry, Unix milliseconds.
+    pub expires_at: u64,
 }

@@ -13,6 +13,7 @@ pub struct Agent {
     pub device_id: String,
     mqtt_url: String,
     labels: Vec<(String, String)>,
+    extra_args: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -20,7 +21,18 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent for `device_id` against the broker at `mqtt_url`.
     pub fn start(device_id: &str, mqtt_url: &str, labels: &[(&str, &str)]) -> Self {
+        Self::start_with_args(device_id, mqtt_url, labels, &[])
+    }
+
+    /// Starts an agent with extra command-line flags (e.g. `--trusted-key`).
+    pub fn start_with_args(
+        device_id: &str,
+        mqtt_url: &str,
+        labels: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let mut agent = Self {
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
             device_id: device_id.to_string(),
             mqtt_url: mqtt_url.to_string(),
             labels: labels
@@ -50,6 +62,7 @@ impl Agent {
         for (k, v) in &self.labels {
             cmd.arg("--label").arg(format!("{k}={v}"));
         }
+        cmd.args(&self.extra_args);
         cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))

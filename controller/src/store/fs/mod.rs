@@ -4,12 +4,13 @@
 //! index; nothing else needs rebuilding after a crash. Uploads are staged in `<root>/.tmp/`
 //! (artifact names cannot start with `.`), on the same filesystem so the final move is a rename.
 
-mod read;
-mod write;
+pub(crate) mod read;
+pub(crate) mod write;
 
+use super::url_sign::{now_secs, UrlSigner, DEFAULT_URL_TTL};
 use super::{
-    ArtifactStore, BlobReader, ByteRange, ByteStream, NewArtifact, StagedBlob, StoreError,
-    StoreOutcome,
+    ArtifactStore, BlobReader, ByteRange, ByteStream, DownloadLink, NewArtifact, StagedBlob,
+    StoreError, StoreOutcome,
 };
 use async_trait::async_trait;
 use fleet_schema::artifact::{validate_name, validate_version};
@@ -23,6 +24,8 @@ const META_FILE: &str = "meta.json";
 const BLOB_FILE: &str = "blob";
 /// Staging directory under the root.
 const TMP_DIR: &str = ".tmp";
+/// The HMAC key of download URLs, under the root (names starting with `.` are not artifacts).
+const URL_KEY_FILE: &str = ".download-url.key";
 
 /// The filesystem backend of [`ArtifactStore`].
 #[derive(Debug, Clone)]
@@ -30,6 +33,8 @@ pub struct FsStore {
     root: Arc<PathBuf>,
     /// Serialises commits so two uploads of the same version cannot both "create" it.
     commit_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Signs and checks the download URLs fleetd serves.
+    signer: UrlSigner,
 }
 
 /// Wraps an I/O error with what was being done.
@@ -55,10 +60,18 @@ impl FsStore {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+        let signer = UrlSigner::load_or_create(&root.join(URL_KEY_FILE), DEFAULT_URL_TTL)?;
         Ok(FsStore {
             root: Arc::new(root),
             commit_lock: Arc::new(tokio::sync::Mutex::new(())),
+            signer,
         })
+    }
+
+    /// Sets how long the download URLs it hands out stay valid.
+    pub fn with_url_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.signer = self.signer.with_ttl(ttl);
+        self
     }
 
     /// The store's root directory.
@@ -78,7 +91,7 @@ impl FsStore {
 #[async_trait]
 impl ArtifactStore for FsStore {
     async fn stage(&self, body: ByteStream<'_>, max_size: u64) -> Result<StagedBlob, StoreError> {
-        write::stage(&self.root.join(TMP_DIR), body, max_size).await
+        write::stage_to(&self.root.join(TMP_DIR), body, max_size).await
     }
 
     async fn commit(
@@ -94,6 +107,24 @@ impl ArtifactStore for FsStore {
         })?;
         let _guard = self.commit_lock.lock().await;
         write::commit(&dir, staged, new).await
+    }
+
+    async fn add_signature(
+        &self,
+        name: &str,
+        version: &str,
+        signature: fleet_schema::artifact::Signature,
+    ) -> Result<ArtifactMeta, StoreError> {
+        let id = ArtifactMeta::make_id(name, version);
+        let dir = self
+            .version_dir(name, version)
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        let _guard = self.commit_lock.lock().await;
+        let mut meta = read::meta(&dir).await?.ok_or(StoreError::NotFound(id))?;
+        meta.signatures.retain(|s| s.key_id != signature.key_id);
+        meta.signatures.push(signature);
+        write::write_meta(&dir, &meta).await?;
+        Ok(meta)
     }
 
     async fn get(&self, name: &str, version: &str) -> Result<Option<ArtifactMeta>, StoreError> {
@@ -130,12 +161,30 @@ impl ArtifactStore for FsStore {
         read::open_blob(&dir.join(BLOB_FILE), range).await
     }
 
-    fn download_url(&self, meta: &ArtifactMeta, public_url: &str) -> String {
-        format!(
-            "{}/api/v1/artifacts/{}/{}/download",
-            public_url.trim_end_matches('/'),
-            meta.name,
-            meta.version
-        )
+    async fn download_link(
+        &self,
+        meta: &ArtifactMeta,
+        public_url: &str,
+    ) -> Result<DownloadLink, StoreError> {
+        let (query, expires) = self.signer.query(&meta.name, &meta.version, now_secs());
+        Ok(DownloadLink {
+            url: format!(
+                "{}/api/v1/artifacts/{}/{}/download?{query}",
+                public_url.trim_end_matches('/'),
+                meta.name,
+                meta.version
+            ),
+            expires_at: expires.saturating_mul(1000),
+        })
+    }
+
+    fn authorize_download(
+        &self,
+        name: &str,
+        version: &str,
+        expires: Option<u64>,
+        sig: Option<&str>,
+    ) -> Result<(), StoreError> {
+        Ok(self.signer.check(name, version, expires, sig, now_secs())?)
     }
 }

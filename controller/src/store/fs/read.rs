@@ -136,6 +136,9 @@ mod tests {
             kind: ArtifactType::Binary,
             platforms: vec![],
             labels: Default::default(),
+            requirements: Default::default(),
+            build_info: Default::default(),
+            signatures: Vec::new(),
         }
     }
 

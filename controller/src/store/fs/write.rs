@@ -14,8 +14,9 @@ use tokio::io::AsyncWriteExt;
 /// Distinguishes staging files created in the same nanosecond.
 static STAGE_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Streams `body` into a new file in `tmp_dir`, hashing as it goes.
-pub(super) async fn stage(
+/// Streams `body` into a new file in `tmp_dir`, hashing as it goes (also the S3 store's
+/// local staging).
+pub(crate) async fn stage_to(
     tmp_dir: &Path,
     mut body: ByteStream<'_>,
     max_size: u64,
@@ -103,9 +104,9 @@ pub(super) async fn commit(
         name: new.name,
         version: new.version,
         kind: new.kind,
-        build_info: Default::default(),
-        requirements: Default::default(),
-        signatures: Vec::new(),
+        build_info: new.build_info,
+        requirements: new.requirements,
+        signatures: new.signatures,
         size: staged.size,
         checksums: BTreeMap::from([
             ("sha256".to_string(), staged.sha256.clone()),
@@ -123,7 +124,7 @@ pub(super) async fn commit(
 
 /// Writes `meta.json` atomically and durably: temp file, fsync, rename, fsync of the
 /// directories whose entries changed.
-async fn write_meta(dir: &Path, meta: &ArtifactMeta) -> Result<(), StoreError> {
+pub(super) async fn write_meta(dir: &Path, meta: &ArtifactMeta) -> Result<(), StoreError> {
     let json = serde_json::to_vec_pretty(meta).map_err(|e| StoreError::Corrupt {
         path: dir.display().to_string(),
         reason: e.to_string(),

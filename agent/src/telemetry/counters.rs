@@ -1,0 +1,190 @@
+//! The local endpoint through which apps report their own counters (requests, errors, queue
+//! depth...). It listens on 127.0.0.1 only and speaks just enough HTTP/1.1 for
+//! `curl -X POST --data '{"requests":10,"errors":1}' $FLEET_METRICS_URL`. The latest value of
+//! each counter is published in the app's `AppMetrics.custom_metrics`, where the rollout's
+//! error-rate trigger reads it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest request accepted (headers and body).
+pub const MAX_REQUEST: usize = 16 * 1024;
+/// Most counters kept per app.
+pub const MAX_COUNTERS: usize = 64;
+/// Most apps with counters.
+pub const MAX_APPS: usize = 64;
+/// Path prefix: `POST /v1/metrics/<app>`.
+pub const PATH_PREFIX: &str = "/v1/metrics/";
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Latest counters per app, shared between the endpoint and the metrics sampler.
+#[derive(Debug, Clone, Default)]
+pub struct Counters(Arc<Mutex<BTreeMap<String, BTreeMap<String, f64>>>>);
+
+impl Counters {
+    /// Merges reported values into the app's counters (bounded).
+    pub fn merge(&self, app: &str, values: BTreeMap<String, f64>) -> Result<(), &'static str> {
+        let mut all = self.0.lock().map_err(|_| "counter store poisoned")?;
+        if !all.contains_key(app) && all.len() >= MAX_APPS {
+            return Err("too many apps");
+        }
+        let mine = all.entry(app.to_string()).or_default();
+        for (k, v) in values {
+            if mine.contains_key(&k) || mine.len() < MAX_COUNTERS {
+                mine.insert(k, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// The app's counters.
+    pub fn get(&self, app: &str) -> BTreeMap<String, f64> {
+        self.0
+            .lock()
+            .map(|all| all.get(app).cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+/// A parsed request's outcome: status code and reason.
+fn handle(req: &[u8], counters: &Counters) -> (u16, &'static str) {
+    let Some(head_end) = req.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (400, "Bad Request");
+    };
+    let head = String::from_utf8_lossy(&req[..head_end]);
+    let body = &req[head_end + 4..];
+    let mut lines = head.lines();
+    let mut first = lines.next().unwrap_or_default().split_whitespace();
+    let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+    let Some(app) = path.strip_prefix(PATH_PREFIX) else {
+        return (404, "Not Found");
+    };
+    if method != "POST" {
+        return (405, "Method Not Allowed");
+    }
+    if fleet_schema::artifact::validate_name(app).is_err() {
+        return (400, "Bad Request");
+    }
+    let values: BTreeMap<String, f64> = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => return (400, "Bad Request"),
+    };
+    match counters.merge(app, values) {
+        Ok(()) => (204, "No Content"),
+        Err(_) => (429, "Too Many Requests"),
+    }
+}
+
+/// Content-Length of a request head, if given.
+fn content_length(head: &[u8]) -> Option<usize> {
+    let text = String::from_utf8_lossy(head);
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
+async fn serve_one(mut s: TcpStream, counters: Counters) {
+    let mut buf = Vec::with_capacity(1024);
+    let read = async {
+        let mut chunk = [0u8; 2048];
+        loop {
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return Some(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > MAX_REQUEST {
+                return None;
+            }
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let want = content_length(&buf[..end]).unwrap_or(0);
+                if buf.len() >= end + 4 + want {
+                    return Some(());
+                }
+            }
+        }
+    };
+    let (code, reason) = match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(Some(())) => handle(&buf, &counters),
+        Ok(None) => (413, "Payload Too Large"),
+        Err(_) => (408, "Request Timeout"),
+    };
+    let resp =
+        format!("HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(resp.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+/// Binds `listen` (a 127.0.0.1 address) and serves in a background task; returns the base URL
+/// apps get in FLEET_METRICS_URL (`http://127.0.0.1:PORT/v1/metrics/<app>` after the app).
+pub async fn serve(listen: &str, counters: Counters) -> std::io::Result<String> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((s, _)) => {
+                    tokio::spawn(serve_one(s, counters.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics endpoint accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(format!("http://{addr}{PATH_PREFIX}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_parsed_and_bounded() {
+        let c = Counters::default();
+        let req = b"POST /v1/metrics/web HTTP/1.1\r\nContent-Length: 27\r\n\r\n{\"requests\":10,\"errors\":1}";
+        assert_eq!(handle(req, &c).0, 204);
+        assert_eq!(c.get("web").get("errors"), Some(&1.0));
+        assert_eq!(handle(b"GET /v1/metrics/web HTTP/1.1\r\n\r\n", &c).0, 405);
+        assert_eq!(handle(b"POST /other HTTP/1.1\r\n\r\n", &c).0, 404);
+        assert_eq!(
+            handle(b"POST /v1/metrics/web HTTP/1.1\r\n\r\nnot json", &c).0,
+            400
+        );
+        assert_eq!(
+            handle(b"POST /v1/metrics/../x HTTP/1.1\r\n\r\n{}", &c).0,
+            400
+        );
+        let many: BTreeMap<String, f64> = (0..100).map(|i| (format!("k{i}"), 1.0)).collect();
+        c.merge("web", many).expect("merges");
+        assert_eq!(c.get("web").len(), MAX_COUNTERS, "capped");
+    }
+
+    #[tokio::test]
+    async fn a_real_http_post_is_stored() {
+        let c = Counters::default();
+        let base = serve("127.0.0.1:0", c.clone()).await.expect("binds");
+        let addr = base
+            .trim_start_matches("http://")
+            .trim_end_matches(PATH_PREFIX)
+            .to_string();
+        let mut s = TcpStream::connect(&addr).await.expect("connects");
+        let body = r#"{"requests": 5}"#;
+        let req = format!(
+            "POST {PATH_PREFIX}svc HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.expect("writes");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.expect("reads");
+        assert!(resp.starts_with("HTTP/1.1 204"), "{resp}");
+        assert_eq!(c.get("svc").get("requests"), Some(&5.0));
+    }
+}

@@ -1,0 +1,200 @@
+//! Offline operation: a TCP proxy the test controls sits between the agent and the broker. The
+//! test cuts the link for a while; the agent keeps supervising, keeps metrics and logs in its
+//! on-disk backlog, and on reconnect sends its status first and then the backlog, so no metrics
+//! sample and no log line of the outage is lost and the agent's memory stays bounded.
+
+mod support;
+
+use fleet_schema::{AppSpec, DeviceStatus, LogBatch, MetricsBatch};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{AgentProc, Broker, Observer, TestApp};
+
+/// A TCP proxy to `upstream` that the test can cut and restore.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = l.local_addr().expect("addr").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (up2, conns2) = (up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in l.incoming().flatten() {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let mut list = conns2.lock().expect("lock");
+                for s in [&client, &server] {
+                    if let Ok(c) = s.try_clone() {
+                        list.push(c);
+                    }
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ]
+                .into_iter()
+                .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, up, conns }
+    }
+
+    /// Breaks every connection and refuses new ones.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for s in self.conns.lock().expect("lock").drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn outage_is_bridged_by_the_disk_backlog_with_status_first_and_bounded_memory() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let broker_port = broker.port;
+    let proxy = Proxy::start(broker_port);
+    let dev = "off-1";
+    let topics = ["status", "metrics", "logs"].map(|k| format!("fleet/{dev}/{k}"));
+    let obs = Observer::start(broker_port, &topics);
+    let agent = AgentProc::start(
+        dev,
+        proxy.port,
+        &[TestApp {
+            name: "ticker",
+            script: "i=0; while true; do i=$((i+1)); echo \"line $i\"; sleep 0.1; done".into(),
+            spec: AppSpec::default(),
+        }],
+        &[
+            "--metrics-interval-ms",
+            "200",
+            "--spool-max-messages",
+            "1000",
+        ],
+    );
+    obs.wait_for(
+        &topics[1],
+        Duration::from_secs(20),
+        "first metrics",
+        |_: &MetricsBatch| Some(()),
+    );
+    let rss_before = rss_kib(agent.pid());
+
+    proxy.cut();
+    let cut_at = support_now_ms();
+    std::thread::sleep(Duration::from_secs(4));
+    let spooled = std::fs::read_dir(agent.data().join("spool"))
+        .expect("backlog dir")
+        .count();
+    assert!(
+        spooled >= 10,
+        "metrics and logs kept on disk while offline: {spooled}"
+    );
+    proxy.restore();
+
+    // Everything after the restore, in arrival order.
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let mut first_after_cut: Option<String> = None;
+    let mut metric_ts = Vec::new();
+    let mut lines = Vec::new();
+    while Instant::now() < deadline {
+        let got = obs.next(Duration::from_millis(200));
+        let Some((topic, payload)) = got else {
+            continue;
+        };
+        if topic == topics[0] {
+            let st: DeviceStatus = fleet_schema::decode(&payload, 1 << 20).expect("status");
+            if st.online && first_after_cut.is_none() && st.reported_at > cut_at {
+                first_after_cut = Some(topic.clone());
+            }
+        } else if topic == topics[1] {
+            let m: MetricsBatch = fleet_schema::decode(&payload, 1 << 20).expect("metrics");
+            if m.timestamp > cut_at && first_after_cut.is_none() {
+                first_after_cut = Some(topic.clone());
+            }
+            metric_ts.push(m.timestamp);
+        } else if topic == topics[2] {
+            let b: LogBatch = fleet_schema::decode(&payload, 1 << 20).expect("logs");
+            lines.extend(
+                b.entries
+                    .into_iter()
+                    .filter_map(|e| e.message.strip_prefix("line ")?.parse::<u64>().ok()),
+            );
+        }
+    }
+    assert_eq!(
+        first_after_cut.as_deref(),
+        Some(topics[0].as_str()),
+        "status goes out before the backlog"
+    );
+    // Metrics: no hole longer than a few intervals around the outage.
+    metric_ts.sort_unstable();
+    let outage: Vec<u64> = metric_ts
+        .iter()
+        .copied()
+        .filter(|t| *t > cut_at && *t < cut_at + 4000)
+        .collect();
+    assert!(
+        outage.len() >= 15,
+        "samples of the outage arrived: {}",
+        outage.len()
+    );
+    let max_gap = metric_ts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    assert!(max_gap < 1000, "no metrics hole: largest gap {max_gap} ms");
+    // Logs: every line number from the first to the last seen is there.
+    lines.sort_unstable();
+    lines.dedup();
+    let (lo, hi) = (lines[0], lines[lines.len() - 1]);
+    assert!(hi - lo >= 60, "lines of the outage arrived: {lo}..{hi}");
+    assert_eq!(lines.len() as u64, hi - lo + 1, "no log line lost");
+    let rss_after = rss_kib(agent.pid());
+    assert!(
+        rss_after < 64 * 1024 && rss_after < rss_before + 16 * 1024,
+        "memory stays bounded: {rss_before} KiB before, {rss_after} KiB after"
+    );
+    let left = std::fs::read_dir(agent.data().join("spool"))
+        .expect("backlog dir")
+        .count();
+    assert_eq!(left, 0, "backlog drained");
+}
+
+fn support_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

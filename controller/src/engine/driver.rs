@@ -1,0 +1,189 @@
+//! The rollout driver: a task that ticks every unfinished rollout on a fixed interval, builds
+//! each one's fleet snapshot from the device table and the error windows, commits what the pure
+//! engine decides, and queues the publishes. Everything it knows is in redb, so after a restart
+//! it resumes every rollout at the step it was in.
+
+use super::error_window::ErrorWindows;
+use super::rollout::snapshot::{AppObs, DeviceObs};
+use super::rollout::{ops, Phase, Snapshot};
+use super::target;
+use crate::db::{Db, DbError, DeploymentRecord, DeviceRecord, RolloutOpError};
+use crate::mqtt::PublishQueue;
+use fleet_schema::api::TargetSpec;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Default time between ticks.
+pub const DEFAULT_TICK: Duration = Duration::from_millis(500);
+
+/// Builds what the engine sees of a deployment's targets.
+pub fn snapshot(
+    rec: &DeploymentRecord,
+    devices: &BTreeMap<String, DeviceRecord>,
+    errors: &ErrorWindows,
+    now: u64,
+) -> Snapshot {
+    let Some(r) = &rec.rollout else {
+        return Snapshot::default();
+    };
+    let obs = r
+        .targets
+        .iter()
+        .filter_map(|d| {
+            let dev = devices.get(d)?;
+            let app = dev
+                .status
+                .as_ref()
+                .and_then(|s| s.apps.iter().find(|a| a.name == rec.application))
+                .map(|a| AppObs {
+                    version: a.version.clone(),
+                    phase: a.phase.clone(),
+                    restart_count: a.restart_count,
+                    health: a.health.clone(),
+                    error: a.last_error.clone(),
+                });
+            Some((
+                d.clone(),
+                DeviceObs {
+                    online: dev.online,
+                    last_seen: dev.last_seen,
+                    app,
+                },
+            ))
+        })
+        .collect();
+    let touched = r.touched.iter().filter(|d| !r.reverted.contains(*d));
+    Snapshot {
+        devices: obs,
+        errors: errors.counts(
+            &rec.application,
+            touched,
+            now,
+            r.params.triggers.error_window_ms,
+        ),
+    }
+}
+
+/// Devices that match a deployment's target now but are not among its targets, claimed by the
+/// newest deployment of each application whose target (with a selector, group or expressions;
+/// explicit lists never grow) matches them.
+fn late_joiners(
+    db: &Db,
+    deployments: &[DeploymentRecord],
+    devices: &BTreeMap<String, DeviceRecord>,
+) -> Result<BTreeMap<String, Vec<String>>, DbError> {
+    let known: BTreeMap<String, BTreeMap<String, String>> = devices
+        .iter()
+        .filter(|(_, r)| r.status.is_some())
+        .map(|(id, r)| (id.clone(), r.labels()))
+        .collect();
+    let mut claimed: BTreeMap<(String, String), ()> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for rec in deployments.iter().rev() {
+        let (Some(r), Some(t)) = (&rec.rollout, &rec.target) else {
+            continue;
+        };
+        let grows = !t.selector.is_empty() || !t.match_expressions.is_empty() || t.group.is_some();
+        // Every device of this deployment is claimed by it (newer deployments came first).
+        let mut matched: Vec<String> = Vec::new();
+        if grows && matches!(r.phase, Phase::Running | Phase::Paused | Phase::Succeeded) {
+            let group = match &t.group {
+                Some(g) => db.group(g)?,
+                None => None,
+            };
+            let bare = TargetSpec {
+                devices: vec![],
+                ..t.clone()
+            };
+            matched = target::resolve_with_group(&bare, group.as_ref(), &known).unwrap_or_default();
+        }
+        let fresh: Vec<String> = matched
+            .into_iter()
+            .filter(|d| !r.targets.contains(d))
+            .filter(|d| !claimed.contains_key(&(rec.application.clone(), d.clone())))
+            .collect();
+        for d in r.targets.iter().chain(fresh.iter()) {
+            claimed.insert((rec.application.clone(), d.clone()), ());
+        }
+        if !fresh.is_empty() {
+            out.insert(rec.id.clone(), fresh);
+        }
+    }
+    Ok(out)
+}
+
+/// One pass over every unfinished rollout; returns the devices whose desired state changed.
+pub fn drive_once(db: &Db, errors: &ErrorWindows, now: u64) -> Result<Vec<String>, DbError> {
+    let all = db.deployments()?;
+    let devices = db.devices()?;
+    let mut out = Vec::new();
+    for (id, fresh) in late_joiners(db, &all, &devices)? {
+        tracing::info!(deployment = %id, devices = ?fresh, "late joiners added");
+        match db.update_rollout(&id, now, |r, _| Ok(ops::add_late_joiners(r, &fresh, now))) {
+            Ok((_, published)) => out.extend(published.into_iter().map(|(d, _)| d)),
+            Err(RolloutOpError::Db(e)) => return Err(e),
+            Err(e) => tracing::warn!(deployment = %id, error = %e, "late joiners refused"),
+        }
+    }
+    let active: Vec<String> = all
+        .iter()
+        .filter(|d| {
+            d.rollout
+                .as_ref()
+                .is_some_and(|r| matches!(r.phase, Phase::Running | Phase::RollingBack))
+        })
+        .map(|d| d.id.clone())
+        .collect();
+    for id in active {
+        // Re-read: late joiners may have changed the record.
+        let Some(rec) = db.deployment(&id)? else {
+            continue;
+        };
+        let snap = snapshot(&rec, &devices, errors, now);
+        match db.tick_rollout(&rec.id, &snap, now) {
+            Ok((after, published)) => {
+                if let (Some(a), Some(b)) = (&rec.rollout, &after.rollout) {
+                    if a.phase != b.phase || a.step != b.step {
+                        tracing::info!(
+                            deployment = %rec.id,
+                            phase = b.phase.as_str(),
+                            step = b.step + 1,
+                            steps = b.steps.len(),
+                            trigger = ?b.fired.as_ref().map(|f| &f.detail),
+                            "rollout moved"
+                        );
+                    }
+                }
+                out.extend(published.into_iter().map(|(d, _)| d));
+            }
+            Err(RolloutOpError::Db(e)) => return Err(e),
+            Err(e) => tracing::warn!(deployment = %rec.id, error = %e, "rollout tick refused"),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(
+    db: Db,
+    queue: Arc<PublishQueue>,
+    errors: Arc<ErrorWindows>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = crate::clock::now_ms();
+        let errs = errors.clone();
+        match db.call(move |db| drive_once(db, &errs, now)).await {
+            Ok(devices) if !devices.is_empty() => queue.mark_devices(devices),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "rollout driver pass failed"),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Application and group endpoints: `POST /api/v1/applications` registers an application
+//! version from its `app.yaml` manifest (YAML, or JSON of the same shape), `GET` lists them;
+//! `POST /api/v1/groups` names a set of devices that deployments can target.
+
+use super::{ApiFailure, AppState};
+use crate::db::Registered;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use fleet_schema::api::{ApplicationView, GroupSpec};
+use fleet_schema::manifest::{self, ManifestError};
+
+fn view(rec: crate::db::ApplicationRecord) -> ApplicationView {
+    ApplicationView {
+        application: rec.application,
+        registered_at: rec.registered_at,
+    }
+}
+
+/// `POST /api/v1/applications`: 201 for a new version, 200 when the same manifest is already
+/// registered, 409 when the version exists with another manifest, 400 naming the field.
+pub async fn register(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ApplicationView>), ApiFailure> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiFailure::bad_request("manifest is not UTF-8 text"))?;
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"))
+        || text.trim_start().starts_with('{');
+    let parsed = if json {
+        manifest::parse_json(text)
+    } else {
+        manifest::parse_yaml(text)
+    };
+    let app = parsed.map_err(|e: ManifestError| ApiFailure::bad_request(e.to_string()))?;
+    let now = crate::clock::now_ms();
+    let out = st
+        .db
+        .call(move |db| db.register_application(app, now))
+        .await?;
+    match out {
+        Registered::Created(rec) => Ok((StatusCode::CREATED, Json(view(rec)))),
+        Registered::Unchanged(rec) => Ok((StatusCode::OK, Json(view(rec)))),
+        Registered::Conflict(rec) => Err(ApiFailure::new(
+            StatusCode::CONFLICT,
+            format!(
+                "application {}@{} is already registered with a different manifest (versions are immutable: bump metadata.version)",
+                rec.application.name, rec.application.version
+            ),
+        )),
+    }
+}
+
+/// `GET /api/v1/applications`: every registered application version.
+pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<ApplicationView>>, ApiFailure> {
+    let all = st.db.call(|db| db.applications()).await?;
+    Ok(Json(all.into_iter().map(view).collect()))
+}
+
+/// `GET /api/v1/applications/{name}/{version}`.
+pub async fn get_one(
+    State(st): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<ApplicationView>, ApiFailure> {
+    let (n, v) = (name.clone(), version.clone());
+    let rec = st.db.call(move |db| db.application(&n, &v)).await?;
+    rec.map(|r| Json(view(r))).ok_or_else(|| {
+        ApiFailure::not_found(format!("application {name}@{version} is not registered"))
+    })
+}
+
+/// `POST /api/v1/groups`: creates or replaces a device group (unknown fields are refused).
+pub async fn put_group(
+    State(st): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<GroupSpec>), ApiFailure> {
+    let g: GroupSpec = serde_json::from_slice(&body)
+        .map_err(|e| ApiFailure::bad_request(format!("invalid group: {e}")))?;
+    fleet_schema::artifact::validate_name(&g.name)
+        .map_err(|e| ApiFailure::bad_request(format!("name: {e}")))?;
+    if g.devices.is_empty() && g.selector.is_empty() && g.match_expressions.is_empty() {
+        return Err(ApiFailure::bad_request(
+            "group is empty: give devices, selector and/or match_expressions",
+        ));
+    }
+    for r in &g.match_expressions {
+        r.check()
+            .map_err(|e| ApiFailure::bad_request(format!("match_expressions: {e}")))?;
+    }
+    let stored = g.clone();
+    st.db.call(move |db| db.put_group(&stored)).await?;
+    Ok((StatusCode::CREATED, Json(g)))
+}
+
+/// `GET /api/v1/groups`.
+pub async fn list_groups(State(st): State<AppState>) -> Result<Json<Vec<GroupSpec>>, ApiFailure> {
+    Ok(Json(st.db.call(|db| db.groups()).await?))
+}

@@ -1,0 +1,476 @@
+//! Artifacts end to end, with a real fleetd, real agents and the real `fleetctl`: expiring
+//! download URLs refreshed by a device that was offline too long, the signature policy,
+//! archive artifacts, and rollback from the agent's cache without a download.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::agent::Agent;
+use support::fleet::{app_status, deploy, upload_sample, wait_deployment, wait_online, APP};
+use support::procs::workspace_bin;
+use support::{get, parse_json, wait_until, Fleetd, MqttClient};
+
+/// Runs `fleetctl` against `fleetd`; returns (success, stdout + stderr).
+fn fleetctl(fleetd: &Fleetd, args: &[&str]) -> (bool, String) {
+    let out = Command::new(workspace_bin("fleetctl"))
+        .env("FLEET_SERVER", fleetd.url(""))
+        .args(args)
+        .output()
+        .expect("run fleetctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Waits until the app's reported `last_error` on `device` contains `needle`.
+fn wait_error(fleetd: &Fleetd, agent: &Agent, needle: &str) -> String {
+    let mut last = serde_json::Value::Null;
+    let ok = wait_until(Duration::from_secs(30), || {
+        last = app_status(fleetd, &agent.device_id);
+        last["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(needle))
+    });
+    assert!(
+        ok,
+        "no error containing {needle:?}; app status {last:#}\nagent log:\n{}",
+        agent.log()
+    );
+    last["last_error"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_device_offline_longer_than_the_url_lifetime_still_gets_its_artifact() {
+    let fleetd = Fleetd::start_with_env(&[("FLEETD_DOWNLOAD_URL_TTL_SECS", "2")]);
+    let mut agent = Agent::start("dev-offline", &fleetd.mqtt_url(), &[]);
+    wait_online(&fleetd, &[&agent]);
+    agent.stop();
+    upload_sample(&fleetd, "1.0.0");
+    let id = deploy(&fleetd, "1.0.0", &["dev-offline"]);
+
+    // The retained desired state carries a URL that expires while the device is away.
+    let mut sub = MqttClient::connect(fleetd.mqtt_port, "test-url-sub");
+    sub.subscribe("fleet/dev-offline/cmd");
+    let p = sub
+        .wait_for("fleet/dev-offline/cmd", Duration::from_secs(10), |_| true)
+        .expect("desired state published");
+    let desired: fleet_schema::DesiredState =
+        fleet_schema::decode(&p.payload, fleet_schema::DEFAULT_MAX_PAYLOAD).expect("decodes");
+    let url = desired.apps[0].artifact.url.clone();
+    std::thread::sleep(Duration::from_millis(3500));
+    let (status, body) = get(&url);
+    assert_eq!(status, 403, "expired URL refused: {body}");
+    assert!(body.contains("expired"), "{body}");
+
+    agent.restart();
+    wait_deployment(&fleetd, &id, "succeeded", &[&agent]);
+    assert_eq!(agent.app_pids(APP, "1.0.0").len(), 1);
+    assert!(
+        agent.log().contains("asking fleetd for a fresh one"),
+        "the agent refreshed the URL:\n{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn rollback_to_the_previous_version_needs_no_download() {
+    let fleetd = Fleetd::start();
+    let agent = Agent::start("dev-cache", &fleetd.mqtt_url(), &[]);
+    wait_online(&fleetd, &[&agent]);
+    upload_sample(&fleetd, "1.0.0");
+    upload_sample(&fleetd, "2.0.0");
+    let d1 = deploy(&fleetd, "1.0.0", &["dev-cache"]);
+    wait_deployment(&fleetd, &d1, "succeeded", &[&agent]);
+    let d2 = deploy(&fleetd, "2.0.0", &["dev-cache"]);
+    wait_deployment(&fleetd, &d2, "succeeded", &[&agent]);
+    // Make v1 undownloadable: only the agent's cache can bring it back.
+    let blob = fleetd
+        .data_dir()
+        .join("artifacts")
+        .join(APP)
+        .join("1.0.0/blob");
+    std::fs::write(&blob, b"gone").expect("overwrite the stored blob");
+    let d3 = deploy(&fleetd, "1.0.0", &["dev-cache"]);
+    wait_deployment(&fleetd, &d3, "succeeded", &[&agent]);
+    assert_eq!(agent.app_pids(APP, "1.0.0").len(), 1, "{}", agent.log());
+    let cached: Vec<String> = std::fs::read_dir(agent.data_dir().join("apps").join(APP))
+        .expect("app dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(cached.len() <= 2, "bounded cache: {cached:?}");
+}
+
+/// Writes the sample app for `version` to `dir` and returns its path.
+fn sample_file(dir: &Path, version: &str) -> String {
+    let path = dir.join(format!("app-{version}"));
+    std::fs::write(&path, support::fleet::sample_app_bytes(version)).expect("write sample");
+    path.to_string_lossy().into_owned()
+}
+
+fn push(fleetd: &Fleetd, file: &str, version: &str, extra: &[&str]) {
+    let mut args = vec![
+        "artifact",
+        "push",
+        file,
+        "--name",
+        APP,
+        "--version",
+        version,
+        "--platform",
+        "linux/amd64",
+    ];
+    args.extend(extra);
+    let (ok, out) = fleetctl(fleetd, &args);
+    assert!(ok, "push {version}: {out}");
+}
+
+#[test]
+fn signature_policy_refuses_unsigned_unknown_and_mismatched_artifacts() {
+    let fleetd = Fleetd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("ci");
+    let rogue = dir.path().join("rogue");
+    for k in [&key, &rogue] {
+        let (ok, out) = fleetctl(&fleetd, &["keygen", "--out", &k.to_string_lossy()]);
+        assert!(ok && out.contains("key id"), "{out}");
+    }
+    let key_file = format!("{}.key", key.display());
+    let pub_file = format!("{}.pub", key.display());
+    let agent = Agent::start_with_args(
+        "dev-strict",
+        &fleetd.mqtt_url(),
+        &[],
+        &["--trusted-key", &pub_file, "--require-signatures"],
+    );
+    wait_online(&fleetd, &[&agent]);
+
+    // Signed by the trusted key: installed and verifiable with fleetctl.
+    let v1 = sample_file(dir.path(), "1.0.0");
+    push(&fleetd, &v1, "1.0.0", &["--sign", &key_file]);
+    let (ok, out) = fleetctl(
+        &fleetd,
+        &[
+            "artifact",
+            "verify",
+            APP,
+            "1.0.0",
+            "--trusted-key",
+            &pub_file,
+            "--file",
+            &v1,
+        ],
+    );
+    assert!(ok && out.contains("verified"), "{out}");
+    let d = deploy(&fleetd, "1.0.0", &["dev-strict"]);
+    wait_deployment(&fleetd, &d, "succeeded", &[&agent]);
+    assert!(
+        agent.log().contains("signature verified"),
+        "{}",
+        agent.log()
+    );
+
+    // Unsigned.
+    push(&fleetd, &sample_file(dir.path(), "2.0.0"), "2.0.0", &[]);
+    deploy(&fleetd, "2.0.0", &["dev-strict"]);
+    wait_error(&fleetd, &agent, "unsigned");
+
+    // Signed by a key the device does not trust.
+    let rogue_key = format!("{}.key", rogue.display());
+    push(
+        &fleetd,
+        &sample_file(dir.path(), "3.0.0"),
+        "3.0.0",
+        &["--sign", &rogue_key],
+    );
+    deploy(&fleetd, "3.0.0", &["dev-strict"]);
+    wait_error(&fleetd, &agent, "unknown key");
+
+    // A trusted key's signature of another manifest (v1's) attached to v4.
+    push(&fleetd, &sample_file(dir.path(), "4.0.0"), "4.0.0", &[]);
+    let (_, meta) = get(&fleetd.url(&format!("/api/v1/artifacts/{APP}/1.0.0")));
+    let v1_sig = parse_json(&meta)["signatures"][0].clone();
+    let (status, body) = support::post_json(
+        &fleetd.url(&format!("/api/v1/artifacts/{APP}/4.0.0/signatures")),
+        &v1_sig,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (ok, out) = fleetctl(
+        &fleetd,
+        &[
+            "artifact",
+            "verify",
+            APP,
+            "4.0.0",
+            "--trusted-key",
+            &pub_file,
+        ],
+    );
+    assert!(!ok && out.contains("does not match"), "{out}");
+    deploy(&fleetd, "4.0.0", &["dev-strict"]);
+    wait_error(&fleetd, &agent, "does not match the artifact manifest");
+
+    // v1 kept running through every refusal.
+    assert_eq!(agent.app_pids(APP, "1.0.0").len(), 1, "{}", agent.log());
+
+    // `artifact sign` adds a trusted signature to v4, which then deploys.
+    let (ok, out) = fleetctl(
+        &fleetd,
+        &["artifact", "sign", APP, "4.0.0", "--key", &key_file],
+    );
+    assert!(ok, "{out}");
+    let d = deploy(&fleetd, "4.0.0", &["dev-strict"]);
+    wait_deployment(&fleetd, &d, "succeeded", &[&agent]);
+}
+
+#[test]
+fn archive_artifact_runs_its_entry_point() {
+    let fleetd = Fleetd::start();
+    let agent = Agent::start("dev-archive", &fleetd.mqtt_url(), &[]);
+    wait_online(&fleetd, &[&agent]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("lib")).expect("mkdir");
+    std::fs::write(root.join("lib/message.txt"), "hello from the archive\n").expect("write");
+    std::fs::write(
+        root.join(APP),
+        "#!/bin/sh\ncat lib/message.txt\nexec sleep 600\n",
+    )
+    .expect("write");
+    let tgz = dir.path().join("app.tar.gz");
+    let status = Command::new("tar")
+        .arg("czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&root)
+        .arg(".")
+        .status()
+        .expect("run tar");
+    assert!(status.success());
+    let (ok, out) = fleetctl(
+        &fleetd,
+        &[
+            "artifact",
+            "push",
+            &tgz.to_string_lossy(),
+            "--name",
+            APP,
+            "--version",
+            "1.0.0",
+            "--type",
+            "archive",
+        ],
+    );
+    assert!(ok, "{out}");
+    let d = deploy(&fleetd, "1.0.0", &["dev-archive"]);
+    wait_deployment(&fleetd, &d, "succeeded", &[&agent]);
+    let printed = wait_until(Duration::from_secs(10), || {
+        agent.app_log(APP).contains("hello from the archive")
+    });
+    assert!(printed, "entry point ran: {}", agent.app_log(APP));
+}
+
+#[test]
+fn unfit_deployment_targets_are_refused_naming_device_and_requirement() {
+    let fleetd = Fleetd::start();
+    let mut arm = support::device_status("pi-arm", &[]);
+    if let Some(inv) = arm.inventory.as_mut() {
+        inv.arch = "arm64".into();
+    }
+    support::announce(&fleetd, &arm);
+    let mut small = support::device_status("pi-small", &[]);
+    if let Some(inv) = small.inventory.as_mut() {
+        inv.total_memory = 512 << 20;
+    }
+    support::announce(&fleetd, &small);
+    let meta = serde_json::json!({
+        "name": "big", "version": "1.0.0", "type": "binary", "platform": "linux/amd64",
+        "requirements": {"min_memory": 1u64 << 30, "capabilities": ["gpu"]},
+        "build_info": {"commit": "abc123"},
+        "labels": {"team": "vision"},
+    })
+    .to_string();
+    let (ct, body) = support::multipart(&[
+        ("file", Some("big"), b"bytes"),
+        ("metadata", None, meta.as_bytes()),
+    ]);
+    let (status, text) = support::post(&fleetd.url("/api/v1/artifacts"), &ct, &body);
+    assert_eq!(status, 201, "{text}");
+    let stored = parse_json(&text);
+    assert_eq!(stored["build_info"]["commit"], "abc123");
+    assert_eq!(stored["requirements"]["capabilities"][0], "gpu");
+
+    let (status, body) = support::post_json(
+        &fleetd.url("/api/v1/deployments"),
+        &serde_json::json!({"application": "big", "version": "1.0.0",
+            "target": {"devices": ["pi-arm", "pi-small"]}}),
+    );
+    assert_eq!(status, 422, "{body}");
+    let err = body["error"].as_str().unwrap_or_default();
+    for needle in [
+        "pi-arm: platform linux/arm64 is not among",
+        "pi-small: needs 1073741824 bytes of memory, device has 536870912",
+        "needs capability \"gpu\"",
+    ] {
+        assert!(err.contains(needle), "{needle:?} in {err}");
+    }
+}
+
+#[test]
+fn vulnerability_scan_findings_reject_the_upload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("scan.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nif grep -q vulnerable \"$1\"; then echo 'CVE-2099-0001 critical in libfoo 1.2'; exit 1; fi\n",
+    )
+    .expect("write scanner");
+    let command = format!("sh {}", script.display());
+    let fleetd = Fleetd::start_with_env(&[
+        ("FLEETD_SCAN_COMMAND", &command),
+        ("FLEETD_SCAN_REJECT", "true"),
+    ]);
+    let (status, body) = support::upload(&fleetd, "scanned", "1.0.0", b"vulnerable bytes");
+    assert_eq!(status, 422, "{body}");
+    let err = body["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("CVE-2099-0001 critical in libfoo 1.2") && err.contains("scanned@1.0.0"),
+        "{err}"
+    );
+    assert_eq!(get(&fleetd.url("/api/v1/artifacts/scanned/1.0.0")).0, 404);
+    let (status, body) = support::upload(&fleetd, "scanned", "1.0.0", b"clean bytes");
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Builds `fleet-test-debapp_<version>_all.deb` with dpkg-deb in `dir`.
+fn build_deb(dir: &Path, version: &str) -> String {
+    let root = dir.join(format!("pkg-{version}"));
+    std::fs::create_dir_all(root.join("DEBIAN")).expect("mkdir");
+    std::fs::create_dir_all(root.join("usr/bin")).expect("mkdir");
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        format!("Package: fleet-test-debapp\nVersion: {version}\nArchitecture: all\nMaintainer: FleetD tests <tests@example.invalid>\nDescription: FleetD deb artifact test\n"),
+    )
+    .expect("control");
+    let bin = root.join("usr/bin/fleet-test-debapp");
+    std::fs::write(
+        &bin,
+        format!("#!/bin/sh\necho debapp {version}\nexec sleep 600\n"),
+    )
+    .expect("script");
+    assert!(Command::new("chmod")
+        .arg("0755")
+        .arg(&bin)
+        .status()
+        .expect("chmod")
+        .success());
+    let out = dir.join(format!("fleet-test-debapp_{version}_all.deb"));
+    let status = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&root)
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run dpkg-deb");
+    assert!(status.success(), "dpkg-deb --build");
+    out.to_string_lossy().into_owned()
+}
+
+fn installed_deb_version() -> String {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "fleet-test-debapp"])
+        .output()
+        .expect("dpkg-query");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes the test package from the system even when the test fails.
+struct RemoveDeb;
+
+impl Drop for RemoveDeb {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg")
+            .args(["--purge", "fleet-test-debapp"])
+            .output();
+    }
+}
+
+#[test]
+fn deb_packages_install_upgrade_and_roll_back_with_dpkg() {
+    let has_dpkg = ["dpkg", "dpkg-deb", "dpkg-query"].iter().all(|t| {
+        Command::new(t)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let root = nix_is_root();
+    if !has_dpkg || !root {
+        let msg = format!("deb test needs dpkg and root (dpkg: {has_dpkg}, root: {root})");
+        if std::env::var("FLEET_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+            panic!("{msg}, and FLEET_REQUIRE_EXTERNAL=1");
+        }
+        eprintln!("\n*** SKIPPED: {msg} ***\n");
+        return;
+    }
+    let _cleanup = RemoveDeb;
+    let fleetd = Fleetd::start();
+    let agent = Agent::start("dev-deb", &fleetd.mqtt_url(), &[]);
+    wait_online(&fleetd, &[&agent]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    for v in ["1.0.0", "2.0.0"] {
+        let deb = build_deb(dir.path(), v);
+        let (ok, out) = fleetctl(
+            &fleetd,
+            &[
+                "artifact",
+                "push",
+                &deb,
+                "--name",
+                "fleet-test-debapp",
+                "--version",
+                v,
+                "--type",
+                "deb",
+            ],
+        );
+        assert!(ok, "{out}");
+    }
+    let deploy_deb = |version: &str| {
+        let (status, body) = support::post_json(
+            &fleetd.url("/api/v1/deployments"),
+            &serde_json::json!({"application": "fleet-test-debapp", "version": version,
+                "target": {"devices": ["dev-deb"]}}),
+        );
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().expect("id").to_string()
+    };
+    for v in ["1.0.0", "2.0.0"] {
+        let d = deploy_deb(v);
+        wait_deployment(&fleetd, &d, "succeeded", &[&agent]);
+        assert_eq!(installed_deb_version(), v);
+    }
+    // Rollback: the kept 1.0.0 package is reinstalled, without a download.
+    let blob = fleetd
+        .data_dir()
+        .join("artifacts/fleet-test-debapp/1.0.0/blob");
+    std::fs::write(&blob, b"gone").expect("overwrite the stored blob");
+    let d = deploy_deb("1.0.0");
+    wait_deployment(&fleetd, &d, "succeeded", &[&agent]);
+    assert_eq!(installed_deb_version(), "1.0.0");
+    let log = agent.app_log("fleet-test-debapp");
+    assert!(
+        log.trim_end().ends_with("debapp 1.0.0"),
+        "v1 runs again: {log}"
+    );
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}

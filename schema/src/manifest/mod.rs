@@ -1,0 +1,150 @@
+//! Application manifests (`app.yaml`, `apiVersion: fleet.v1`, `kind: Application`): parsing
+//! exactly as the seed writes them, validation with errors naming the field and the problem,
+//! and the mapping to the wire [`AppSpec`] (milliseconds, bytes, millicores) that every
+//! [`crate::DesiredApp`] carries. Pure: the controller parses once, devices never see YAML.
+
+mod raw;
+pub mod selector;
+pub mod units;
+mod validate;
+
+pub use raw::*;
+pub use selector::{matches_all, LabelRequirement, Operator};
+
+use crate::app_spec::AppSpec;
+use crate::status::Inventory;
+use serde::{Deserialize, Serialize};
+
+/// A manifest that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// Not YAML/JSON of the manifest's shape (the message names the field: unknown, missing or
+    /// of the wrong type, with the position).
+    #[error("manifest does not parse: {0}")]
+    Syntax(String),
+    /// Well-formed but invalid; one entry per problem.
+    #[error("manifest is invalid: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+}
+
+/// One validation problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `spec.resources.limits.memory`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// One artifact of an application version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppArtifact {
+    /// Artifact name.
+    pub name: String,
+    /// Artifact version.
+    pub version: String,
+    /// Artifact type.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// Where an application may run: checked against each device's reported inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Placement {
+    /// The device's `type` label must equal this.
+    pub device_type: Option<String>,
+    /// The device must report at least this much memory, bytes.
+    pub min_memory: Option<u64>,
+    /// Capabilities the device must report.
+    pub capabilities: Vec<String>,
+    /// The device's architecture.
+    pub arch: Option<String>,
+    /// Label requirements (node affinity).
+    pub affinity: Vec<LabelRequirement>,
+}
+
+impl Placement {
+    /// Why a device with this inventory cannot run the application (`None`: it can).
+    pub fn reject_reason(&self, inv: &Inventory) -> Option<String> {
+        if let Some(t) = &self.device_type {
+            if inv.labels.get("type") != Some(t) {
+                return Some(format!("device type is not {t:?}"));
+            }
+        }
+        if let Some(min) = self.min_memory {
+            if inv.total_memory < min {
+                return Some(format!(
+                    "device has {} bytes of memory, needs {min}",
+                    inv.total_memory
+                ));
+            }
+        }
+        if let Some(arch) = &self.arch {
+            if &inv.arch != arch {
+                return Some(format!(
+                    "device architecture {:?} is not {arch:?}",
+                    inv.arch
+                ));
+            }
+        }
+        if let Some(cap) = self
+            .capabilities
+            .iter()
+            .find(|c| !inv.capabilities.contains(c))
+        {
+            return Some(format!("device lacks capability {cap:?}"));
+        }
+        if let Some(r) = self.affinity.iter().find(|r| !r.matches(&inv.labels)) {
+            return Some(format!(
+                "labels do not satisfy {} {:?} {:?}",
+                r.key, r.operator, r.values
+            ));
+        }
+        None
+    }
+}
+
+/// A validated application version, as the controller registers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Application {
+    /// Application name.
+    pub name: String,
+    /// Application version.
+    pub version: String,
+    /// Labels from the metadata.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Artifacts in manifest order.
+    pub artifacts: Vec<AppArtifact>,
+    /// How devices run it (wire form).
+    pub spec: AppSpec,
+    /// Where it may run.
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+impl Application {
+    /// The artifact the device runs: the first `binary` one (the only type agents run today).
+    pub fn primary_artifact(&self) -> Option<&AppArtifact> {
+        self.artifacts.iter().find(|a| a.kind == "binary")
+    }
+}
+
+/// Parses and validates a YAML manifest.
+pub fn parse_yaml(text: &str) -> Result<Application, ManifestError> {
+    let raw: RawManifest =
+        serde_norway::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+    validate::validate(raw)
+}
+
+/// Parses and validates a JSON manifest (same shape as the YAML).
+pub fn parse_json(text: &str) -> Result<Application, ManifestError> {
+    let raw: RawManifest =
+        serde_json::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+    validate::validate(raw)
+}
+
+#[cfg(test)]
+mod tests;

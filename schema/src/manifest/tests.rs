@@ -1,0 +1,122 @@
+//! The seed's manifest parses as written; typos and bad values are errors naming the field.
+
+use super::*;
+use crate::app_spec::{ProbeKind, RestartPolicy, RuntimeKind};
+
+/// The seed's `app.yaml`, verbatim.
+pub(crate) const SEED: &str = include_str!("seed_app.yaml");
+
+#[test]
+fn the_seed_manifest_parses_and_normalises() {
+    let app = parse_yaml(SEED).expect("the seed's manifest is valid");
+    assert_eq!(
+        (app.name.as_str(), app.version.as_str()),
+        ("edge-inference", "2.1.0")
+    );
+    assert_eq!(app.artifacts.len(), 2);
+    assert_eq!(app.artifacts[1].kind, "oci-image");
+    assert_eq!(
+        app.primary_artifact().map(|a| a.name.as_str()),
+        Some("inference-engine")
+    );
+    assert_eq!(
+        app.spec.env.get("API_PORT").map(String::as_str),
+        Some("8080")
+    );
+    assert!(app.spec.files[0].content.contains("threshold: 0.7"));
+    assert_eq!(app.spec.runtime.kind, RuntimeKind::Systemd);
+    assert_eq!(app.spec.runtime.restart, RestartPolicy::Always);
+    assert_eq!(app.spec.runtime.startup_timeout_ms, 30_000);
+    let h = app.spec.healthcheck.as_ref().expect("health check");
+    assert_eq!(
+        h.probe,
+        ProbeKind::Http {
+            path: "/health".into(),
+            port: 8080,
+            expected_status: None
+        }
+    );
+    assert_eq!((h.interval_ms, h.timeout_ms, h.retries), (30_000, 5_000, 3));
+    assert_eq!(app.spec.resources.memory_limit, Some(2 << 30));
+    assert_eq!(app.spec.resources.cpu_limit_millis, Some(2000));
+    assert_eq!(app.spec.resources.memory_request, Some(1 << 30));
+    assert_eq!(app.spec.resources.cpu_request_millis, Some(500));
+    assert_eq!(app.placement.device_type.as_deref(), Some("raspberry-pi"));
+    assert_eq!(app.placement.min_memory, Some(4 << 30));
+    assert_eq!(app.placement.affinity[0].operator, Operator::In);
+}
+
+#[test]
+fn unknown_fields_are_errors_naming_the_field() {
+    let typo = SEED.replace(
+        "startup_timeout: 30s",
+        "startup_timeout: 30s\n    restart_delay: 5s",
+    );
+    let err = parse_yaml(&typo).expect_err("unknown field").to_string();
+    assert!(
+        err.contains("restart_delay") && err.contains("spec.runtime"),
+        "{err}"
+    );
+    let typo = SEED.replace("kind: Application", "kind: Application\nextra: 1");
+    let err = parse_yaml(&typo)
+        .expect_err("unknown top-level field")
+        .to_string();
+    assert!(err.contains("extra"), "{err}");
+}
+
+#[test]
+fn invalid_values_are_errors_naming_each_field() {
+    let bad = SEED
+        .replace("memory: 2Gi", "memory: lots")
+        .replace("version: 2.1.0\nspec", "version: two\nspec")
+        .replace("type: systemd", "type: kubernetes")
+        .replace("operator: In", "operator: Gt");
+    let err = parse_yaml(&bad).expect_err("invalid");
+    let ManifestError::Invalid(list) = &err else {
+        panic!("expected validation errors, got {err}");
+    };
+    let fields: Vec<&str> = list.iter().map(|f| f.field.as_str()).collect();
+    for f in [
+        "metadata.version",
+        "spec.runtime.type",
+        "spec.resources.limits.memory",
+        "spec.placement.node_affinity[0]",
+    ] {
+        assert!(fields.contains(&f), "{f} missing from {err}");
+    }
+}
+
+#[test]
+fn json_manifests_use_the_same_shape() {
+    let json = r#"{"apiVersion":"fleet.v1","kind":"Application","metadata":{"name":"a","version":"1.0.0"},
+        "spec":{"artifacts":[{"name":"a","version":"1.0.0","type":"binary"}]}}"#;
+    let app = parse_json(json).expect("valid");
+    assert_eq!(app.spec, AppSpec::default());
+    let err = parse_json(&json.replace("\"kind\"", "\"knd\"")).expect_err("typo");
+    assert!(err.to_string().contains("knd"), "{err}");
+}
+
+#[test]
+fn placement_checks_inventory() {
+    let app = parse_yaml(SEED).expect("valid");
+    let mut inv = Inventory {
+        total_memory: 8 << 30,
+        labels: [("type", "raspberry-pi"), ("location", "edge")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Inventory::default()
+    };
+    assert_eq!(app.placement.reject_reason(&inv), None);
+    inv.total_memory = 1 << 30;
+    assert!(app
+        .placement
+        .reject_reason(&inv)
+        .is_some_and(|r| r.contains("memory")));
+    inv.total_memory = 8 << 30;
+    inv.labels.insert("location".into(), "cloud".into());
+    assert!(app
+        .placement
+        .reject_reason(&inv)
+        .is_some_and(|r| r.contains("location")));
+}
