@@ -3,15 +3,21 @@
 //! prunes versions other than the new, current and running ones (the bounded cache: a rollback
 //! to the previous version needs no download). A binary becomes `<version>/<app>`; an archive
 //! is unpacked there (see [`crate::install_archive`]) and `<app>` is linked to its entry point,
-//! so the supervisor starts every kind the same way.
+//! so the supervisor starts every kind the same way. An archive's install script
+//! ([`crate::install_script`]) runs once after unpacking, before the rename.
 
+use crate::container::{self, Installed};
 use crate::install_archive::{self, ArchiveError, ArchiveLimits};
+use crate::install_pkg::PackageTool;
+use crate::install_script;
 use crate::layout;
+use fleet_schema::app_spec::RuntimeKind;
 use fleet_schema::{ArtifactType, DesiredState};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Why an install failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +36,9 @@ pub enum InstallError {
     /// The entry point is missing or unusable.
     #[error("install failed: {0}")]
     Entrypoint(String),
+    /// The archive's install script is missing or failed.
+    #[error("install failed: {0}")]
+    Script(String),
     /// The system package tool failed.
     #[error("install failed: {0}")]
     Package(String),
@@ -47,7 +56,13 @@ fn err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstallErro
 pub fn supported(kind: &ArtifactType) -> bool {
     matches!(
         kind,
-        ArtifactType::Binary | ArtifactType::Archive | ArtifactType::Deb
+        ArtifactType::Binary
+            | ArtifactType::Archive
+            | ArtifactType::Deb
+            | ArtifactType::OciImage
+            | ArtifactType::Rpm
+            | ArtifactType::Apk
+            | ArtifactType::Nixpack
     )
 }
 
@@ -60,6 +75,16 @@ pub struct InstallPlan {
     pub entrypoint: Option<String>,
     /// Bounds on archive extraction.
     pub limits: ArchiveLimits,
+    /// Script inside an archive run once after unpacking.
+    pub install_script: Option<String>,
+    /// Script inside an archive run before every start (checked and made executable here).
+    pub pre_start_script: Option<String>,
+    /// The app's environment, given to the install script.
+    pub env: BTreeMap<String, String>,
+    /// Longest time the install script may run.
+    pub script_timeout: Duration,
+    /// The app's runtime (picks the container engine of an `oci-image`).
+    pub runtime: RuntimeKind,
 }
 
 impl InstallPlan {
@@ -79,6 +104,11 @@ impl InstallPlan {
             kind: want.map_or(ArtifactType::Binary, |a| a.artifact.kind.clone()),
             entrypoint: want.and_then(|a| a.spec.runtime.entrypoint.clone()),
             limits,
+            install_script: want.and_then(|a| a.spec.runtime.install_script.clone()),
+            pre_start_script: want.and_then(|a| a.spec.runtime.pre_start_script.clone()),
+            env: want.map(|a| a.spec.env.clone()).unwrap_or_default(),
+            script_timeout: install_script::DEFAULT_TIMEOUT,
+            runtime: want.map_or(RuntimeKind::Raw, |a| a.spec.runtime.kind.clone()),
         }
     }
 
@@ -88,6 +118,11 @@ impl InstallPlan {
             kind: ArtifactType::Binary,
             entrypoint: None,
             limits: ArchiveLimits::default(),
+            install_script: None,
+            pre_start_script: None,
+            env: BTreeMap::new(),
+            script_timeout: install_script::DEFAULT_TIMEOUT,
+            runtime: RuntimeKind::Raw,
         }
     }
 }
@@ -117,10 +152,50 @@ pub fn install(
     fs::create_dir(&staging).map_err(err("cannot create staging directory"))?;
     let filled = match &plan.kind {
         ArtifactType::Binary => stage_binary(app, downloaded, &staging),
-        ArtifactType::Archive => stage_archive(app, downloaded, &staging, plan),
+        ArtifactType::Archive => stage_archive(app, downloaded, &staging, plan).and_then(|()| {
+            if let Some(pre) = plan.pre_start_script.as_deref() {
+                install_script::resolve(&staging, pre, "pre-start script")?;
+            }
+            let Some(script) = plan.install_script.as_deref() else {
+                return Ok(());
+            };
+            install_script::run(&install_script::ScriptRun {
+                script,
+                dir: &staging,
+                final_dir: &layout::version_dir(data, app, version),
+                app,
+                version,
+                env: &plan.env,
+                timeout: plan.script_timeout,
+            })
+        }),
         ArtifactType::Deb => {
             crate::install_deb::stage_deb(app, downloaded, &staging, plan.entrypoint.as_deref())
         }
+        ArtifactType::OciImage => {
+            crate::install_oci::stage_oci(app, version, downloaded, &staging, &plan.runtime)
+        }
+        ArtifactType::Rpm | ArtifactType::Apk => match PackageTool::for_kind(&plan.kind) {
+            Some(tool) => crate::install_pkg::stage_package(
+                tool,
+                app,
+                downloaded,
+                &staging,
+                plan.entrypoint.as_deref(),
+                std::env::var_os("PATH").as_deref(),
+            ),
+            None => Err(InstallError::Unsupported(plan.kind.to_string())),
+        },
+        ArtifactType::Nixpack => crate::install_nix::stage_nix(&crate::install_nix::NixInstall {
+            data,
+            app,
+            version,
+            keep,
+            downloaded,
+            staging: &staging,
+            entrypoint: plan.entrypoint.as_deref(),
+            path: std::env::var_os("PATH").as_deref(),
+        }),
         other => Err(InstallError::Unsupported(other.to_string())),
     };
     if let Err(e) = filled {
@@ -198,17 +273,26 @@ fn stage_archive(
     Ok(())
 }
 
-/// Deletes version directories (and stale staging directories) other than `version` and `keep`.
+/// Deletes version directories (and stale staging directories) other than `version` and `keep`,
+/// with the container images only they used.
 fn prune(app_dir: &Path, version: &str, keep: &BTreeSet<String>) {
     let Ok(entries) = fs::read_dir(app_dir) else {
         return;
     };
+    let kept_images: BTreeSet<String> = std::iter::once(version)
+        .chain(keep.iter().map(String::as_str))
+        .filter_map(|v| Installed::read(&app_dir.join(v)))
+        .map(|i| i.image)
+        .collect();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name == version || keep.contains(&name) {
             continue;
         }
         let path = entry.path();
+        if let Some(image) = Installed::read(&path).filter(|i| !kept_images.contains(&i.image)) {
+            container::remove_image(&image);
+        }
         match fs::remove_dir_all(&path) {
             Ok(()) => tracing::info!(path = %path.display(), "removed old version"),
             Err(e) => {
@@ -218,9 +302,22 @@ fn prune(app_dir: &Path, version: &str, keep: &BTreeSet<String>) {
     }
 }
 
-/// Deletes everything the agent keeps for an app that is no longer desired.
+/// Deletes everything the agent keeps for an app that is no longer desired (with its
+/// containers and images).
 pub fn remove_app(data: &Path, app: &str) -> std::io::Result<()> {
     let dir = layout::app_dir(data, app);
+    let images: Vec<Installed> = fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Installed::read(&e.path()))
+        .collect();
+    if let Some(first) = images.first() {
+        container::remove_containers(first.engine, app);
+    }
+    for image in &images {
+        container::remove_image(image);
+    }
     match fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

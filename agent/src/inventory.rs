@@ -2,6 +2,7 @@
 //! reported in every full status so the controller can target deployments and check
 //! requirements.
 
+use crate::container::Engine;
 use fleet_schema::Inventory;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -52,16 +53,19 @@ pub fn free_storage(dir: &Path) -> u64 {
 
 fn capabilities() -> Vec<String> {
     let mut caps = vec!["binary".to_string()];
+    // A container engine counts only when it answers (`docker info` needs its daemon).
+    for engine in [Engine::Docker, Engine::Podman] {
+        if engine.usable() {
+            caps.push(engine.as_str().to_string());
+        }
+    }
     for (cap, tool) in [
-        ("docker", "docker"),
-        ("podman", "podman"),
         ("deb", "dpkg"),
         ("rpm", "rpm"),
         ("apk", "apk"),
-        ("nix", "nix"),
+        ("nix", "nix-store"),
     ] {
-        // Docker is usable only with its daemon answering, not merely installed.
-        if on_path(tool) && (cap != "docker" || docker_daemon_reachable()) {
+        if on_path(tool) {
             caps.push(cap.to_string());
         }
     }
@@ -74,16 +78,6 @@ fn capabilities() -> Vec<String> {
     }
     caps.sort();
     caps
-}
-
-/// True when the Docker daemon's socket accepts a connection (`DOCKER_HOST=unix://...` or the
-/// default `/var/run/docker.sock`).
-fn docker_daemon_reachable() -> bool {
-    let socket = std::env::var("DOCKER_HOST")
-        .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
-        .unwrap_or_else(|| "/var/run/docker.sock".to_string());
-    std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
 
 fn on_path(tool: &str) -> bool {
@@ -118,5 +112,14 @@ mod tests {
         assert!(inv.free_storage > 0);
         assert!(!inv.kernel.is_empty());
         assert_eq!(inv.labels, labels);
+    }
+
+    #[test]
+    fn container_capabilities_follow_usable_engines() {
+        let caps = capabilities();
+        let has = |c: &str| caps.iter().any(|x| x == c);
+        assert_eq!(has("docker"), Engine::Docker.usable());
+        assert_eq!(has("podman"), Engine::Podman.usable());
+        assert_eq!(has("oci"), has("docker") || has("podman"));
     }
 }

@@ -1,6 +1,6 @@
 //! Where things live under the data directory. This layout is a contract with operators and
 //! the end-to-end tests: `agent.redb`, `downloads/<app>-<version>.partial`,
-//! `apps/<app>/<version>/<app>` and `logs/<app>.log`.
+//! `apps/<app>/<version>/<app>`, `logs/<app>.out.log` and `logs/<app>.err.log`.
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +30,12 @@ pub fn executable(data: &Path, app: &str, version: &str) -> PathBuf {
     version_dir(data, app, version).join(app)
 }
 
-/// The app's output (stdout and stderr, appended).
+/// The app's standard output (appended).
 pub fn log_file(data: &Path, app: &str) -> PathBuf {
-    data.join("logs").join(format!("{app}.log"))
+    data.join("logs").join(format!("{app}.out.log"))
+}
+
+/// The app's standard error (appended).
+pub fn err_log_file(data: &Path, app: &str) -> PathBuf {
+    data.join("logs").join(format!("{app}.err.log"))
 }

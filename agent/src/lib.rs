@@ -5,14 +5,21 @@
 //! is testable on its own.
 
 pub mod backoff;
+pub mod bluegreen;
 pub mod bus;
 pub mod config;
+pub mod container;
 pub mod daemon;
 pub mod download;
 pub mod download_refresh;
+pub mod forward;
 pub mod install;
 pub mod install_archive;
 pub mod install_deb;
+pub mod install_nix;
+pub mod install_oci;
+pub mod install_pkg;
+pub mod install_script;
 pub mod inventory;
 pub mod layout;
 pub mod process;

@@ -2,6 +2,7 @@
 //! appended to a log file (so it survives an agent crash without SIGPIPE), signal whole process
 //! groups, and recognise a process after an agent restart by pid plus start time.
 
+use crate::container;
 use crate::layout;
 use crate::runtime::{files, limits::Limits};
 use fleet_schema::AppSpec;
@@ -54,21 +55,23 @@ pub struct LaunchSpec<'a> {
 }
 
 /// Starts an installed version: own process group, cwd = the spec's workdir or its version
-/// directory, output appended to `logs/<app>.log`, the spec's configuration files written
-/// first, the spec's env and FLEET_* variables added to the inherited environment, and the
+/// directory, stdout appended to `logs/<app>.out.log` and stderr to `logs/<app>.err.log`, the
+/// spec's configuration files written first, the pre-start script (if any) run first, the spec's env and FLEET_* variables added to the inherited environment, and the
 /// resource limits applied through the launcher.
 pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
     let err = |context: String| move |source| SpawnError { context, source };
     let vdir = layout::version_dir(spec.data, spec.app, spec.version);
     let rt = &spec.app_spec.runtime;
-    let exe = match &rt.entrypoint {
+    // An image install: entry point and working directory are the container's.
+    let image = container::Installed::read(&vdir);
+    let exe = match rt.entrypoint.as_ref().filter(|_| image.is_none()) {
         Some(e) => files::resolve(&vdir, e).map_err(|e| SpawnError {
             context: "bad entry point".into(),
             source: std::io::Error::other(e.to_string()),
         })?,
         None => layout::executable(spec.data, spec.app, spec.version),
     };
-    let dir = match &rt.workdir {
+    let dir = match rt.workdir.as_ref().filter(|_| image.is_none()) {
         Some(w) => files::resolve(&vdir, w).map_err(|e| SpawnError {
             context: "bad working directory".into(),
             source: std::io::Error::other(e.to_string()),
@@ -88,21 +91,49 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
         .append(true)
         .open(&log_path)
         .map_err(err(format!("cannot open {}", log_path.display())))?;
-    let log2 = log
-        .try_clone()
-        .map_err(err("cannot duplicate the log file handle".into()))?;
-    let mut cmd = match spec.launcher.filter(|_| !spec.limits.is_empty()) {
-        Some(launcher) => {
+    let err_path = layout::err_log_file(spec.data, spec.app);
+    let log2 = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&err_path)
+        .map_err(err(format!("cannot open {}", err_path.display())))?;
+    let mut cmd = match (&image, spec.launcher.filter(|_| !spec.limits.is_empty())) {
+        // The engine applies the limits; the launcher's rlimits would hobble its CLI.
+        (Some(image), _) => {
+            let mut names: Vec<String> = ["FLEET_DEVICE_ID", "FLEET_APP_NAME", "FLEET_APP_VERSION"]
+                .into_iter()
+                .map(String::from)
+                .collect();
+            names.extend(spec.app_spec.env.keys().cloned());
+            names.extend(spec.extra_env.iter().map(|(k, _)| k.clone()));
+            let mut c = tokio::process::Command::new(&exe);
+            c.args(container::launcher_args(
+                image,
+                spec.app,
+                spec.version,
+                spec.app_spec,
+                &names,
+            ));
+            c
+        }
+        (None, Some(launcher)) => {
             let mut c = tokio::process::Command::new(launcher);
             c.args(spec.limits.launcher_args(&exe, &rt.args));
             c
         }
-        None => {
+        (None, None) => {
             let mut c = tokio::process::Command::new(&exe);
             c.args(&rt.args);
             c
         }
     };
+    if let Some(script) = &rt.pre_start_script {
+        let script = crate::runtime::prestart::resolve(&vdir, script).map_err(|e| SpawnError {
+            context: "bad pre-start script".into(),
+            source: std::io::Error::other(e),
+        })?;
+        cmd = crate::runtime::prestart::wrap_command(cmd, &script);
+    }
     let child = cmd
         .current_dir(&dir)
         .process_group(0)

@@ -4,7 +4,6 @@
 //! inputs is safe: actions already in progress are visible in the observed state and not
 //! repeated.
 
-use fleet_schema::app_spec::RuntimeKind;
 use fleet_schema::{AppPhase, ArtifactRef, DesiredState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -59,6 +58,8 @@ pub struct ProcView {
     pub health: fleet_schema::HealthState,
     /// Detail of the health verdict.
     pub health_message: Option<String>,
+    /// Since when it has been running without interruption (blue-green validation).
+    pub running_since: Option<Instant>,
 }
 
 /// Everything the agent knows about one app on the device.
@@ -153,7 +154,13 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
             .map(|(v, _)| v)
             .collect();
         if let Some(mine) = obs.procs.get(version) {
-            if mine.live && !mine.stopping && mine.running {
+            let may_stop_old = crate::bluegreen::old_may_stop(
+                want.rollout.as_ref(),
+                !want.spec.runtime.ports.is_empty(),
+                mine.running_since,
+                now,
+            );
+            if mine.live && !mine.stopping && mine.running && may_stop_old {
                 actions.extend(others_live.iter().map(|v| Action::Stop {
                     app: app.clone(),
                     version: (*v).clone(),
@@ -165,20 +172,16 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
                 continue;
             }
         }
-        if !matches!(
-            want.spec.runtime.kind,
-            RuntimeKind::Raw | RuntimeKind::Supervisor
-        ) {
-            // Only the agent's own supervisor is implemented: running a systemd or container
-            // app as a bare process would silently ignore what the manifest asked for.
+        if let Some(error) =
+            crate::container::runtime_refusal(&want.spec.runtime.kind, &want.artifact.kind)
+        {
+            // Running a systemd app, or a non-image as a container, as a bare process would
+            // silently ignore what the manifest asked for.
             if obs.failure.as_ref().is_none_or(|f| &f.version != version) {
                 actions.push(Action::Refuse {
                     app,
                     version: version.clone(),
-                    error: format!(
-                        "runtime {} is not supported by this agent yet (raw only)",
-                        want.spec.runtime.kind
-                    ),
+                    error,
                 });
             }
             continue;
@@ -197,6 +200,16 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
             continue;
         }
         if obs.installed.contains(version) {
+            if crate::container::exclusive_ports(&want.artifact.kind, &want.spec)
+                && obs.procs.iter().any(|(v, p)| v != version && p.live)
+            {
+                // Two containers cannot publish the same host port: stop first, then start.
+                actions.extend(others_live.iter().map(|v| Action::Stop {
+                    app: app.clone(),
+                    version: (*v).clone(),
+                }));
+                continue;
+            }
             actions.push(Action::Start {
                 app,
                 version: version.clone(),

@@ -28,6 +28,7 @@ fn desired(apps: &[(&str, &str)]) -> DesiredState {
                 artifact: artifact(n, v, ArtifactType::Binary),
                 deployment_id: Some("dep".into()),
                 spec: Default::default(),
+                rollout: None,
             })
             .collect(),
         issued_at: 0,
@@ -45,6 +46,7 @@ fn proc_view(phase: AppPhase) -> ProcView {
         last_error: None,
         health: Default::default(),
         health_message: None,
+        running_since: None,
     }
 }
 
@@ -213,14 +215,14 @@ fn failure_of_an_older_target_does_not_block_a_new_version() {
 #[test]
 fn unsupported_type_is_refused_once() {
     let mut d = desired(&[("web", "1.0.0")]);
-    d.apps[0].artifact.kind = ArtifactType::OciImage;
+    d.apps[0].artifact.kind = ArtifactType::Other("snap".into());
     let acts = reconcile(Some(&d), &Observed::new(), Instant::now());
     assert_eq!(
         acts,
         vec![Action::Refuse {
             app: "web".into(),
             version: "1.0.0".into(),
-            error: "artifact type oci-image is not supported by this agent yet".into()
+            error: "artifact type snap is not supported by this agent yet".into()
         }]
     );
     let obs = AppObserved {
@@ -296,5 +298,86 @@ fn runtimes_other_than_raw_are_refused_not_run_as_bare_processes() {
     assert!(
         matches!(actions.as_slice(), [Action::Download { .. }]),
         "supervisor is the raw runtime: {actions:?}"
+    );
+}
+
+#[test]
+fn containers_publishing_ports_stop_the_old_version_before_starting_the_new() {
+    let now = Instant::now();
+    let mut d = desired(&[("web", "2.0.0")]);
+    d.apps[0].artifact.kind = ArtifactType::OciImage;
+    d.apps[0].spec.runtime.ports = vec![8080];
+    let mut obs = AppObserved {
+        installed: ["1.0.0".to_string(), "2.0.0".to_string()].into(),
+        current: Some("1.0.0".into()),
+        ..Default::default()
+    };
+    obs.procs
+        .insert("1.0.0".into(), proc_view(AppPhase::Running));
+    assert_eq!(
+        reconcile(Some(&d), &one(obs.clone()), now),
+        vec![Action::Stop {
+            app: "web".into(),
+            version: "1.0.0".into()
+        }]
+    );
+    let mut stopping = proc_view(AppPhase::Stopped);
+    stopping.live = true;
+    stopping.stopping = true;
+    obs.procs.insert("1.0.0".into(), stopping);
+    assert!(reconcile(Some(&d), &one(obs.clone()), now).is_empty());
+    obs.procs.clear();
+    assert_eq!(
+        reconcile(Some(&d), &one(obs), now),
+        vec![Action::Start {
+            app: "web".into(),
+            version: "2.0.0".into(),
+            fallback: false
+        }]
+    );
+}
+
+#[test]
+fn blue_green_keeps_the_old_instance_until_validated_and_the_switch_delay_passed() {
+    let t0 = Instant::now();
+    let hint = fleet_schema::BlueGreenHint {
+        validation_ms: 2_000,
+        switch_delay_ms: 3_000,
+    };
+    let with = |ports: Vec<u16>| {
+        let mut d = desired(&[("web", "2.0.0")]);
+        d.apps[0].rollout = Some(hint);
+        d.apps[0].spec.runtime.ports = ports;
+        d
+    };
+    let mut new = proc_view(AppPhase::Running);
+    new.running_since = Some(t0);
+    let obs = one(AppObserved {
+        installed: ["1.0.0".to_string(), "2.0.0".to_string()].into(),
+        current: Some("1.0.0".into()),
+        procs: [
+            ("1.0.0".to_string(), proc_view(AppPhase::Running)),
+            ("2.0.0".to_string(), new),
+        ]
+        .into(),
+        ..Default::default()
+    });
+    let stop_v1 = vec![Action::Stop {
+        app: "web".into(),
+        version: "1.0.0".into(),
+    }];
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    // Serving a port: kept through validation and the switch delay.
+    let served = with(vec![8080]);
+    assert!(reconcile(Some(&served), &obs, at(4_999)).is_empty());
+    assert_eq!(reconcile(Some(&served), &obs, at(5_000)), stop_v1);
+    // No port: stopped once the new instance validated.
+    let portless = with(vec![]);
+    assert!(reconcile(Some(&portless), &obs, at(1_999)).is_empty());
+    assert_eq!(reconcile(Some(&portless), &obs, at(2_000)), stop_v1);
+    // Not blue-green: stopped as soon as the new one runs.
+    assert_eq!(
+        reconcile(Some(&desired(&[("web", "2.0.0")])), &obs, t0),
+        stop_v1
     );
 }

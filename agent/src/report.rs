@@ -90,6 +90,7 @@ mod tests {
                 },
                 deployment_id: Some("dep-7".into()),
                 spec: Default::default(),
+                rollout: None,
             }],
             issued_at: 0,
         }
@@ -97,6 +98,7 @@ mod tests {
 
     fn running() -> ProcView {
         ProcView {
+            running_since: None,
             phase: AppPhase::Running,
             live: true,
             running: true,

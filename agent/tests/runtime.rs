@@ -393,6 +393,7 @@ fn log_lines_and_app_counters_reach_the_bus_and_history_is_served() {
     let obs = Observer::start(port, &[topic(dev, "logs"), topic(dev, "metrics")]);
     let script = r#"echo "hello from talker"
 echo "ERROR something broke"
+echo "disk nearly full" >&2
 url="$FLEET_METRICS_URL"
 hostport="${url#http://}"; hostport="${hostport%%/*}"
 path="/${url#http://*/}"
@@ -411,20 +412,29 @@ i=0; while true; do i=$((i+1)); echo "tick $i"; sleep 0.2; done"#;
         }],
         &["--metrics-interval-ms", "300"],
     );
-    let mut seen_hello = false;
+    let (mut seen_hello, mut seen_stderr) = (false, false);
     obs.wait_for(
         &topic(dev, "logs"),
         Duration::from_secs(20),
         "log lines",
         |b: &LogBatch| {
             seen_hello |= b.entries.iter().any(|e| {
-                e.message == "hello from talker" && e.app == "talker" && e.level == LogLevel::Info
+                e.message == "hello from talker"
+                    && e.app == "talker"
+                    && e.level == LogLevel::Info
+                    && e.stream == "stdout"
+            });
+            // Unmarked stderr lines are errors, tagged with their stream.
+            seen_stderr |= b.entries.iter().any(|e| {
+                e.message == "disk nearly full"
+                    && e.stream == "stderr"
+                    && e.level == LogLevel::Error
             });
             let err = b
                 .entries
                 .iter()
                 .any(|e| e.message == "ERROR something broke" && e.level == LogLevel::Error);
-            (seen_hello && err).then_some(())
+            (seen_hello && seen_stderr && err).then_some(())
         },
     );
     let m = obs.wait_for(

@@ -39,6 +39,10 @@ pub struct Plan {
     pub connect_concurrency: usize,
     /// Draw progress bars.
     pub progress: bool,
+    /// The deployment strategy (`None`: all at once).
+    pub strategy: Option<fleet_schema::api::StrategySpec>,
+    /// fleetd's process id, to read its CPU time.
+    pub fleetd_pid: Option<u32>,
 }
 
 /// Where a run stands, so a timeout or error can say how far it got.
@@ -106,6 +110,8 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
     });
 
     enter(phase, "connecting the simulated devices");
+    let cpu = || plan.fleetd_pid.and_then(crate::cpu::cpu_seconds);
+    let cpu_start = cpu();
     let started = Instant::now();
     let spawner = tokio::spawn(spawn_fleet(
         n,
@@ -143,6 +149,7 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let registered_s = started.elapsed().as_secs_f64();
+    let cpu_registered = cpu();
 
     enter(phase, "uploading the artifact");
     let meta = UploadMetadata {
@@ -162,13 +169,14 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
     let request = CreateDeployment {
         application: APP.into(),
         version: VERSION.into(),
-        strategy: None,
+        strategy: plan.strategy.clone(),
         target: TargetSpec {
             devices: Vec::new(),
             selector: BTreeMap::from([("sim".to_string(), "1".to_string())]),
             ..TargetSpec::default()
         },
     };
+    let cpu_deploy_start = cpu();
     let t0 = Instant::now();
     let created: DeploymentCreated = api.post("/api/v1/deployments", request).await?;
     let create_deployment_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -189,6 +197,13 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         poll_until_succeeded(&api, &created.id, n, t0, &converging, phase),
     )?;
     converging.finish_and_clear();
+    let cpu_end = cpu();
+    let view: DeploymentView = api
+        .get(&format!("/api/v1/deployments/{}", created.id))
+        .await?;
+    let step_sizes = cumulative_steps(&view);
+    let per_change_ms =
+        |from: Option<f64>, to: Option<f64>| from.zip(to).map(|(a, b)| (b - a) * 1000.0 / n as f64);
 
     Ok(Report {
         machine: Machine::detect(),
@@ -202,7 +217,26 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         api_all_succeeded_ms: api_ms,
         connection_errors: shared.connection_errors.load(Ordering::Relaxed),
         bad_payloads: shared.bad_payloads.load(Ordering::Relaxed),
+        strategy: plan
+            .strategy
+            .as_ref()
+            .map_or_else(|| "all-at-once".to_string(), |s| s.kind.clone()),
+        step_sizes,
+        fleetd_cpu_ms_per_registration: per_change_ms(cpu_start, cpu_registered),
+        fleetd_cpu_ms_per_update: per_change_ms(cpu_deploy_start, cpu_end),
     })
+}
+
+/// Devices updated by the end of each rollout step (cumulative), as fleetd reports them.
+fn cumulative_steps(view: &DeploymentView) -> Vec<usize> {
+    view.rollout
+        .iter()
+        .flat_map(|r| r.steps.iter())
+        .scan(0, |total, s| {
+            *total += s.devices.len();
+            Some(*total)
+        })
+        .collect()
 }
 
 /// Starts the device tasks at the configured rate, at most `concurrency` handshakes at once.

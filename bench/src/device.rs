@@ -134,6 +134,7 @@ mod tests {
                 },
                 deployment_id: Some("dep-1".into()),
                 spec: Default::default(),
+                rollout: None,
             }],
             issued_at: 0,
         }

@@ -4,6 +4,7 @@
 
 mod api;
 mod bench;
+mod cpu;
 mod device;
 mod fleet;
 mod procs;
@@ -40,6 +41,45 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Deployment strategy: all at once, or a canary in steps of --initial, then --increment
+    /// percent of the fleet every --interval.
+    #[arg(long, value_enum, default_value_t = Strategy::AllAtOnce)]
+    strategy: Strategy,
+    /// Canary: percentage of the fleet in the first step.
+    #[arg(long, default_value_t = 10)]
+    initial: u32,
+    /// Canary: percentage added by each further step.
+    #[arg(long, default_value_t = 30)]
+    increment: u32,
+    /// Canary: least time between two steps (fleetd duration syntax).
+    #[arg(long, default_value = "1s")]
+    interval: String,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Strategy {
+    /// Every device at once.
+    AllAtOnce,
+    /// A canary in growing steps.
+    Canary,
+}
+
+impl Args {
+    /// The deployment's strategy as the API takes it (`None`: fleetd's default, all at once).
+    fn strategy_spec(&self) -> Option<fleet_schema::api::StrategySpec> {
+        match self.strategy {
+            Strategy::AllAtOnce => None,
+            Strategy::Canary => Some(fleet_schema::api::StrategySpec {
+                kind: "canary".into(),
+                initial_percentage: Some(self.initial),
+                increment_percentage: Some(self.increment),
+                increment_interval: Some(self.interval.clone()),
+                min_healthy_time: Some("0s".into()),
+                progress_deadline: Some("30m".into()),
+                ..Default::default()
+            }),
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +170,8 @@ fn run(args: Args) -> Result<()> {
         connect_rate: args.connect_rate,
         connect_concurrency: args.connect_concurrency,
         progress: args.output == Output::Table && std::io::stderr().is_terminal(),
+        strategy: args.strategy_spec(),
+        fleetd_pid: children.pid("fleetd"),
     };
     let phase = bench::Phase::default();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -23,6 +23,14 @@ impl Children {
         self.procs.push((name.to_string(), child));
     }
 
+    /// The process id of the child started as `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
+    }
+
     /// Fails if a child has already exited (with its name and status).
     pub fn check_alive(&mut self) -> Result<()> {
         for (name, child) in &mut self.procs {

@@ -92,6 +92,16 @@ pub struct Report {
     pub connection_errors: u64,
     /// Undecodable desired-state payloads.
     pub bad_payloads: u64,
+    /// The deployment strategy.
+    pub strategy: String,
+    /// Devices updated by the end of each rollout step (cumulative).
+    pub step_sizes: Vec<usize>,
+    /// fleetd CPU time (user + system) from the first connection until every device was listed
+    /// online, per device, milliseconds.
+    pub fleetd_cpu_ms_per_registration: Option<f64>,
+    /// fleetd CPU time from the deployment request until every device succeeded, per device
+    /// (one desired-state change and one status change each), milliseconds.
+    pub fleetd_cpu_ms_per_update: Option<f64>,
 }
 
 fn ms(v: f64) -> String {
@@ -131,12 +141,29 @@ impl Report {
                 self.connection_errors.to_string(),
             ),
             ("bad payloads".into(), self.bad_payloads.to_string()),
+            ("strategy".into(), self.strategy.clone()),
+            (
+                "rollout steps (cumulative devices)".into(),
+                format!("{:?}", self.step_sizes),
+            ),
+            (
+                "fleetd CPU per device registration".into(),
+                cpu_ms(self.fleetd_cpu_ms_per_registration),
+            ),
+            (
+                "fleetd CPU per device update".into(),
+                cpu_ms(self.fleetd_cpu_ms_per_update),
+            ),
         ];
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         rows.iter()
             .map(|(k, v)| format!("{k:<width$}  {v}\n"))
             .collect()
     }
+}
+
+fn cpu_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "unknown".into(), |v| format!("{v:.3} ms"))
 }
 
 fn spread_row(name: &str, s: &Spread) -> (String, String) {

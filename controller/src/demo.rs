@@ -144,13 +144,12 @@ fn scenario(
 
     step(&format!("all {} devices run {APP} 2.0.0", devices.len()));
     for d in &devices {
-        let log = dir
-            .join("agents")
-            .join(d)
-            .join("data")
-            .join("logs")
-            .join(format!("{APP}.log"));
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let logs = dir.join("agents").join(d).join("data").join("logs");
+        let text = ["out", "err"]
+            .map(|s| {
+                std::fs::read_to_string(logs.join(format!("{APP}.{s}.log"))).unwrap_or_default()
+            })
+            .concat();
         if let Some(line) = text.lines().rev().find(|l| l.contains("listening on")) {
             println!("  {d}: {line}");
         }

@@ -461,9 +461,11 @@ fn deb_packages_install_upgrade_and_roll_back_with_dpkg() {
     let d = deploy_deb("1.0.0");
     wait_deployment(&fleetd, &d, "succeeded", &[&agent]);
     assert_eq!(installed_deb_version(), "1.0.0");
+    // The app's stdout (dpkg's own output goes to its stderr).
     let log = agent.app_log("fleet-test-debapp");
-    assert!(
-        log.trim_end().ends_with("debapp 1.0.0"),
+    assert_eq!(
+        log.lines().rfind(|l| l.starts_with("debapp ")),
+        Some("debapp 1.0.0"),
         "v1 runs again: {log}"
     );
 }
@@ -473,4 +475,103 @@ fn nix_is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Pushes a tar.gz of `files` (path, content) as archive `APP@version` and registers an
+/// application whose runtime names the entry point and the install and pre-start scripts.
+fn push_scripted_archive(fleetd: &Fleetd, version: &str, files: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    for (path, content) in files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, content).expect("write");
+    }
+    let tgz = dir.path().join("app.tar.gz");
+    let status = Command::new("tar")
+        .arg("czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&root)
+        .arg(".")
+        .status()
+        .expect("run tar");
+    assert!(status.success());
+    let (ok, out) = fleetctl(
+        fleetd,
+        &[
+            "artifact",
+            "push",
+            &tgz.to_string_lossy(),
+            "--name",
+            APP,
+            "--version",
+            version,
+            "--type",
+            "archive",
+        ],
+    );
+    assert!(ok, "{out}");
+    let manifest = serde_json::json!({
+        "apiVersion": "fleet.v1", "kind": "Application",
+        "metadata": {"name": APP, "version": version},
+        "spec": {
+            "artifacts": [{"name": APP, "version": version, "type": "archive"}],
+            "configuration": {"env": {"GREETING": "hello"}},
+            "runtime": {
+                "entrypoint": "bin/run.sh",
+                "install_script": "scripts/install.sh",
+                "pre_start_script": "scripts/pre-start.sh"
+            }
+        }
+    });
+    let (status, body) = support::post(
+        &fleetd.url("/api/v1/applications"),
+        "application/json",
+        manifest.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "{body}");
+}
+
+#[test]
+fn archive_install_and_pre_start_scripts_run_on_the_device() {
+    let fleetd = Fleetd::start();
+    let agent = Agent::start("dev-scripts", &fleetd.mqtt_url(), &[]);
+    wait_online(&fleetd, &[&agent]);
+    push_scripted_archive(
+        &fleetd,
+        "1.0.0",
+        &[
+            ("bin/run.sh", "#!/bin/sh\necho \"app sees $(cat installed.txt) $(cat started.txt)\"\nexec sleep 600\n"),
+            ("scripts/install.sh", "#!/bin/sh\necho \"$GREETING installed\" > installed.txt\n"),
+            ("scripts/pre-start.sh", "#!/bin/sh\necho prepared > started.txt\necho pre-start ran >&2\n"),
+        ],
+    );
+    let d = deploy(&fleetd, "1.0.0", &["dev-scripts"]);
+    wait_deployment(&fleetd, &d, "succeeded", &[&agent]);
+    let ran = wait_until(Duration::from_secs(10), || {
+        let log = agent.app_log(APP);
+        log.contains("app sees hello installed prepared") && log.contains("pre-start ran")
+    });
+    assert!(ran, "scripts ran before the app: {}", agent.app_log(APP));
+
+    // A failing install script fails the install with its status and last stderr line.
+    push_scripted_archive(
+        &fleetd,
+        "2.0.0",
+        &[
+            ("bin/run.sh", "#!/bin/sh\nexec sleep 600\n"),
+            (
+                "scripts/install.sh",
+                "#!/bin/sh\necho 'libfoo missing' >&2\nexit 5\n",
+            ),
+            ("scripts/pre-start.sh", "#!/bin/sh\n"),
+        ],
+    );
+    deploy(&fleetd, "2.0.0", &["dev-scripts"]);
+    let error = wait_error(&fleetd, &agent, "install script");
+    assert!(
+        error.contains("exit status 5") && error.contains("libfoo missing"),
+        "{error}"
+    );
 }

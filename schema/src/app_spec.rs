@@ -77,6 +77,10 @@ pub struct RuntimeSpec {
     pub workdir: Option<String>,
     /// TCP ports the app serves (used by blue-green traffic switching and containers).
     pub ports: Vec<u16>,
+    /// Script inside an unpacked archive run once after unpacking (relative path).
+    pub install_script: Option<String>,
+    /// Script inside an unpacked archive run before every start (relative path).
+    pub pre_start_script: Option<String>,
 }
 
 /// What a health probe does.
@@ -185,6 +189,16 @@ mod tests {
         assert_eq!(spec, AppSpec::default());
         assert_eq!(spec.runtime.kind, RuntimeKind::Raw);
         assert_eq!(spec.runtime.restart, RestartPolicy::Always);
+    }
+
+    #[test]
+    fn runtime_from_an_older_controller_has_no_scripts() {
+        let old = serde_json::json!({"type": "raw", "args": ["-v"], "future_field": 1});
+        let rt: RuntimeSpec =
+            decode(&encode(&old).expect("encodes"), DEFAULT_MAX_PAYLOAD).expect("decodes");
+        assert_eq!(rt.args, ["-v"]);
+        assert_eq!(rt.install_script, None);
+        assert_eq!(rt.pre_start_script, None);
     }
 
     #[test]

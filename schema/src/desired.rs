@@ -38,6 +38,20 @@ pub struct DesiredApp {
     /// process restarted always, with no health check and no limits.
     #[serde(default)]
     pub spec: AppSpec,
+    /// Set when the deployment is blue-green: the agent starts the new version next to the old
+    /// one, switches after the validation period and keeps the old one for the switch delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<BlueGreenHint>,
+}
+
+/// How a blue-green deployment wants the agent to switch from the old version to the new one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BlueGreenHint {
+    /// How long the new version must run (and pass its health check) before the switch.
+    pub validation_ms: u64,
+    /// How long the old version is kept running after the switch, for an instant switch back.
+    pub switch_delay_ms: u64,
 }
 
 /// What a device needs to fetch and verify an artifact.

@@ -22,7 +22,7 @@ pub mod topic;
 pub use app_spec::AppSpec;
 pub use artifact::{ArtifactMeta, ArtifactType};
 pub use codec::{decode, encode, CodecError, DEFAULT_MAX_PAYLOAD};
-pub use desired::{ArtifactRef, DesiredApp, DesiredState};
+pub use desired::{ArtifactRef, BlueGreenHint, DesiredApp, DesiredState};
 pub use device_id::{DeviceId, DeviceIdError};
 pub use status::{AppPhase, AppStatus, ControllerStatus, DeviceStatus, HealthState, Inventory};
 pub use telemetry::{

@@ -252,13 +252,15 @@ impl Daemon {
         let app_spec = self.spec_for(app);
         let mut limits = Limits::from_resources(&app_spec.resources);
         limits.cgroup = limits::prepare_cgroup(Path::new(CGROUP_ROOT), app, &app_spec.resources);
-        let extra_env: Vec<(String, String)> = self
+        let ports = self.instance_ports(app, &app_spec);
+        let mut extra_env: Vec<(String, String)> = self
             .telem
             .metrics_base
             .as_ref()
             .map(|base| ("FLEET_METRICS_URL".to_string(), format!("{base}{app}")))
             .into_iter()
             .collect();
+        extra_env.extend(super::traffic::port_env(&ports, &app_spec.runtime.ports));
         self.ensure_tailer(app);
         let spec = LaunchSpec {
             data: &self.cfg.data_dir,
@@ -295,7 +297,9 @@ impl Daemon {
             entry.health = app_spec
                 .healthcheck
                 .clone()
-                .map(|c| HealthTracker::new(c, now));
+                .map(|c| HealthTracker::new(super::traffic::remap_probe(c, &ports), now));
+            entry.running_since = None;
+            entry.ports = ports;
         }
         let mut child = launched.child;
         let events = self.events.clone();

@@ -150,6 +150,7 @@ mod tests {
             },
             deployment_id: None,
             spec: Default::default(),
+            rollout: None,
         }
     }
 

@@ -9,6 +9,7 @@ mod health;
 mod messages;
 mod startup;
 mod telemetry;
+mod traffic;
 
 use crate::backoff::Backoff;
 use crate::bus::{self, BusEvent, PubCmd};
@@ -108,6 +109,10 @@ struct SupEntry {
     health: Option<HealthTracker>,
     /// When the current process started (or was adopted), for uptime.
     started: Option<Instant>,
+    /// Since when the supervisor has reported it running (blue-green validation).
+    running_since: Option<Instant>,
+    /// Service port to the internal port this instance listens on (blue-green with ports).
+    ports: BTreeMap<u16, u16>,
 }
 
 impl SupEntry {
@@ -117,6 +122,8 @@ impl SupEntry {
             record: None,
             health: None,
             started: None,
+            running_since: None,
+            ports: BTreeMap::new(),
         }
     }
 }
@@ -141,6 +148,8 @@ pub struct Daemon {
     telem: telemetry::Telem,
     /// This binary, re-executed as the limits launcher.
     launcher: Option<PathBuf>,
+    /// Blue-green traffic forwarders by app and service port.
+    traffic: BTreeMap<String, BTreeMap<u16, crate::forward::Forwarder>>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT, then stops the apps and goes offline.
@@ -179,6 +188,7 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
         shutting_down: false,
         telem: telemetry::Telem::new(cfg_telemetry, Instant::now()),
         launcher: std::env::current_exe().ok(),
+        traffic: BTreeMap::new(),
     };
     match crate::telemetry::counters::serve(
         &daemon.cfg.telemetry.metrics_listen,
@@ -287,6 +297,7 @@ impl Daemon {
                         .health
                         .as_ref()
                         .and_then(|h| h.message().map(str::to_string)),
+                    running_since: entry.running_since,
                 },
             );
         }
@@ -302,6 +313,7 @@ impl Daemon {
         let retry = reconcile::next_retry(&self.observed()).filter(|t| *t > now);
         sups.chain(probes)
             .chain(retry)
+            .chain(self.bluegreen_deadline(now))
             .chain(std::iter::once(self.telem.deadline()))
             .min()
     }
@@ -363,6 +375,7 @@ impl Daemon {
             self.run_effects(&key, effects, now);
         }
         self.start_probes(now);
+        self.route_traffic(now);
         if !self.shutting_down {
             for _ in 0..4 {
                 let actions = reconcile::reconcile(self.desired.as_ref(), &self.observed(), now);
@@ -375,6 +388,7 @@ impl Daemon {
             }
         }
         self.sups.retain(|_, e| !e.sup.is_stopped());
+        self.route_traffic(now);
         self.record_current();
         self.telemetry_tick(now);
         self.publish_status();

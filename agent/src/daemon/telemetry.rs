@@ -81,10 +81,11 @@ impl Daemon {
     /// Starts following an app's log file (from its current end) unless already followed.
     pub(super) fn ensure_tailer(&mut self, app: &str) {
         if !self.telem.tailers.contains_key(app) {
-            let path = layout::log_file(&self.cfg.data_dir, app);
+            let out = layout::log_file(&self.cfg.data_dir, app);
+            let err = layout::err_log_file(&self.cfg.data_dir, app);
             self.telem
                 .tailers
-                .insert(app.to_string(), Tailer::at_end(app, &path));
+                .insert(app.to_string(), Tailer::at_end(app, &out, &err));
         }
     }
 
@@ -230,7 +231,14 @@ impl Daemon {
             let Some(entry) = self.sups.get(&key) else {
                 continue;
             };
-            if let Some(limit) = self.spec_for(&app).resources.memory_limit {
+            // A container's limit is the engine's; the group here is only its CLI.
+            let container = crate::container::runs_in_container(self.desired.as_ref(), &app);
+            if let Some(limit) = self
+                .spec_for(&app)
+                .resources
+                .memory_limit
+                .filter(|_| !container)
+            {
                 if s.rss_bytes > limit {
                     breaches.push((
                         key.clone(),

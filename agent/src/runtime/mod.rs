@@ -5,4 +5,6 @@
 pub mod files;
 pub mod health;
 pub mod limits;
+pub mod prestart;
 pub mod probe;
+pub mod systemd;

@@ -1,6 +1,7 @@
-//! App output to log lines: the agent tails each app's `logs/<app>.log` (the app writes it
-//! directly, so output survives an agent crash), splits it into lines with a timestamp and a
-//! parsed level, truncates over-long lines, rate-limits them, keeps the recent ones in a
+//! App output to log lines: the agent tails each app's `logs/<app>.out.log` and
+//! `logs/<app>.err.log` (the app writes them directly, so output survives an agent crash),
+//! splits them into lines with a timestamp, the stream (`stdout`, `stderr`) and a parsed level
+//! (unmarked stderr lines are errors), truncates over-long lines, rate-limits them, keeps the recent ones in a
 //! bounded ring (for history requests) and rotates the file when it grows too large.
 //! The pure parts (level parsing, truncation, token bucket, ring) are tested without I/O.
 
@@ -133,24 +134,57 @@ impl Ring {
     }
 }
 
-/// Follows one app's log file from an offset.
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output (`<app>.out.log`).
+    Stdout,
+    /// Standard error (`<app>.err.log`).
+    Stderr,
+}
+
+impl Stream {
+    /// The wire name (`LogEntry::stream`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    /// The level of a line that announces none.
+    pub fn default_level(self) -> LogLevel {
+        match self {
+            Stream::Stdout => LogLevel::Info,
+            Stream::Stderr => LogLevel::Error,
+        }
+    }
+}
+
+/// One complete line read from a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// Where it came from.
+    pub stream: Stream,
+    /// The text, without the newline.
+    pub text: String,
+}
+
+/// Follows one app's stdout and stderr files.
 #[derive(Debug)]
 pub struct Tailer {
     app: String,
-    path: PathBuf,
-    offset: u64,
-    partial: Vec<u8>,
+    out: FileTail,
+    err: FileTail,
 }
 
 impl Tailer {
-    /// Follows `path` from its current end (earlier output is history on disk only).
-    pub fn at_end(app: &str, path: &Path) -> Self {
-        let offset = std::fs::metadata(path).map_or(0, |m| m.len());
+    /// Follows `out` and `err` from their current ends (earlier output is history on disk only).
+    pub fn at_end(app: &str, out: &Path, err: &Path) -> Self {
         Self {
             app: app.to_string(),
-            path: path.to_path_buf(),
-            offset,
-            partial: Vec::new(),
+            out: FileTail::at_end(out),
+            err: FileTail::at_end(err),
         }
     }
 
@@ -159,6 +193,46 @@ impl Tailer {
         &self.app
     }
 
+    /// New complete lines of stdout, then of stderr (see [`FileTail::poll`]).
+    pub fn poll(&mut self) -> Vec<Line> {
+        let tag = |stream: Stream, lines: Vec<String>| {
+            lines
+                .into_iter()
+                .map(move |text| Line { stream, text })
+                .collect::<Vec<_>>()
+        };
+        let mut lines = tag(Stream::Stdout, self.out.poll());
+        lines.extend(tag(Stream::Stderr, self.err.poll()));
+        lines
+    }
+
+    /// Rotates either file that exceeds `max_bytes` (see [`FileTail::rotate_if_larger`]);
+    /// true when one was rotated.
+    pub fn rotate_if_larger(&mut self, max_bytes: u64) -> std::io::Result<bool> {
+        let out = self.out.rotate_if_larger(max_bytes)?;
+        let err = self.err.rotate_if_larger(max_bytes)?;
+        Ok(out || err)
+    }
+}
+
+/// Follows one file from an offset.
+#[derive(Debug)]
+pub struct FileTail {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl FileTail {
+    /// Follows `path` from its current end.
+    pub fn at_end(path: &Path) -> Self {
+        let offset = std::fs::metadata(path).map_or(0, |m| m.len());
+        Self {
+            path: path.to_path_buf(),
+            offset,
+            partial: Vec::new(),
+        }
+    }
     /// Reads complete new lines (at most [`MAX_READ`] bytes per call). A file shorter than
     /// the offset was rotated (copied and truncated): reading starts again at 0.
     pub fn poll(&mut self) -> Vec<String> {
@@ -215,15 +289,15 @@ impl Tailer {
 }
 
 /// Turns raw lines into entries at `timestamp`.
-pub fn entries(app: &str, lines: Vec<String>, timestamp: u64) -> Vec<LogEntry> {
+pub fn entries(app: &str, lines: Vec<Line>, timestamp: u64) -> Vec<LogEntry> {
     lines
         .into_iter()
         .map(|l| LogEntry {
             timestamp,
             app: app.to_string(),
-            stream: "output".to_string(),
-            level: parse_level(&l, LogLevel::Info),
-            message: truncate(&l, MAX_LINE),
+            stream: l.stream.as_str().to_string(),
+            level: parse_level(&l.text, l.stream.default_level()),
+            message: truncate(&l.text, MAX_LINE),
         })
         .collect()
 }
@@ -310,7 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("app.log");
         std::fs::write(&path, "before\n").expect("write");
-        let mut t = Tailer::at_end("app", &path);
+        let mut t = FileTail::at_end(&path);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -328,5 +402,30 @@ mod tests {
         assert_eq!(t.poll(), ["three"]);
         assert_eq!(std::fs::read_to_string(&path).expect("live"), "three\n");
         assert!(!t.rotate_if_larger(1000).expect("no-op"));
+    }
+
+    #[test]
+    fn stdout_and_stderr_are_tagged_and_unmarked_stderr_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (out, err) = (dir.path().join("a.out.log"), dir.path().join("a.err.log"));
+        let mut t = Tailer::at_end("a", &out, &err);
+        std::fs::write(&out, "ready\nWARN slow\n").expect("write");
+        std::fs::write(&err, "boom\ninfo: fine\n").expect("write");
+        let got: Vec<(String, LogLevel, String)> = entries("a", t.poll(), 7)
+            .into_iter()
+            .map(|e| (e.stream, e.level, e.message))
+            .collect();
+        let want = [
+            ("stdout", LogLevel::Info, "ready"),
+            ("stdout", LogLevel::Warn, "WARN slow"),
+            ("stderr", LogLevel::Error, "boom"),
+            ("stderr", LogLevel::Info, "info: fine"),
+        ]
+        .map(|(s, l, m)| (s.to_string(), l, m.to_string()));
+        assert_eq!(got, want);
+        assert!(t.poll().is_empty());
+        assert!(t.rotate_if_larger(5).expect("rotates both"));
+        assert!(dir.path().join("a.err.log.1").is_file());
+        assert!(dir.path().join("a.out.log.1").is_file());
     }
 }

@@ -123,6 +123,7 @@ pub fn desired(device: &str, generation: u64, apps: &[TestApp]) -> DesiredState 
                 },
                 deployment_id: None,
                 spec: a.spec.clone(),
+                rollout: None,
             })
             .collect(),
         issued_at: 0,
@@ -228,9 +229,10 @@ impl AgentProc {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
-    /// An app's captured output.
+    /// An app's captured output (stdout, then stderr).
     pub fn app_log(&self, app: &str) -> String {
-        std::fs::read_to_string(layout::log_file(&self.data(), app)).unwrap_or_default()
+        let read = |p| std::fs::read_to_string(p).unwrap_or_default();
+        read(layout::log_file(&self.data(), app)) + &read(layout::err_log_file(&self.data(), app))
     }
 
     /// The agent's pid.

@@ -3,9 +3,9 @@
 
 use super::{decode, encode, Db, DbError, DeploymentRecord, COUNTERS, DEPLOYMENTS, DESIRED};
 use crate::engine::ids;
-use crate::engine::rollout::{tick, Ctx, Params, Phase, Rollout, Snapshot};
+use crate::engine::rollout::{tick, Ctx, Kind, Params, Phase, Rollout, Snapshot};
 use fleet_schema::api::TargetSpec;
-use fleet_schema::{AppSpec, ArtifactRef, DesiredApp, UnixMillis};
+use fleet_schema::{AppSpec, ArtifactRef, BlueGreenHint, DesiredApp, UnixMillis};
 use redb::{ReadableDatabase, ReadableTable, Table};
 use std::collections::BTreeMap;
 
@@ -125,6 +125,10 @@ impl Db {
                 artifact: new.artifact.clone(),
                 deployment_id: Some(id.clone()),
                 spec: new.spec,
+                rollout: (new.params.kind == Kind::BlueGreen).then_some(BlueGreenHint {
+                    validation_ms: new.params.min_healthy_ms,
+                    switch_delay_ms: new.params.switch_delay_ms,
+                }),
             };
             let mut rollout = Rollout::new(new.params, new.devices, new.now);
             let ctx = Ctx {

@@ -106,7 +106,7 @@ pub async fn create(
                 DeployError::new(
                     DeployErrorKind::Unprocessable,
                     format!(
-                        "application {}@{} has no binary artifact",
+                        "application {}@{} has no artifact of a type agents run",
                         app.name, app.version
                     ),
                 )
@@ -276,12 +276,12 @@ async fn find_artifact(
     };
     if !matches!(
         meta.kind,
-        ArtifactType::Binary | ArtifactType::Archive | ArtifactType::Deb
+        ArtifactType::Binary | ArtifactType::Archive | ArtifactType::Deb | ArtifactType::OciImage
     ) {
         return Err(DeployError::new(
             DeployErrorKind::Unprocessable,
             format!(
-                "artifact {} is of type {:?}, which cannot be deployed yet (only \"binary\", \"archive\" and \"deb\")",
+                "artifact {} is of type {:?}, which cannot be deployed yet (only \"binary\", \"archive\", \"deb\" and \"oci-image\")",
                 meta.id,
                 meta.kind.as_str()
             ),

@@ -60,6 +60,7 @@ mod tests {
             },
             deployment_id: Some(format!("d-{name}-{version}")),
             spec: Default::default(),
+            rollout: None,
         }
     }
 

@@ -142,10 +142,14 @@ impl Agent {
             .collect()
     }
 
-    /// Path of the app's captured output.
+    /// The app's captured output (stdout, then stderr).
     pub fn app_log(&self, app: &str) -> String {
-        std::fs::read_to_string(self.data_dir().join("logs").join(format!("{app}.log")))
-            .unwrap_or_default()
+        ["out", "err"]
+            .map(|s| {
+                std::fs::read_to_string(self.data_dir().join("logs").join(format!("{app}.{s}.log")))
+                    .unwrap_or_default()
+            })
+            .concat()
     }
 }
 

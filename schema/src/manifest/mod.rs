@@ -106,6 +106,18 @@ impl Placement {
     }
 }
 
+/// Artifact types agents install and run; an application's primary artifact is its first
+/// artifact of one of them.
+pub const RUNNABLE_TYPES: &[&str] = &[
+    "binary",
+    "archive",
+    "deb",
+    "oci-image",
+    "rpm",
+    "apk",
+    "nixpack",
+];
+
 /// A validated application version, as the controller registers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Application {
@@ -126,9 +138,11 @@ pub struct Application {
 }
 
 impl Application {
-    /// The artifact the device runs: the first `binary` one (the only type agents run today).
+    /// The artifact the device runs: the first one of a type agents run ([`RUNNABLE_TYPES`]).
     pub fn primary_artifact(&self) -> Option<&AppArtifact> {
-        self.artifacts.iter().find(|a| a.kind == "binary")
+        self.artifacts
+            .iter()
+            .find(|a| RUNNABLE_TYPES.contains(&a.kind.as_str()))
     }
 }
 

@@ -147,6 +147,12 @@ pub struct RawRuntime {
     /// Ports the app serves.
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// Script inside the archive run once after unpacking.
+    #[serde(default)]
+    pub install_script: Option<String>,
+    /// Script inside the archive run before every start.
+    #[serde(default)]
+    pub pre_start_script: Option<String>,
 }
 
 /// Probe timing, written inside each probe as the seed does.

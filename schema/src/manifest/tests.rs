@@ -120,3 +120,31 @@ fn placement_checks_inventory() {
         .reject_reason(&inv)
         .is_some_and(|r| r.contains("location")));
 }
+
+#[test]
+fn archive_scripts_map_to_the_runtime_and_bad_paths_are_named() {
+    let with = SEED.replace(
+        "startup_timeout: 30s",
+        "startup_timeout: 30s\n    install_script: scripts/install.sh\n    pre_start_script: ./pre.sh",
+    );
+    let app = parse_yaml(&with).expect("valid");
+    assert_eq!(
+        app.spec.runtime.install_script.as_deref(),
+        Some("scripts/install.sh")
+    );
+    assert_eq!(
+        app.spec.runtime.pre_start_script.as_deref(),
+        Some("./pre.sh")
+    );
+    let bad = SEED.replace(
+        "startup_timeout: 30s",
+        "startup_timeout: 30s\n    install_script: /etc/evil.sh\n    pre_start_script: ../up.sh",
+    );
+    let err = parse_yaml(&bad).expect_err("invalid");
+    let ManifestError::Invalid(list) = &err else {
+        panic!("expected validation errors, got {err}");
+    };
+    let fields: Vec<&str> = list.iter().map(|f| f.field.as_str()).collect();
+    assert!(fields.contains(&"spec.runtime.install_script"), "{err}");
+    assert!(fields.contains(&"spec.runtime.pre_start_script"), "{err}");
+}

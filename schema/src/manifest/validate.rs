@@ -74,10 +74,17 @@ pub fn validate(raw: RawManifest) -> Result<Application, ManifestError> {
             kind: a.kind.clone(),
         });
     }
-    if !spec.artifacts.is_empty() && !artifacts.iter().any(|a| a.kind == "binary") {
+    if !spec.artifacts.is_empty()
+        && !artifacts
+            .iter()
+            .any(|a| super::RUNNABLE_TYPES.contains(&a.kind.as_str()))
+    {
         e.push(
             "spec.artifacts",
-            "no artifact of type \"binary\" (the only type agents run today)",
+            format!(
+                "no artifact of a type agents run ({})",
+                super::RUNNABLE_TYPES.join(", ")
+            ),
         );
     }
     let mut out = AppSpec::default();
@@ -171,6 +178,16 @@ fn runtime(e: &mut Errors, r: RawRuntime) -> RuntimeSpec {
             RestartPolicy::Always
         }
     };
+    for (name, v) in [
+        ("install_script", &r.install_script),
+        ("pre_start_script", &r.pre_start_script),
+    ] {
+        if let Some(p) = v {
+            if let Err(problem) = archive_path(p) {
+                e.push(format!("spec.runtime.{name}"), problem);
+            }
+        }
+    }
     RuntimeSpec {
         kind,
         restart,
@@ -184,7 +201,23 @@ fn runtime(e: &mut Errors, r: RawRuntime) -> RuntimeSpec {
         entrypoint: r.entrypoint,
         workdir: r.workdir,
         ports: r.ports,
+        install_script: r.install_script,
+        pre_start_script: r.pre_start_script,
     }
+}
+
+/// Checks a path inside the unpacked archive: relative, non-empty, no `..`.
+fn archive_path(p: &str) -> Result<(), String> {
+    if p.trim().is_empty() {
+        return Err("path is empty".into());
+    }
+    if p.starts_with('/') {
+        return Err(format!("{p:?} must be relative to the unpacked archive"));
+    }
+    if p.split('/').any(|c| c == "..") {
+        return Err(format!("{p:?} must not contain '..'"));
+    }
+    Ok(())
 }
 
 struct Timing<'a> {
