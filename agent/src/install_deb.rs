@@ -14,7 +14,10 @@ use std::process::Command;
 /// File name of the kept package inside the version directory.
 pub const PACKAGE_FILE: &str = "package.deb";
 
-fn run(cmd: &mut Command, what: &str) -> Result<String, InstallError> {
+/// Runs a package tool and returns its trimmed stdout; a failure to start it or a non-zero
+/// exit is an install error naming the tool and carrying its stderr. Shared by the deb, rpm
+/// and apk installers.
+pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<String, InstallError> {
     let out = cmd
         .output()
         .map_err(|e| InstallError::Package(format!("cannot run {what}: {e}")))?;

@@ -7,6 +7,7 @@
 //! an install there is refused naming the missing tool.
 
 use crate::install::InstallError;
+use crate::install_deb::run;
 use fleet_schema::ArtifactType;
 use std::ffi::OsStr;
 use std::fs;
@@ -105,20 +106,6 @@ pub fn find_tool(tool: &str, path: Option<&OsStr>) -> Option<PathBuf> {
     std::env::split_paths(path)
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<String, InstallError> {
-    let out = cmd
-        .output()
-        .map_err(|e| InstallError::Package(format!("cannot run {what}: {e}")))?;
-    if !out.status.success() {
-        return Err(InstallError::Package(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Installs the package with `tool` (looked up on `path`, the `PATH` value) and writes the
