@@ -160,6 +160,31 @@ pub struct NewArtifact {
     pub signatures: Vec<Signature>,
 }
 
+impl NewArtifact {
+    /// The stored metadata of this upload once its blob sits at `storage_url`: the one place
+    /// both backends turn an upload and its streamed checksums into an [`ArtifactMeta`].
+    pub fn into_meta(self, id: String, staged: &StagedBlob, storage_url: String) -> ArtifactMeta {
+        ArtifactMeta {
+            id,
+            name: self.name,
+            version: self.version,
+            kind: self.kind,
+            build_info: self.build_info,
+            requirements: self.requirements,
+            signatures: self.signatures,
+            size: staged.size,
+            checksums: BTreeMap::from([
+                ("sha256".to_string(), staged.sha256.clone()),
+                ("sha512".to_string(), staged.sha512.clone()),
+            ]),
+            storage_url,
+            platforms: self.platforms,
+            created_at: crate::clock::now_ms(),
+            labels: self.labels,
+        }
+    }
+}
+
 /// Result of a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOutcome {

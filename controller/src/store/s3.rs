@@ -15,7 +15,6 @@ use fleet_schema::ArtifactMeta;
 use s3::creds::Credentials;
 use s3::error::S3Error;
 use s3::{Bucket, Region};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -220,24 +219,7 @@ impl ArtifactStore for S3Store {
                 "cannot upload to s3://{}/{blob_key}",
                 self.bucket.name
             )))?;
-        let meta = ArtifactMeta {
-            id,
-            name: new.name,
-            version: new.version,
-            kind: new.kind,
-            build_info: new.build_info,
-            requirements: new.requirements,
-            signatures: new.signatures,
-            size: staged.size,
-            checksums: BTreeMap::from([
-                ("sha256".to_string(), staged.sha256.clone()),
-                ("sha512".to_string(), staged.sha512.clone()),
-            ]),
-            storage_url: format!("s3://{}/{blob_key}", self.bucket.name),
-            platforms: new.platforms,
-            created_at: crate::clock::now_ms(),
-            labels: new.labels,
-        };
+        let meta = new.into_meta(id, &staged, format!("s3://{}/{blob_key}", self.bucket.name));
         // meta.json last: it is the commit point.
         self.write_meta(&meta).await?;
         drop(staged);

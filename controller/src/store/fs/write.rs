@@ -6,7 +6,6 @@ use crate::store::{ByteStream, NewArtifact, StagedBlob, StoreError, StoreOutcome
 use fleet_schema::ArtifactMeta;
 use futures_util::StreamExt;
 use ring::digest;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::AsyncWriteExt;
@@ -99,24 +98,7 @@ pub(super) async fn commit(
     tokio::fs::rename(staged.key(), &blob)
         .await
         .map_err(io(format!("cannot move upload to {}", blob.display())))?;
-    let meta = ArtifactMeta {
-        id,
-        name: new.name,
-        version: new.version,
-        kind: new.kind,
-        build_info: new.build_info,
-        requirements: new.requirements,
-        signatures: new.signatures,
-        size: staged.size,
-        checksums: BTreeMap::from([
-            ("sha256".to_string(), staged.sha256.clone()),
-            ("sha512".to_string(), staged.sha512.clone()),
-        ]),
-        storage_url: format!("file://{}", blob.display()),
-        platforms: new.platforms,
-        created_at: crate::clock::now_ms(),
-        labels: new.labels,
-    };
+    let meta = new.into_meta(id, &staged, format!("file://{}", blob.display()));
     staged.disarm();
     write_meta(dir, &meta).await?;
     Ok(StoreOutcome::Created(meta))
