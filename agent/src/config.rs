@@ -55,6 +55,14 @@ pub struct Cli {
     /// Most entries in an archive artifact (default 100000).
     #[arg(long)]
     pub archive_max_entries: Option<u64>,
+    /// Which systemd manager runs apps with `runtime.type: systemd`: `system` (default,
+    /// `systemctl`) or `user` (`systemctl --user`).
+    #[arg(long, value_name = "system|user")]
+    pub systemd_scope: Option<String>,
+    /// Where their unit files are written; it must be on the manager's unit path (default
+    /// /etc/systemd/system, or $XDG_CONFIG_HOME/systemd/user for the user scope).
+    #[arg(long, value_name = "DIR")]
+    pub systemd_unit_dir: Option<PathBuf>,
 }
 
 /// Telemetry settings (metrics, logs, offline backlog).
@@ -109,6 +117,8 @@ struct FileConfig {
     require_signatures: Option<bool>,
     archive_max_bytes: Option<u64>,
     archive_max_entries: Option<u64>,
+    systemd_scope: Option<String>,
+    systemd_unit_dir: Option<PathBuf>,
 }
 
 /// Why the settings are unusable.
@@ -145,6 +155,9 @@ pub enum ConfigError {
     /// A label is not KEY=VALUE.
     #[error("invalid --label {0:?}: expected KEY=VALUE with a non-empty key")]
     Label(String),
+    /// The systemd scope is not `system` or `user`.
+    #[error("invalid --systemd-scope: {0}")]
+    SystemdScope(String),
 }
 
 /// Checked settings.
@@ -164,6 +177,8 @@ pub struct Config {
     pub telemetry: Telemetry,
     /// Signature policy and archive limits.
     pub artifacts: crate::verify::ArtifactSettings,
+    /// Which systemd manager runs `runtime.type: systemd` apps, and where their units go.
+    pub systemd: crate::runtime::systemd::Settings,
 }
 
 impl Config {
@@ -230,6 +245,19 @@ impl Config {
             cli.archive_max_entries.or(file.archive_max_entries),
         )
         .map_err(ConfigError::TrustedKey)?;
+        let systemd = crate::runtime::systemd::Settings {
+            scope: match cli
+                .systemd_scope
+                .as_deref()
+                .or(file.systemd_scope.as_deref())
+            {
+                Some(s) => {
+                    crate::runtime::systemd::Scope::parse(s).map_err(ConfigError::SystemdScope)?
+                }
+                None => crate::runtime::systemd::Scope::default(),
+            },
+            unit_dir: cli.systemd_unit_dir.clone().or(file.systemd_unit_dir),
+        };
         Ok(Self {
             device_id: DeviceId::parse(&device)?,
             mqtt_host,
@@ -238,6 +266,7 @@ impl Config {
             labels,
             telemetry,
             artifacts,
+            systemd,
         })
     }
 }
@@ -303,6 +332,7 @@ mod tests {
         assert_eq!((c.mqtt_host.as_str(), c.mqtt_port), ("127.0.0.1", 1884));
         assert_eq!(c.labels.get("tier").map(String::as_str), Some("b=c"));
         assert_eq!(c.telemetry, Telemetry::default(), "defaults");
+        assert_eq!(c.systemd, crate::runtime::systemd::Settings::default());
     }
 
     #[test]
@@ -311,7 +341,7 @@ mod tests {
         let path = dir.path().join("agent.toml");
         std::fs::write(
             &path,
-            "device_id = \"from-file\"\nmqtt_url = \"mqtt://broker\"\ndata_dir = \"/var/lib/fleet\"\nmetrics_interval_ms = 2000\n[labels]\nsite = \"file\"\nrack = \"3\"\n",
+            "device_id = \"from-file\"\nmqtt_url = \"mqtt://broker\"\ndata_dir = \"/var/lib/fleet\"\nmetrics_interval_ms = 2000\nsystemd_scope = \"user\"\nsystemd_unit_dir = \"/u\"\n[labels]\nsite = \"file\"\nrack = \"3\"\n",
         )
         .expect("write");
         let p = path.to_str().expect("utf-8 path");
@@ -329,6 +359,8 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/fleet"));
         assert_eq!(c.labels.get("site").map(String::as_str), Some("flag"));
         assert_eq!(c.labels.get("rack").map(String::as_str), Some("3"));
+        assert_eq!(c.systemd.scope, crate::runtime::systemd::Scope::User);
+        assert_eq!(c.systemd.unit_dir, Some(PathBuf::from("/u")));
         assert_eq!(
             c.telemetry.metrics_interval,
             std::time::Duration::from_secs(2)
@@ -368,5 +400,9 @@ mod tests {
             Config::from_cli(&cli(&["--device-id", "x"])),
             Err(ConfigError::Missing("mqtt-url", _))
         ));
+        let mut args = vec!["--device-id", "ok", "--systemd-scope", "session"];
+        args.extend(base);
+        let e = Config::from_cli(&cli(&args)).expect_err("bad scope");
+        assert!(e.to_string().contains("system, user"), "{e}");
     }
 }

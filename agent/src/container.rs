@@ -1,9 +1,9 @@
 //! Containers through the Docker or Podman command line (no client library): which engine is
 //! usable (its `info` answers, not merely a binary on PATH), which installed versions are
-//! images, and the `run` arguments of an app (environment, loopback port publishing, memory
-//! and CPU limits). The container runs in the foreground under the agent's supervisor through
-//! the version's launcher script (see [`crate::install_oci`]), so restart policy, health checks
-//! and logs work as for any other app.
+//! images, and removing an app's containers and images (the `run` arguments and mounted files
+//! of one start are in [`crate::container_run`]). The container runs in the foreground under
+//! the agent's supervisor through the version's launcher script (see [`crate::install_oci`]),
+//! so restart policy, health checks and logs work as for any other app.
 
 use fleet_schema::app_spec::RuntimeKind;
 use fleet_schema::{AppSpec, ArtifactType, DesiredState};
@@ -135,13 +135,17 @@ pub fn choose(runtime: &RuntimeKind) -> Result<Engine, String> {
 }
 
 /// Why the agent will not run this combination of runtime and artifact type, if it will not:
-/// containers run `oci-image` artifacts only, and systemd is not implemented.
+/// containers run `oci-image` artifacts only, and systemd units run anything but images.
 pub fn runtime_refusal(runtime: &RuntimeKind, artifact: &ArtifactType) -> Option<String> {
     match runtime {
         RuntimeKind::Raw | RuntimeKind::Supervisor => None,
         RuntimeKind::Docker | RuntimeKind::Podman if *artifact == ArtifactType::OciImage => None,
         RuntimeKind::Docker | RuntimeKind::Podman => Some(format!(
             "runtime {runtime} runs oci-image artifacts only, not {artifact} (use runtime raw)"
+        )),
+        RuntimeKind::Systemd if *artifact != ArtifactType::OciImage => None,
+        RuntimeKind::Systemd => Some(format!(
+            "runtime systemd runs executables, not {artifact} (use runtime docker or podman)"
         )),
         other => Some(format!(
             "runtime {other} is not supported by this agent yet (raw, docker, podman)"
@@ -203,65 +207,6 @@ impl Installed {
     }
 }
 
-/// The launcher script's arguments for one start: the stop grace in whole seconds, then the
-/// `run` options (environment by name, ports on loopback, limits, labels), the image and the
-/// app's arguments. `env_names` are the variables the launcher's own environment carries.
-pub fn launcher_args(
-    installed: &Installed,
-    app: &str,
-    version: &str,
-    spec: &AppSpec,
-    env_names: &[String],
-) -> Vec<String> {
-    let rt = &spec.runtime;
-    let grace_ms = if rt.stop_grace_ms == 0 {
-        crate::supervisor::STOP_GRACE.as_millis() as u64
-    } else {
-        rt.stop_grace_ms
-    };
-    // The container must be stopped before the supervisor's SIGKILL ends the launcher.
-    let mut out = vec![(grace_ms.saturating_sub(1000) / 1000).to_string()];
-    out.extend([
-        "--label".to_string(),
-        format!("fleet.app={app}"),
-        "--label".to_string(),
-        format!("fleet.version={version}"),
-    ]);
-    for name in env_names {
-        out.extend(["-e".to_string(), name.clone()]);
-    }
-    for port in &rt.ports {
-        out.extend(["-p".to_string(), format!("127.0.0.1:{port}:{port}")]);
-    }
-    let r = &spec.resources;
-    if let Some(mem) = r.memory_limit {
-        out.extend([
-            "--memory".to_string(),
-            mem.to_string(),
-            "--memory-swap".to_string(),
-            mem.to_string(),
-        ]);
-    }
-    if let Some(milli) = r.cpu_limit_millis {
-        out.extend([
-            "--cpus".to_string(),
-            format!("{}.{:03}", milli / 1000, milli % 1000),
-        ]);
-    }
-    if let Some(n) = r.open_files {
-        out.extend(["--ulimit".to_string(), format!("nofile={n}:{n}")]);
-    }
-    if let Some(w) = &rt.workdir {
-        out.extend(["-w".to_string(), w.clone()]);
-    }
-    if let Some(e) = &rt.entrypoint {
-        out.extend(["--entrypoint".to_string(), e.clone()]);
-    }
-    out.push(installed.image.clone());
-    out.extend(rt.args.iter().cloned());
-    out
-}
-
 /// Removes the containers of `app` (any version, running or not); errors are logged only.
 pub fn remove_containers(engine: Engine, app: &str) {
     let out = Command::new(engine.as_str())
@@ -318,39 +263,9 @@ mod tests {
         assert!(runtime_refusal(&RuntimeKind::Podman, &ArtifactType::OciImage).is_none());
         let e = runtime_refusal(&RuntimeKind::Docker, &ArtifactType::Binary).expect("refused");
         assert!(e.contains("runtime docker") && e.contains("binary"), "{e}");
-        let e = runtime_refusal(&RuntimeKind::Systemd, &ArtifactType::Binary).expect("refused");
+        assert!(runtime_refusal(&RuntimeKind::Systemd, &ArtifactType::Binary).is_none());
+        let e = runtime_refusal(&RuntimeKind::Systemd, &ArtifactType::OciImage).expect("refused");
         assert!(e.contains("runtime systemd"), "{e}");
-    }
-
-    #[test]
-    fn run_arguments_carry_env_ports_and_limits() {
-        let mut spec = AppSpec::default();
-        spec.runtime.ports = vec![8080];
-        spec.runtime.args = vec!["-f".into()];
-        spec.runtime.stop_grace_ms = 10_000;
-        spec.resources.memory_limit = Some(64 << 20);
-        spec.resources.cpu_limit_millis = Some(500);
-        let inst = Installed {
-            engine: Engine::Docker,
-            image: "sha256:abc".into(),
-        };
-        let args = launcher_args(&inst, "web", "1.0.0", &spec, &["GREETING".into()]);
-        let joined = args.join(" ");
-        assert_eq!(args[0], "9");
-        for needle in [
-            "-e GREETING",
-            "-p 127.0.0.1:8080:8080",
-            "--memory 67108864 --memory-swap 67108864",
-            "--cpus 0.500",
-            "--label fleet.app=web",
-            "sha256:abc -f",
-        ] {
-            assert!(joined.contains(needle), "{needle} in {joined}");
-        }
-        assert!(joined.ends_with("sha256:abc -f"), "{joined}");
-        // A grace of one second or less stops the container at once.
-        spec.runtime.stop_grace_ms = 800;
-        assert_eq!(launcher_args(&inst, "web", "1", &spec, &[])[0], "0");
     }
 
     #[test]

@@ -72,10 +72,11 @@ fn capabilities() -> Vec<String> {
     // Either container engine runs OCI images.
     if caps.iter().any(|c| c == "docker" || c == "podman") {
         caps.push("oci".to_string());
+        // ... and this agent also pulls registry references (`docker pull` / `podman pull`).
+        caps.push(fleet_schema::image_ref::PULL_CAPABILITY.to_string());
     }
-    if Path::new("/run/systemd/system").is_dir() && on_path("systemctl") {
-        caps.push("systemd".to_string());
-    }
+    // "systemd" is added by the daemon, which knows the configured scope and asks that
+    // manager (see daemon::units).
     caps.sort();
     caps
 }
@@ -121,5 +122,6 @@ mod tests {
         assert_eq!(has("docker"), Engine::Docker.usable());
         assert_eq!(has("podman"), Engine::Podman.usable());
         assert_eq!(has("oci"), has("docker") || has("podman"));
+        assert_eq!(has("oci-pull"), has("oci"));
     }
 }

@@ -9,6 +9,7 @@ pub mod bluegreen;
 pub mod bus;
 pub mod config;
 pub mod container;
+pub mod container_run;
 pub mod daemon;
 pub mod download;
 pub mod download_refresh;

@@ -3,6 +3,7 @@
 //! groups, and recognise a process after an agent restart by pid plus start time.
 
 use crate::container;
+use crate::container_run;
 use crate::layout;
 use crate::runtime::{files, limits::Limits};
 use fleet_schema::AppSpec;
@@ -78,10 +79,18 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
         })?,
         None => vdir.clone(),
     };
-    files::write_all(&vdir, &spec.app_spec.files).map_err(|e| SpawnError {
+    let config_err = |e: files::FileError| SpawnError {
         context: "configuration files".into(),
         source: std::io::Error::other(e.to_string()),
-    })?;
+    };
+    // A container gets its files bind-mounted; a process gets them where the spec says.
+    let mounts = match &image {
+        Some(_) => container_run::write_config_files(&vdir, spec.app_spec).map_err(config_err)?,
+        None => {
+            files::write_all(&vdir, &spec.app_spec.files).map_err(config_err)?;
+            Vec::new()
+        }
+    };
     let log_path = layout::log_file(spec.data, spec.app);
     if let Some(logs) = log_path.parent() {
         std::fs::create_dir_all(logs).map_err(err(format!("cannot create {}", logs.display())))?;
@@ -97,6 +106,8 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
         .append(true)
         .open(&err_path)
         .map_err(err(format!("cannot open {}", err_path.display())))?;
+    // Variables a container sees differently from a process (set after the others).
+    let mut container_env: Vec<(String, String)> = Vec::new();
     let mut cmd = match (&image, spec.launcher.filter(|_| !spec.limits.is_empty())) {
         // The engine applies the limits; the launcher's rlimits would hobble its CLI.
         (Some(image), _) => {
@@ -107,12 +118,24 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
             names.extend(spec.app_spec.env.keys().cloned());
             names.extend(spec.extra_env.iter().map(|(k, _)| k.clone()));
             let mut c = tokio::process::Command::new(&exe);
-            c.args(container::launcher_args(
+            let mut options = Vec::new();
+            if let Some((_, url)) = spec
+                .extra_env
+                .iter()
+                .find(|(k, _)| k == container_run::METRICS_ENV)
+            {
+                let (url, opts) = container_run::metrics_route(image.engine, url);
+                container_env.push((container_run::METRICS_ENV.to_string(), url));
+                options = opts;
+            }
+            c.args(container_run::launcher_args(
                 image,
                 spec.app,
                 spec.version,
                 spec.app_spec,
                 &names,
+                &mounts,
+                &options,
             ));
             c
         }
@@ -146,6 +169,7 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
         .env("FLEET_APP_DIR", &vdir)
         .envs(spec.app_spec.env.iter())
         .envs(spec.extra_env.iter().map(|(k, v)| (k, v)))
+        .envs(container_env)
         .kill_on_drop(false)
         .spawn()
         .map_err(err(format!("cannot start {}", exe.display())))?;

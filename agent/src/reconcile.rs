@@ -175,7 +175,7 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
         if let Some(error) =
             crate::container::runtime_refusal(&want.spec.runtime.kind, &want.artifact.kind)
         {
-            // Running a systemd app, or a non-image as a container, as a bare process would
+            // Running an image as a systemd unit, or a non-image as a container, would
             // silently ignore what the manifest asked for.
             if obs.failure.as_ref().is_none_or(|f| &f.version != version) {
                 actions.push(Action::Refuse {

@@ -108,8 +108,16 @@ enum ArtifactCmd {
 /// Arguments of `artifact push`.
 #[derive(Args, Debug)]
 pub struct PushArgs {
-    /// The file to upload.
-    pub file: PathBuf,
+    /// The file to upload (not with `--image`).
+    #[arg(required_unless_present = "image", conflicts_with = "image")]
+    pub file: Option<PathBuf>,
+    /// For `--type oci-image`: a registry reference the devices pull (`docker pull` /
+    /// `podman pull`) instead of an image tarball, e.g. registry.example:5000/app@sha256:...
+    #[arg(long)]
+    pub image: Option<String>,
+    /// With a tagged `--image`: the manifest digest (sha256:...) the pulled image must have.
+    #[arg(long, requires = "image")]
+    pub image_digest: Option<String>,
     /// Artifact name.
     #[arg(long)]
     pub name: String,
@@ -153,6 +161,10 @@ pub struct DeployArgs {
     /// A strategy parameter KEY=VALUE (repeatable), e.g. initial_percentage=10.
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
+    /// A rollback trigger replacing that type's defaults (repeatable), e.g.
+    /// `high-error-rate:0.05:2m:gradual`, `crash-loop:3:5m`, `health-check-failure:0.5:1m`.
+    #[arg(long = "trigger", value_name = "TYPE:THRESHOLD[:DURATION[:ACTION]]")]
+    pub triggers: Vec<String>,
     /// A named device group.
     #[arg(long)]
     pub group: Option<String>,

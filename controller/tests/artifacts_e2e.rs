@@ -1,6 +1,7 @@
 //! Artifacts end to end, with a real fleetd, real agents and the real `fleetctl`: expiring
-//! download URLs refreshed by a device that was offline too long, the signature policy,
-//! archive artifacts, and rollback from the agent's cache without a download.
+//! download URLs refreshed by a device that was offline too long, archive artifacts with
+//! scripts, deb packages, placement refusals, the scan hook, and rollback from the agent's
+//! cache without a download (signatures: `signatures_e2e.rs`).
 
 mod support;
 
@@ -8,41 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::agent::Agent;
-use support::fleet::{app_status, deploy, upload_sample, wait_deployment, wait_online, APP};
-use support::procs::workspace_bin;
+use support::cli::{fleetctl, wait_error};
+use support::fleet::{deploy, upload_sample, wait_deployment, wait_online, APP};
 use support::{get, parse_json, wait_until, Fleetd, MqttClient};
-
-/// Runs `fleetctl` against `fleetd`; returns (success, stdout + stderr).
-fn fleetctl(fleetd: &Fleetd, args: &[&str]) -> (bool, String) {
-    let out = Command::new(workspace_bin("fleetctl"))
-        .env("FLEET_SERVER", fleetd.url(""))
-        .args(args)
-        .output()
-        .expect("run fleetctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-/// Waits until the app's reported `last_error` on `device` contains `needle`.
-fn wait_error(fleetd: &Fleetd, agent: &Agent, needle: &str) -> String {
-    let mut last = serde_json::Value::Null;
-    let ok = wait_until(Duration::from_secs(30), || {
-        last = app_status(fleetd, &agent.device_id);
-        last["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains(needle))
-    });
-    assert!(
-        ok,
-        "no error containing {needle:?}; app status {last:#}\nagent log:\n{}",
-        agent.log()
-    );
-    last["last_error"].as_str().unwrap_or_default().to_string()
-}
 
 #[test]
 fn a_device_offline_longer_than_the_url_lifetime_still_gets_its_artifact() {
@@ -103,128 +72,6 @@ fn rollback_to_the_previous_version_needs_no_download() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     assert!(cached.len() <= 2, "bounded cache: {cached:?}");
-}
-
-/// Writes the sample app for `version` to `dir` and returns its path.
-fn sample_file(dir: &Path, version: &str) -> String {
-    let path = dir.join(format!("app-{version}"));
-    std::fs::write(&path, support::fleet::sample_app_bytes(version)).expect("write sample");
-    path.to_string_lossy().into_owned()
-}
-
-fn push(fleetd: &Fleetd, file: &str, version: &str, extra: &[&str]) {
-    let mut args = vec![
-        "artifact",
-        "push",
-        file,
-        "--name",
-        APP,
-        "--version",
-        version,
-        "--platform",
-        "linux/amd64",
-    ];
-    args.extend(extra);
-    let (ok, out) = fleetctl(fleetd, &args);
-    assert!(ok, "push {version}: {out}");
-}
-
-#[test]
-fn signature_policy_refuses_unsigned_unknown_and_mismatched_artifacts() {
-    let fleetd = Fleetd::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("ci");
-    let rogue = dir.path().join("rogue");
-    for k in [&key, &rogue] {
-        let (ok, out) = fleetctl(&fleetd, &["keygen", "--out", &k.to_string_lossy()]);
-        assert!(ok && out.contains("key id"), "{out}");
-    }
-    let key_file = format!("{}.key", key.display());
-    let pub_file = format!("{}.pub", key.display());
-    let agent = Agent::start_with_args(
-        "dev-strict",
-        &fleetd.mqtt_url(),
-        &[],
-        &["--trusted-key", &pub_file, "--require-signatures"],
-    );
-    wait_online(&fleetd, &[&agent]);
-
-    // Signed by the trusted key: installed and verifiable with fleetctl.
-    let v1 = sample_file(dir.path(), "1.0.0");
-    push(&fleetd, &v1, "1.0.0", &["--sign", &key_file]);
-    let (ok, out) = fleetctl(
-        &fleetd,
-        &[
-            "artifact",
-            "verify",
-            APP,
-            "1.0.0",
-            "--trusted-key",
-            &pub_file,
-            "--file",
-            &v1,
-        ],
-    );
-    assert!(ok && out.contains("verified"), "{out}");
-    let d = deploy(&fleetd, "1.0.0", &["dev-strict"]);
-    wait_deployment(&fleetd, &d, "succeeded", &[&agent]);
-    assert!(
-        agent.log().contains("signature verified"),
-        "{}",
-        agent.log()
-    );
-
-    // Unsigned.
-    push(&fleetd, &sample_file(dir.path(), "2.0.0"), "2.0.0", &[]);
-    deploy(&fleetd, "2.0.0", &["dev-strict"]);
-    wait_error(&fleetd, &agent, "unsigned");
-
-    // Signed by a key the device does not trust.
-    let rogue_key = format!("{}.key", rogue.display());
-    push(
-        &fleetd,
-        &sample_file(dir.path(), "3.0.0"),
-        "3.0.0",
-        &["--sign", &rogue_key],
-    );
-    deploy(&fleetd, "3.0.0", &["dev-strict"]);
-    wait_error(&fleetd, &agent, "unknown key");
-
-    // A trusted key's signature of another manifest (v1's) attached to v4.
-    push(&fleetd, &sample_file(dir.path(), "4.0.0"), "4.0.0", &[]);
-    let (_, meta) = get(&fleetd.url(&format!("/api/v1/artifacts/{APP}/1.0.0")));
-    let v1_sig = parse_json(&meta)["signatures"][0].clone();
-    let (status, body) = support::post_json(
-        &fleetd.url(&format!("/api/v1/artifacts/{APP}/4.0.0/signatures")),
-        &v1_sig,
-    );
-    assert_eq!(status, 200, "{body}");
-    let (ok, out) = fleetctl(
-        &fleetd,
-        &[
-            "artifact",
-            "verify",
-            APP,
-            "4.0.0",
-            "--trusted-key",
-            &pub_file,
-        ],
-    );
-    assert!(!ok && out.contains("does not match"), "{out}");
-    deploy(&fleetd, "4.0.0", &["dev-strict"]);
-    wait_error(&fleetd, &agent, "does not match the artifact manifest");
-
-    // v1 kept running through every refusal.
-    assert_eq!(agent.app_pids(APP, "1.0.0").len(), 1, "{}", agent.log());
-
-    // `artifact sign` adds a trusted signature to v4, which then deploys.
-    let (ok, out) = fleetctl(
-        &fleetd,
-        &["artifact", "sign", APP, "4.0.0", "--key", &key_file],
-    );
-    assert!(ok, "{out}");
-    let d = deploy(&fleetd, "4.0.0", &["dev-strict"]);
-    wait_deployment(&fleetd, &d, "succeeded", &[&agent]);
 }
 
 #[test]

@@ -8,29 +8,13 @@ mod support;
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::agent::Agent;
-use support::fleet::{deploy, upload_sample, wait_deployment, wait_online, APP};
+use support::fleet::{upload_sample, wait_deployment, wait_online, APP};
 use support::{post, post_json, upload, wait_until, Fleetd};
 
 const TICK: [(&str, &str); 1] = [("FLEETD_ROLLOUT_TICK_MS", "200")];
 
-/// Starts `n` agents running sample-app 1.0.0 (deployed all at once).
 fn fleet_on_v1(fleetd: &Fleetd, prefix: &str, n: usize) -> Vec<Agent> {
-    let agents: Vec<Agent> = (1..=n)
-        .map(|i| {
-            Agent::start(
-                &format!("{prefix}-{i}"),
-                &fleetd.mqtt_url(),
-                &[("ring", "r1")],
-            )
-        })
-        .collect();
-    let refs: Vec<&Agent> = agents.iter().collect();
-    wait_online(fleetd, &refs);
-    upload_sample(fleetd, "1.0.0");
-    let ids: Vec<&str> = agents.iter().map(|a| a.device_id.as_str()).collect();
-    let d1 = deploy(fleetd, "1.0.0", &ids);
-    wait_deployment(fleetd, &d1, "succeeded", &refs);
-    agents
+    support::fleet::fleet_on_v1(fleetd, prefix, n, "r1", &[])
 }
 
 fn canary(fleetd: &Fleetd, version: &str, interval: &str) -> String {
@@ -345,4 +329,32 @@ fn a_registered_application_carries_its_spec_and_placement() {
         spec.runtime.restart,
         fleet_schema::app_spec::RestartPolicy::OnFailure
     );
+
+    // Late joiners matching the target are held to the placement too.
+    let id = body["id"].as_str().expect("id").to_string();
+    let late_pi = Agent::start(
+        "place-pi-late",
+        &fleetd.mqtt_url(),
+        &[("type", "pi"), ("ring", "p")],
+    );
+    let late_x86 = Agent::start(
+        "place-x86-late",
+        &fleetd.mqtt_url(),
+        &[("type", "x86"), ("ring", "p")],
+    );
+    wait_online(&fleetd, &[&late_pi, &late_x86]);
+    let view = wait_deployment(&fleetd, &id, "succeeded", &[&pi, &late_pi]);
+    assert_eq!(
+        view["devices"]["place-pi-late"]["state"], "succeeded",
+        "{view:#}"
+    );
+    assert!(view["devices"].get("place-x86-late").is_none(), "{view:#}");
+    let why = view["rollout"]["ineligible"]["place-x86-late"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.starts_with("placement:") && why.contains("pi"),
+        "the reason is shown: {view:#}"
+    );
+    assert!(late_x86.app_pids(APP, "2.0.0").is_empty());
 }

@@ -16,71 +16,12 @@ use std::sync::LazyLock;
 use std::time::Duration;
 use support::agent::Agent;
 use support::fleet::{wait_deployment, wait_online};
-use support::procs::workspace_bin;
+use support::oci::{self, busybox_static, engine, fleetctl, sh, skip_or_fail};
 use support::{get, post, post_json, wait_until, Fleetd};
 
 /// The app (and container label), unique per test process so parallel runs sharing one engine
 /// cannot touch each other's containers.
 static APP: LazyLock<String> = LazyLock::new(|| format!("oci-web-{}", std::process::id()));
-
-/// The first engine whose `info` succeeds (only the one `FLEET_OCI_ENGINE` names, when set).
-fn engine() -> Option<&'static str> {
-    let only = std::env::var("FLEET_OCI_ENGINE").ok();
-    ["docker", "podman"]
-        .into_iter()
-        .filter(|e| only.as_deref().is_none_or(|o| o == *e))
-        .find(|e| {
-            Command::new(e)
-                .arg("info")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-}
-
-/// A statically linked busybox (a dynamic one would not run in a root filesystem without libc).
-fn busybox_static() -> Option<PathBuf> {
-    ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| std::fs::read(p).is_ok_and(|b| b.starts_with(b"\x7fELF") && !has_interpreter(&b)))
-}
-
-/// True when an ELF file has a PT_INTERP program header (is dynamically linked).
-fn has_interpreter(elf: &[u8]) -> bool {
-    let num = |off: usize, len: usize| -> usize {
-        elf.get(off..off + len).map_or(0, |b| {
-            b.iter().rev().fold(0, |n, &x| n << 8 | usize::from(x))
-        })
-    };
-    let (phoff, phentsize, phnum) = match elf.get(4) {
-        Some(2) => (num(0x20, 8), num(0x36, 2), num(0x38, 2)),
-        _ => (num(0x1c, 4), num(0x2a, 2), num(0x2c, 2)),
-    };
-    (0..phnum).any(|i| num(phoff + i * phentsize, 4) == 3)
-}
-
-fn skip_or_fail(msg: &str) {
-    if std::env::var("FLEET_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-        panic!("{msg}; FLEET_REQUIRE_EXTERNAL=1 makes this a failure");
-    }
-    eprintln!("\n!!!!! SKIPPED: {msg} !!!!!\n");
-}
-
-/// Output of `engine args..`, asserting success.
-fn sh(engine: &str, args: &[&str]) -> String {
-    let out = Command::new(engine)
-        .args(args)
-        .output()
-        .expect("run engine");
-    assert!(
-        out.status.success(),
-        "{engine} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Removes what the test and the agent created, even when the test fails.
 struct Cleanup {
@@ -115,26 +56,10 @@ impl Drop for Cleanup {
 /// $GREETING) and saves it as a tarball in `dir`; the tag is removed again so the agent's load
 /// is what brings it back.
 fn build_image(engine: &str, busybox: &Path, dir: &Path, tag: &str, version: &str) -> PathBuf {
-    let root = dir.join(format!("rootfs-{version}"));
-    std::fs::create_dir_all(root.join("bin")).expect("mkdir bin");
-    std::fs::create_dir_all(root.join("www")).expect("mkdir www");
-    std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
-    for tool in ["sh", "httpd", "echo", "cat", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).expect("symlink");
-    }
-    std::fs::write(
-        root.join("www/index.html"),
-        format!("served by {version}\n"),
-    )
-    .expect("index");
-    let start = root.join("start");
-    std::fs::write(
-        &start,
-        format!("#!/bin/sh\necho \"$GREETING from {version}\"\nexec /bin/httpd -f -p \"$PORT\" -h /www\n"),
-    )
-    .expect("start script");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&start, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let start = format!(
+        "#!/bin/sh\necho \"$GREETING from {version}\"\nexec /bin/httpd -f -p \"$PORT\" -h /www\n"
+    );
+    let root = oci::rootfs(busybox, dir, version, &start);
     let image = format!("{tag}:{version}");
     let cmd = format!(
         "tar -C '{}' -c . | {engine} import -c 'CMD [\"/start\"]' - '{image}' >/dev/null",
@@ -146,21 +71,6 @@ fn build_image(engine: &str, busybox: &Path, dir: &Path, tag: &str, version: &st
     sh(engine, &["save", "-o", &tarball.to_string_lossy(), &image]);
     sh(engine, &["rmi", &image]);
     tarball
-}
-
-fn fleetctl(fleetd: &Fleetd, args: &[&str]) -> String {
-    let out = Command::new(workspace_bin("fleetctl"))
-        .env("FLEET_SERVER", fleetd.url(""))
-        .args(args)
-        .output()
-        .expect("run fleetctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "fleetctl {args:?}: {text}");
-    text
 }
 
 fn deploy(fleetd: &Fleetd, version: &str, device: &str) -> (u16, serde_json::Value) {

@@ -36,11 +36,19 @@ pub struct UploadMetadata {
     /// Signatures over the canonical manifest (`fleetctl artifact push --sign`).
     #[serde(default)]
     pub signatures: Vec<Signature>,
+    /// `oci-image` only: a registry reference (`registry:5000/app@sha256:..` or a tag) the
+    /// device pulls instead of loading a tarball; the `file` part is then omitted (or must be
+    /// the reference document fleetd would store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// With a tagged `image`: the manifest digest the pulled image must have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }
 
 /// Strategy of a deployment and its parameters. Durations are strings such as `30s`, `5m`;
 /// percentages are integers 0-100. Parameters that do not apply to the strategy are refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StrategySpec {
     /// "all-at-once", "canary", "rolling" or "blue-green".
@@ -55,13 +63,14 @@ pub struct StrategySpec {
     /// Canary: least time between the start of two steps (default 1m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub increment_interval: Option<String>,
-    /// Rolling: devices per batch (default 1).
+    /// Rolling: devices per batch (default and most: max_unavailable + max_surge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u32>,
     /// Rolling: most devices updating at once (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<u32>,
-    /// Rolling: extra devices beyond max_unavailable (accepted; see docs).
+    /// Rolling: devices per batch beyond max_unavailable that update make-before-break (the
+    /// new version starts next to the old one), so they stay available (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_surge: Option<u32>,
     /// Rolling: time a batch must stay healthy before the next (default 10s).
@@ -104,6 +113,31 @@ pub struct StrategySpec {
     /// Override every trigger's action: "immediate" or "gradual".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<String>,
+    /// The seed's `RollbackTriggers`: each entry replaces the default thresholds of its trigger
+    /// type; types not listed keep the seed's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollback_triggers: Vec<RollbackTriggerSpec>,
+}
+
+/// One automatic rollback trigger of a deployment (the seed's `RollbackTrigger`), so an
+/// operator can tighten or loosen the defaults per deployment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackTriggerSpec {
+    /// "crash-loop" (threshold: restarts), "high-error-rate" (threshold: fraction of requests
+    /// that failed, e.g. 0.05) or "health-check-failure" (threshold: fraction of the step's
+    /// devices unhealthy, e.g. 0.5).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The trigger's threshold, in the unit its type names.
+    pub threshold: f64,
+    /// The window (crash loop, error rate) or how long the condition must hold (health), such
+    /// as `2m`; the seed's default for the type when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// "immediate" or "gradual"; the seed's default for the type when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// Which devices a deployment targets: an explicit list, a label selector, or both (union).
@@ -126,7 +160,7 @@ pub struct TargetSpec {
 }
 
 /// Body of `POST /api/v1/deployments`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
     /// Application (today: the artifact of the same name).
@@ -210,6 +244,10 @@ pub struct RolloutView {
     /// The rollback trigger that fired, with its numbers.
     #[serde(default)]
     pub trigger: Option<TriggerView>,
+    /// Devices that joined later and match the target but cannot run the release, each with
+    /// the reason (placement or the artifact's platforms and requirements).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ineligible: BTreeMap<String, String>,
 }
 
 /// One step of a rollout.

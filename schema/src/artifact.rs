@@ -158,6 +158,13 @@ pub struct ArtifactMeta {
     /// Free-form labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// For an `oci-image` that names a registry image instead of carrying a tarball: the
+    /// reference (the blob is then its [`crate::image_ref::ImageSource::document`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The manifest digest that registry image must have, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }
 
 impl ArtifactMeta {

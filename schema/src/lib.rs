@@ -12,6 +12,7 @@ pub mod codec;
 pub mod compat;
 pub mod desired;
 pub mod device_id;
+pub mod image_ref;
 pub mod manifest;
 pub mod open_enum;
 pub mod signing;

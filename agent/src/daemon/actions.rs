@@ -235,6 +235,9 @@ impl Daemon {
 
     pub(super) fn run_effects(&mut self, key: &Key, effects: Vec<Effect>, now: Instant) {
         for effect in effects {
+            if self.unit_effect(key, &effect, now) {
+                continue;
+            }
             match effect {
                 Effect::Terminate(pid) => process::signal_group(pid, Signal::SIGTERM),
                 Effect::Kill(pid) => process::signal_group(pid, Signal::SIGKILL),

@@ -16,7 +16,7 @@ impl Daemon {
     pub(super) fn on_bus(&mut self, ev: BusEvent) {
         match ev {
             BusEvent::Connected => {
-                self.inventory = crate::inventory::collect(&self.cfg.data_dir, &self.cfg.labels);
+                self.inventory = self.units.inventory(&self.cfg.data_dir, &self.cfg.labels);
                 self.publish_status();
                 let _ = self.publisher.send(PubCmd::Connected);
             }

@@ -8,14 +8,15 @@ mod actions;
 mod health;
 mod messages;
 mod startup;
+mod status;
 mod telemetry;
 mod traffic;
+mod units;
 
 use crate::backoff::Backoff;
 use crate::bus::{self, BusEvent, PubCmd};
 use crate::config::Config;
-use crate::reconcile::{self, AppObserved, Observed, ProcView};
-use crate::report;
+use crate::reconcile::{self, AppObserved};
 use crate::runtime::health::HealthTracker;
 use crate::store::{ProcRecord, Store};
 use crate::supervisor::{self, Policy, Supervisor};
@@ -81,6 +82,17 @@ pub enum Event {
         pid: u32,
         /// The verdict.
         result: Result<(), String>,
+    },
+    /// A report of the task following a systemd unit (see `daemon/units.rs`).
+    Unit {
+        /// App name.
+        app: String,
+        /// Version.
+        version: String,
+        /// Which start of the unit reports (stale reports are ignored).
+        token: u64,
+        /// What happened, as the supervisor takes it.
+        event: supervisor::SupEvent,
     },
 }
 
@@ -150,6 +162,8 @@ pub struct Daemon {
     launcher: Option<PathBuf>,
     /// Blue-green traffic forwarders by app and service port.
     traffic: BTreeMap<String, BTreeMap<u16, crate::forward::Forwarder>>,
+    /// Apps that run as systemd units.
+    units: units::Units,
 }
 
 /// Runs the agent until SIGTERM or SIGINT, then stops the apps and goes offline.
@@ -157,7 +171,8 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
     let (event_tx, mut event_rx) = mpsc::unbounded_channel();
     let (bus_tx, mut bus_rx) = mpsc::unbounded_channel();
     let (pub_tx, pub_rx) = mpsc::unbounded_channel();
-    let inventory = crate::inventory::collect(&cfg.data_dir, &cfg.labels);
+    let mut units = units::Units::new(&cfg.systemd);
+    let inventory = units.inventory(&cfg.data_dir, &cfg.labels);
     let cfg_telemetry = cfg.telemetry.clone();
     let spool = match Spool::open(&cfg.data_dir.join("spool"), cfg.telemetry.spool) {
         Ok(s) => Some(s),
@@ -189,6 +204,7 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
         telem: telemetry::Telem::new(cfg_telemetry, Instant::now()),
         launcher: std::env::current_exe().ok(),
         traffic: BTreeMap::new(),
+        units,
     };
     match crate::telemetry::counters::serve(
         &daemon.cfg.telemetry.metrics_listen,
@@ -269,41 +285,6 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Daemon {
-    /// The observed state as the reconciler and status builder see it.
-    fn observed(&self) -> Observed {
-        let mut out: Observed = self
-            .apps
-            .iter()
-            .map(|(name, st)| (name.clone(), st.obs.clone()))
-            .collect();
-        for ((app, version), entry) in &self.sups {
-            let s = &entry.sup;
-            out.entry(app.clone()).or_default().procs.insert(
-                version.clone(),
-                ProcView {
-                    phase: s.phase(),
-                    live: s.is_live(),
-                    running: s.is_running(),
-                    stopping: s.is_stopping(),
-                    failed: s.is_failed(),
-                    restart_count: s.restart_count(),
-                    last_error: s.last_error().map(str::to_string),
-                    health: entry
-                        .health
-                        .as_ref()
-                        .map(|h| h.state().clone())
-                        .unwrap_or_default(),
-                    health_message: entry
-                        .health
-                        .as_ref()
-                        .and_then(|h| h.message().map(str::to_string)),
-                    running_since: entry.running_since,
-                },
-            );
-        }
-        out
-    }
-
     fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let sups = self.sups.values().filter_map(|e| e.sup.deadline());
         let probes = self
@@ -347,6 +328,12 @@ impl Daemon {
                 pid,
                 result,
             } => self.on_probed(&app, &version, pid, result, now),
+            Event::Unit {
+                app,
+                version,
+                token,
+                event,
+            } => self.on_unit(&app, &version, token, event, now),
         }
     }
 
@@ -387,6 +374,7 @@ impl Daemon {
                 }
             }
         }
+        self.settle_units();
         self.sups.retain(|_, e| !e.sup.is_stopped());
         self.route_traffic(now);
         self.record_current();
@@ -394,66 +382,10 @@ impl Daemon {
         self.publish_status();
     }
 
-    /// Persists the version that reached running as the app's current one.
-    fn record_current(&mut self) {
-        let Some(desired) = &self.desired else {
-            return;
-        };
-        let mut changed = Vec::new();
-        for want in &desired.apps {
-            let key = (want.name.clone(), want.version.clone());
-            let running = self.sups.get(&key).is_some_and(|e| e.sup.is_running());
-            let st = self.apps.entry(want.name.clone()).or_default();
-            if running && st.obs.current.as_ref() != Some(&want.version) {
-                st.obs.current = Some(want.version.clone());
-                changed.push(want.name.clone());
-            }
-        }
-        for app in changed {
-            self.persist_app(&app);
-        }
-    }
-
-    fn persist_app(&self, app: &str) {
-        let Some(st) = self.apps.get(app) else {
-            return;
-        };
-        let rec = crate::store::AppRecord {
-            installed: st.obs.installed.clone(),
-            current: st.obs.current.clone(),
-        };
-        if let Err(e) = self.store.set_app(app, &rec) {
-            tracing::error!(app, error = %e, "cannot record app state");
-        }
-    }
-
-    fn full_status(&self) -> DeviceStatus {
-        DeviceStatus {
-            device_id: self.cfg.device_id.to_string(),
-            online: true,
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            inventory: Some(self.inventory.clone()),
-            observed_generation: self.desired.as_ref().map_or(0, |d| d.generation),
-            apps: report::app_statuses(self.desired.as_ref(), &self.observed()),
-            reported_at: 0,
-        }
-    }
-
-    fn publish_status(&self) {
-        let next = self.full_status();
-        self.status.send_if_modified(|cur| {
-            if *cur == next {
-                false
-            } else {
-                *cur = next;
-                true
-            }
-        });
-    }
-
     fn begin_shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
         self.cancel.store(true, Ordering::Relaxed);
+        self.release_units();
         let keys: Vec<(String, String)> = self.sups.keys().cloned().collect();
         for key in keys {
             self.sup_event(&key, supervisor::SupEvent::Stop, now);

@@ -68,6 +68,7 @@ impl Daemon {
                 }
             }
         }
+        self.adopt_units(now);
     }
 }
 

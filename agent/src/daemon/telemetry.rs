@@ -9,8 +9,9 @@ use crate::config::Telemetry as Settings;
 use crate::layout;
 use crate::supervisor::SupEvent;
 use crate::telemetry::counters::Counters;
-use crate::telemetry::logs::{self, Ring, Tailer, TokenBucket};
+use crate::telemetry::logs::{Ring, TokenBucket};
 use crate::telemetry::procfs;
+use crate::telemetry::tail::{self, Tailer};
 use fleet_schema::{
     AgentRequest, AppMetrics, DeviceMetrics, LogBatch, LogEntry, MetricsBatch, Topic,
     DEFAULT_MAX_PAYLOAD,
@@ -93,7 +94,7 @@ impl Daemon {
     pub(super) fn telemetry_tick(&mut self, now: Instant) {
         if now >= self.telem.next_poll {
             self.poll_logs(now);
-            self.telem.next_poll = now + logs::POLL;
+            self.telem.next_poll = now + tail::POLL;
         }
         if now >= self.telem.next_flush {
             self.flush_logs();
@@ -112,7 +113,7 @@ impl Daemon {
         let t = &mut self.telem;
         for tailer in t.tailers.values_mut() {
             let lines = tailer.poll();
-            for e in logs::entries(tailer.app(), lines, ts) {
+            for e in tail::entries(tailer.app(), lines, ts) {
                 t.ring.push(e.clone());
                 if t.pending.len() < MAX_PENDING && t.bucket.take(now) {
                     t.pending.push(e);

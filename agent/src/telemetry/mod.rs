@@ -6,3 +6,4 @@ pub mod counters;
 pub mod logs;
 pub mod procfs;
 pub mod spool;
+pub mod tail;

@@ -240,6 +240,12 @@ impl AgentProc {
         self.child.as_ref().map(Child::id).expect("running")
     }
 
+    /// Stops the agent (SIGTERM) and starts it again on the same data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
     /// SIGTERM and wait (the agent stops its apps).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

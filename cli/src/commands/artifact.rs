@@ -9,6 +9,7 @@ use crate::{Global, Output, PushArgs};
 use anyhow::{bail, Context, Result};
 use fleet_schema::api::UploadMetadata;
 use fleet_schema::artifact::{validate_name, validate_version, Platform};
+use fleet_schema::image_ref::ImageSource;
 use fleet_schema::ArtifactMeta;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
@@ -42,23 +43,62 @@ pub fn push(g: &Global, args: &PushArgs) -> Result<()> {
             serde_json::from_str(&json).context("--requirements is not valid requirements JSON")?
         }
     };
+    let kind = fleet_schema::ArtifactType::from(args.kind.as_str());
+    // A registry reference travels as its reference document (what fleetd stores and signs).
+    let (source, content): (Option<ImageSource>, Content) = match (&args.image, &args.file) {
+        (Some(image), _) => {
+            if kind != fleet_schema::ArtifactType::OciImage {
+                bail!("--image is for --type oci-image only, not {kind}");
+            }
+            let source = ImageSource::new(image, args.image_digest.as_deref())
+                .context("--image / --image-digest")?;
+            let doc = source.document();
+            (Some(source), Content::Document(doc))
+        }
+        (None, Some(path)) => (None, Content::File(path.clone())),
+        (None, None) => bail!("give the FILE to upload, or --image for a registry reference"),
+    };
     let signatures = match &args.sign {
         None => Vec::new(),
-        Some(key) => vec![super::signing::sign_upload(
-            key,
-            &args.name,
-            &args.version,
-            &fleet_schema::ArtifactType::from(args.kind.as_str()),
-            &platforms,
-            &args.file,
-        )?],
+        Some(key) => vec![match &content {
+            Content::File(path) => super::signing::sign_upload(
+                key,
+                &args.name,
+                &args.version,
+                &kind,
+                &platforms,
+                path,
+            )?,
+            Content::Document(doc) => super::signing::sign_content(
+                key,
+                &args.name,
+                &args.version,
+                &kind,
+                &platforms,
+                &hex::encode(ring::digest::digest(&ring::digest::SHA256, doc)),
+                doc.len() as u64,
+            )?,
+        }],
     };
-    let file =
-        File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
-    let len = file
-        .metadata()
-        .with_context(|| format!("cannot stat {}", args.file.display()))?
-        .len();
+    let (reader, len, what): (Box<dyn std::io::Read>, u64, String) = match &content {
+        Content::File(path) => {
+            let file =
+                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            let len = file
+                .metadata()
+                .with_context(|| format!("cannot stat {}", path.display()))?
+                .len();
+            (Box::new(file), len, path.display().to_string())
+        }
+        Content::Document(doc) => (
+            Box::new(std::io::Cursor::new(doc.clone())),
+            doc.len() as u64,
+            format!(
+                "the reference to {}",
+                args.image.as_deref().unwrap_or_default()
+            ),
+        ),
+    };
     let metadata = UploadMetadata {
         name: args.name.clone(),
         version: args.version.clone(),
@@ -68,26 +108,30 @@ pub fn push(g: &Global, args: &PushArgs) -> Result<()> {
         labels,
         requirements,
         signatures,
+        image: source.as_ref().map(|s| s.image.clone()),
+        image_digest: source.and_then(|s| s.digest),
         ..Default::default()
     };
-    let filename = args
-        .file
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "artifact".into());
+    let filename = match &content {
+        Content::File(path) => path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "artifact".into()),
+        Content::Document(_) => "image-reference.json".into(),
+    };
     let framing = MultipartFraming::new(&serde_json::to_string(&metadata)?, &filename);
     let content_type = framing.content_type();
     let body_len = framing.body_len(len);
 
     let bar = upload_bar(g.output, len);
-    let mut hashing = HashingReader::new(bar.wrap_read(file));
+    let mut hashing = HashingReader::new(bar.wrap_read(reader));
     let api = ApiClient::new(&g.server);
     let answer: Result<ArtifactMeta> = {
         let mut body = framing.into_reader(&mut hashing);
         api.post_stream("/api/v1/artifacts", &content_type, body_len, &mut body)
     };
     bar.finish_and_clear();
-    let meta = answer.with_context(|| format!("uploading {}", args.file.display()))?;
+    let meta = answer.with_context(|| format!("uploading {what}"))?;
     let local = hashing.finish();
     if meta.sha256() != Some(local.as_str()) || meta.size != len {
         bail!(
@@ -104,6 +148,12 @@ pub fn push(g: &Global, args: &PushArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// What `push` uploads: a file, or the reference document of a registry image.
+enum Content {
+    File(std::path::PathBuf),
+    Document(Vec<u8>),
 }
 
 fn upload_bar(output: Output, len: u64) -> ProgressBar {
@@ -125,6 +175,15 @@ fn meta_table(meta: &ArtifactMeta) -> Table {
     let platforms: Vec<String> = meta.platforms.iter().map(ToString::to_string).collect();
     t.row(vec!["id".into(), meta.id.clone()]);
     t.row(vec!["type".into(), meta.kind.to_string()]);
+    if let Some(image) = &meta.image {
+        t.row(vec!["image".into(), image.clone()]);
+        t.row(vec![
+            "image digest".into(),
+            meta.image_digest
+                .clone()
+                .unwrap_or_else(|| "- (tag only: not pinned)".into()),
+        ]);
+    }
     t.row(vec![
         "size".into(),
         format!("{} ({} bytes)", display::bytes(meta.size), meta.size),

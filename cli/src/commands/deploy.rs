@@ -7,7 +7,8 @@ use crate::table::Table;
 use crate::{DeployArgs, Global, Output};
 use anyhow::{bail, Result};
 use fleet_schema::api::{
-    CreateDeployment, DeploymentCreated, DeploymentView, DeviceProgress, StrategySpec, TargetSpec,
+    CreateDeployment, DeploymentCreated, DeploymentView, DeviceProgress, RollbackTriggerSpec,
+    StrategySpec, TargetSpec,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -55,6 +56,28 @@ fn strategy_spec(kind: &str, params: &[String]) -> Result<StrategySpec> {
         .map_err(|e| anyhow::anyhow!("invalid strategy: {e}"))
 }
 
+/// Parses `--trigger TYPE:THRESHOLD[:DURATION[:ACTION]]`; fleetd validates the values and
+/// names what is wrong.
+fn parse_trigger(s: &str) -> Result<RollbackTriggerSpec> {
+    let mut parts = s.split(':').map(str::trim);
+    let kind = parts.next().filter(|k| !k.is_empty());
+    let threshold = parts.next().map(str::parse::<f64>);
+    let (Some(kind), Some(Ok(threshold))) = (kind, threshold) else {
+        bail!("--trigger {s:?} is not TYPE:THRESHOLD[:DURATION[:ACTION]], e.g. high-error-rate:0.05:2m");
+    };
+    let duration = parts.next().filter(|d| !d.is_empty()).map(str::to_string);
+    let action = parts.next().filter(|a| !a.is_empty()).map(str::to_string);
+    if parts.next().is_some() {
+        bail!("--trigger {s:?} has more than four ':'-separated parts");
+    }
+    Ok(RollbackTriggerSpec {
+        kind: kind.into(),
+        threshold,
+        duration,
+        action,
+    })
+}
+
 /// Counts of devices per outcome.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Tally {
@@ -88,11 +111,18 @@ pub fn deploy(g: &Global, args: &DeployArgs) -> Result<()> {
     let (Some(app), Some(version)) = (args.app.clone(), args.version.clone()) else {
         bail!("deploy needs --app and --version (or a subcommand such as `deploy watch ID`)");
     };
-    let strategy = match &args.strategy {
+    let mut strategy = match &args.strategy {
         Some(kind) => Some(strategy_spec(kind, &args.params)?),
-        None if args.params.is_empty() => None,
-        None => bail!("--param needs --strategy"),
+        None if args.params.is_empty() && args.triggers.is_empty() => None,
+        None => bail!("--param and --trigger need --strategy"),
     };
+    if let Some(s) = strategy.as_mut() {
+        s.rollback_triggers = args
+            .triggers
+            .iter()
+            .map(|t| parse_trigger(t))
+            .collect::<Result<_>>()?;
+    }
     let request = CreateDeployment {
         application: app.clone(),
         version: version.clone(),
@@ -282,6 +312,21 @@ mod tests {
         assert_eq!(s.increment_interval.as_deref(), Some("30s"));
         let err = strategy_spec("canary", &["initial_pct=10".into()]).expect_err("typo");
         assert!(err.to_string().contains("initial_pct"), "{err}");
+    }
+
+    #[test]
+    fn triggers_parse() {
+        let t = parse_trigger("high-error-rate:0.05:2m:gradual").expect("valid");
+        assert_eq!(t.kind, "high-error-rate");
+        assert_eq!(t.threshold, 0.05);
+        assert_eq!(t.duration.as_deref(), Some("2m"));
+        assert_eq!(t.action.as_deref(), Some("gradual"));
+        let t = parse_trigger("crash-loop:3").expect("valid");
+        assert_eq!((t.duration, t.action), (None, None));
+        assert!(parse_trigger("crash-loop").is_err());
+        assert!(parse_trigger("crash-loop:many").is_err());
+        assert!(parse_trigger(":3").is_err());
+        assert!(parse_trigger("a:1:2m:gradual:x").is_err());
     }
 
     #[test]

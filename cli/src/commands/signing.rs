@@ -201,14 +201,28 @@ pub fn sign_upload(
     platforms: &[fleet_schema::artifact::Platform],
     file: &Path,
 ) -> Result<Signature> {
-    let private = read_private_key(key)?;
     let (sha256, size) = sha256_file(file)?;
+    sign_content(key, name, version, kind, platforms, &sha256, size)
+}
+
+/// Signs the manifest of content whose sha256 and size are known (e.g. the image reference
+/// document of `push --image`, which fleetctl builds in memory).
+pub fn sign_content(
+    key: &Path,
+    name: &str,
+    version: &str,
+    kind: &fleet_schema::ArtifactType,
+    platforms: &[fleet_schema::artifact::Platform],
+    sha256: &str,
+    size: u64,
+) -> Result<Signature> {
+    let private = read_private_key(key)?;
     let manifest = signing::canonical_manifest(&signing::ManifestFields {
         name,
         version,
         kind,
         size,
-        sha256: &sha256,
+        sha256,
         platforms,
     });
     Ok(signing::sign(&private, &manifest)?)

@@ -33,7 +33,7 @@ pub fn action(g: &Global, id: &str, action: &str, gradual: bool) -> Result<()> {
     }
 }
 
-/// One line per step, and the trigger that fired.
+/// One line per step, the trigger that fired, and late joiners that cannot run the release.
 fn print_rollout(view: &DeploymentView) {
     let Some(r) = &view.rollout else { return };
     for (i, s) in r.steps.iter().enumerate() {
@@ -52,6 +52,9 @@ fn print_rollout(view: &DeploymentView) {
             "trigger     {} ({}, {}): {}",
             t.kind, t.action, t.observed, t.detail
         );
+    }
+    for (device, why) in &r.ineligible {
+        println!("ineligible  {device}: {why}");
     }
 }
 

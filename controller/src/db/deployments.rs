@@ -5,6 +5,7 @@ use super::{decode, encode, Db, DbError, DeploymentRecord, COUNTERS, DEPLOYMENTS
 use crate::engine::ids;
 use crate::engine::rollout::{tick, Ctx, Kind, Params, Phase, Rollout, Snapshot};
 use fleet_schema::api::TargetSpec;
+use fleet_schema::manifest::Placement;
 use fleet_schema::{AppSpec, ArtifactRef, BlueGreenHint, DesiredApp, UnixMillis};
 use redb::{ReadableDatabase, ReadableTable, Table};
 use std::collections::BTreeMap;
@@ -68,6 +69,8 @@ pub struct NewDeployment {
     pub params: Params,
     /// The target as requested (late joiners are matched against it).
     pub target: Option<TargetSpec>,
+    /// The registered application's placement (late joiners must satisfy it too).
+    pub placement: Option<Placement>,
 }
 
 impl NewDeployment {
@@ -89,6 +92,7 @@ impl NewDeployment {
             spec: AppSpec::default(),
             params: Params::all_at_once(),
             target: None,
+            placement: None,
         }
     }
 }
@@ -148,10 +152,11 @@ impl Db {
                 template: Some(template),
                 previous: BTreeMap::new(),
                 target: new.target,
+                placement: new.placement,
             };
+            rec.rollout = Some(rollout);
             let mut desired = txn.open_table(DESIRED)?;
             published = super::rollouts::write_actions(&mut desired, &mut rec, &actions, new.now)?;
-            rec.rollout = Some(rollout);
             deployments.insert(id.as_str(), encode(&rec)?.as_slice())?;
             record = rec;
         }

@@ -2,6 +2,7 @@
 
 use crate::engine::rollout::Rollout;
 use fleet_schema::api::TargetSpec;
+use fleet_schema::manifest::Placement;
 use fleet_schema::{ArtifactRef, DesiredApp, DeviceStatus, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -81,6 +82,9 @@ pub struct DeploymentRecord {
     /// The target as requested, for late joiners.
     #[serde(default)]
     pub target: Option<TargetSpec>,
+    /// The registered application's placement, re-checked for late joiners.
+    #[serde(default)]
+    pub placement: Option<Placement>,
 }
 
 #[cfg(test)]

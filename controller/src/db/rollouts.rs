@@ -6,7 +6,7 @@
 use super::{decode, encode, Db, DbError, DeploymentRecord, DesiredBytes, DEPLOYMENTS, DESIRED};
 use crate::engine::plan;
 use crate::engine::rollout::{tick, Actions, Ctx, Rollout, Snapshot};
-use fleet_schema::{DesiredState, UnixMillis};
+use fleet_schema::{BlueGreenHint, DesiredState, UnixMillis};
 use redb::{ReadableTable, Table};
 
 /// Why an operator action on a rollout was refused.
@@ -35,7 +35,17 @@ pub(crate) fn write_actions(
     let Some(template) = rec.template.clone() else {
         return Ok(out);
     };
+    // Surge devices start the new version next to the old one, which stops once the new one
+    // has been healthy for the grace period (the agent's blue-green path, without a delay).
+    let surge_hint = BlueGreenHint {
+        validation_ms: rec.rollout.as_ref().map_or(0, |r| r.params.min_healthy_ms),
+        switch_delay_ms: 0,
+    };
     for d in &actions.touch {
+        let mut template = template.clone();
+        if actions.surge.contains(d) {
+            template.rollout.get_or_insert(surge_hint);
+        }
         let prev: Option<DesiredState> = match desired.get(d.as_str())? {
             Some(v) => Some(decode("desired", d, v.value())?),
             None => None,
@@ -44,7 +54,7 @@ pub(crate) fn write_actions(
             .as_ref()
             .and_then(|p| p.apps.iter().find(|a| a.name == template.name).cloned());
         rec.previous.entry(d.clone()).or_insert(before);
-        let next = plan::set_app(prev.as_ref(), d, template.clone(), now);
+        let next = plan::set_app(prev.as_ref(), d, template, now);
         let bytes = encode(&next)?;
         desired.insert(d.as_str(), bytes.as_slice())?;
         rec.devices.insert(d.clone(), next.generation);

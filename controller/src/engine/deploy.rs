@@ -212,6 +212,7 @@ pub async fn create(
         spec,
         params,
         target: Some(req.target),
+        placement,
     };
     let (record, published) = ctx
         .db
@@ -274,16 +275,14 @@ async fn find_artifact(
             ),
         ));
     };
-    if !matches!(
-        meta.kind,
-        ArtifactType::Binary | ArtifactType::Archive | ArtifactType::Deb | ArtifactType::OciImage
-    ) {
+    if !meta.kind.is_known() {
         return Err(DeployError::new(
             DeployErrorKind::Unprocessable,
             format!(
-                "artifact {} is of type {:?}, which cannot be deployed yet (only \"binary\", \"archive\", \"deb\" and \"oci-image\")",
+                "artifact {} is of type {:?}, which this fleetd cannot deploy (known: {})",
                 meta.id,
-                meta.kind.as_str()
+                meta.kind.as_str(),
+                ArtifactType::KNOWN.join(", ")
             ),
         ));
     }

@@ -66,14 +66,25 @@ pub fn snapshot(
     }
 }
 
+/// Late joiners of one deployment.
+#[derive(Debug, Default)]
+struct Joiners {
+    /// Devices to add to the rollout.
+    fresh: Vec<String>,
+    /// Devices that match the target but cannot run the release, with the reason, not yet
+    /// recorded in the rollout.
+    unfit: BTreeMap<String, String>,
+}
+
 /// Devices that match a deployment's target now but are not among its targets, claimed by the
 /// newest deployment of each application whose target (with a selector, group or expressions;
-/// explicit lists never grow) matches them.
+/// explicit lists never grow) matches them. Each is checked against the application's placement
+/// and the artifact's platforms and requirements, as at creation.
 fn late_joiners(
     db: &Db,
     deployments: &[DeploymentRecord],
     devices: &BTreeMap<String, DeviceRecord>,
-) -> Result<BTreeMap<String, Vec<String>>, DbError> {
+) -> Result<BTreeMap<String, Joiners>, DbError> {
     let known: BTreeMap<String, BTreeMap<String, String>> = devices
         .iter()
         .filter(|(_, r)| r.status.is_some())
@@ -99,16 +110,30 @@ fn late_joiners(
             };
             matched = target::resolve_with_group(&bare, group.as_ref(), &known).unwrap_or_default();
         }
-        let fresh: Vec<String> = matched
+        let candidates: Vec<String> = matched
             .into_iter()
             .filter(|d| !r.targets.contains(d))
             .filter(|d| !claimed.contains_key(&(rec.application.clone(), d.clone())))
             .collect();
-        for d in r.targets.iter().chain(fresh.iter()) {
+        let mut j = Joiners::default();
+        for d in candidates {
+            let inv = devices
+                .get(&d)
+                .and_then(|x| x.status.as_ref())
+                .and_then(|s| s.inventory.as_ref());
+            match target::unfit_reason(rec.placement.as_ref(), &rec.artifact, inv) {
+                None => j.fresh.push(d),
+                Some(why) if r.ineligible.get(&d) != Some(&why) => {
+                    j.unfit.insert(d, why);
+                }
+                Some(_) => {}
+            }
+        }
+        for d in r.targets.iter().chain(j.fresh.iter()) {
             claimed.insert((rec.application.clone(), d.clone()), ());
         }
-        if !fresh.is_empty() {
-            out.insert(rec.id.clone(), fresh);
+        if !j.fresh.is_empty() || !j.unfit.is_empty() {
+            out.insert(rec.id.clone(), j);
         }
     }
     Ok(out)
@@ -119,9 +144,18 @@ pub fn drive_once(db: &Db, errors: &ErrorWindows, now: u64) -> Result<Vec<String
     let all = db.deployments()?;
     let devices = db.devices()?;
     let mut out = Vec::new();
-    for (id, fresh) in late_joiners(db, &all, &devices)? {
-        tracing::info!(deployment = %id, devices = ?fresh, "late joiners added");
-        match db.update_rollout(&id, now, |r, _| Ok(ops::add_late_joiners(r, &fresh, now))) {
+    for (id, j) in late_joiners(db, &all, &devices)? {
+        if !j.unfit.is_empty() {
+            tracing::info!(deployment = %id, devices = ?j.unfit, "late joiners cannot run the release");
+        }
+        if !j.fresh.is_empty() {
+            tracing::info!(deployment = %id, devices = ?j.fresh, "late joiners added");
+        }
+        let apply = |r: &mut super::rollout::Rollout, _: super::rollout::Ctx<'_>| {
+            ops::mark_ineligible(r, &j.unfit);
+            Ok(ops::add_late_joiners(r, &j.fresh, now))
+        };
+        match db.update_rollout(&id, now, apply) {
             Ok((_, published)) => out.extend(published.into_iter().map(|(d, _)| d)),
             Err(RolloutOpError::Db(e)) => return Err(e),
             Err(e) => tracing::warn!(deployment = %id, error = %e, "late joiners refused"),

@@ -109,6 +109,7 @@ fn rollout_view(r: &Rollout, progress: &BTreeMap<String, DeviceProgress>) -> Rol
             action: f.action.as_str().into(),
             at: f.at,
         }),
+        ineligible: r.ineligible.clone(),
     }
 }
 

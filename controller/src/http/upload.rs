@@ -4,13 +4,15 @@
 
 use super::{ApiFailure, AppState};
 use crate::store::scan::{ScanHook, ScanOutcome};
-use crate::store::{NewArtifact, StoreOutcome};
+use crate::store::{NewArtifact, StagedBlob, StoreOutcome};
+use axum::body::Bytes;
 use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::Json;
 use fleet_schema::api::UploadMetadata;
 use fleet_schema::artifact::{validate_name, validate_version, Platform, Signature};
+use fleet_schema::image_ref::{ImageSource, PULL_CAPABILITY};
 use fleet_schema::signing::ED25519_ALGORITHM;
 use fleet_schema::{ArtifactMeta, ArtifactType};
 use futures_util::TryStreamExt;
@@ -71,7 +73,15 @@ pub async fn upload(
             "missing part `metadata` (JSON with name, version, type and platform)",
         )
     })?;
-    let staged = staged.ok_or_else(|| ApiFailure::bad_request("missing part `file`"))?;
+    let staged = match (&metadata.image, staged) {
+        (Some(image), staged) => reference_blob(&st, image, staged).await?,
+        (None, Some(staged)) => staged,
+        (None, None) => {
+            return Err(ApiFailure::bad_request(
+                "missing part `file` (or, for an oci-image, `image` in the metadata)",
+            ))
+        }
+    };
     if let Some(hook) = &st.scan {
         let id = ArtifactMeta::make_id(&metadata.name, &metadata.version);
         scan_upload(hook, &id, std::path::Path::new(staged.key())).await?;
@@ -83,6 +93,28 @@ pub async fn upload(
         }
         StoreOutcome::Existing(meta) => Ok((StatusCode::OK, Json(meta))),
     }
+}
+
+/// The blob of a registry-reference `oci-image`: its reference document, staged by fleetd, or
+/// an uploaded `file` part that must be exactly that document (what `fleetctl --sign` signs).
+async fn reference_blob(
+    st: &AppState,
+    image: &ImageSource,
+    uploaded: Option<StagedBlob>,
+) -> Result<StagedBlob, ApiFailure> {
+    let doc = image.document();
+    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &doc));
+    if let Some(staged) = uploaded {
+        if staged.sha256 != sha256 {
+            return Err(ApiFailure::bad_request(format!(
+                "part `file` is not the reference document of image {:?}; omit `file` when the metadata names an `image`",
+                image.image
+            )));
+        }
+        return Ok(staged);
+    }
+    let body = futures_util::stream::once(async move { Ok(Bytes::from(doc)) });
+    Ok(st.store.stage(Box::pin(body), st.max_upload_bytes).await?)
 }
 
 /// Runs the vulnerability-scan hook on a staged upload; with the reject policy, findings (or a
@@ -153,15 +185,40 @@ pub fn validate(meta: UploadMetadata) -> Result<NewArtifact, String> {
     for sig in &meta.signatures {
         check_signature_form(sig)?;
     }
+    let mut requirements = meta.requirements;
+    let image = match (&meta.image, &meta.image_digest) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err("`image_digest` needs `image` (the registry reference it pins)".into())
+        }
+        (Some(_), _) if kind != ArtifactType::OciImage => {
+            return Err(format!(
+                "`image` (a registry reference) is for type oci-image only, not {kind}"
+            ))
+        }
+        (Some(image), digest) => {
+            let source = ImageSource::new(image, digest.as_deref()).map_err(|e| e.to_string())?;
+            // Agents that cannot pull would try to load the document as a tarball.
+            if !requirements
+                .capabilities
+                .iter()
+                .any(|c| c == PULL_CAPABILITY)
+            {
+                requirements.capabilities.push(PULL_CAPABILITY.to_string());
+            }
+            Some(source)
+        }
+    };
     Ok(NewArtifact {
         name: meta.name,
         version: meta.version,
         kind,
         platforms,
         labels: meta.labels,
-        requirements: meta.requirements,
+        requirements,
         build_info: meta.build_info,
         signatures: meta.signatures,
+        image,
     })
 }
 
@@ -218,5 +275,39 @@ mod tests {
         assert!(validate(meta("app", "2.0.0", "binary", Some("linux")))
             .expect_err("platform")
             .contains("linux"));
+    }
+
+    #[test]
+    fn registry_references_are_validated_and_require_pulling() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let with = |kind: &str, image: Option<&str>, d: Option<&str>| UploadMetadata {
+            image: image.map(Into::into),
+            image_digest: d.map(Into::into),
+            ..meta("app", "1.0.0", kind, None)
+        };
+        let ok = validate(with(
+            "oci-image",
+            Some("127.0.0.1:5000/app:1"),
+            Some(&digest),
+        ))
+        .expect("valid");
+        let image = ok.image.expect("image kept");
+        assert_eq!(image.digest.as_deref(), Some(digest.as_str()));
+        assert_eq!(ok.requirements.capabilities, [PULL_CAPABILITY]);
+        let err = validate(with("binary", Some("reg.example/app:1"), None)).expect_err("type");
+        assert!(err.contains("oci-image only"), "{err}");
+        let err = validate(with("oci-image", None, Some(&digest))).expect_err("digest alone");
+        assert!(err.contains("needs `image`"), "{err}");
+        let err = validate(with("oci-image", Some(" "), None)).expect_err("whitespace");
+        assert!(err.contains("whitespace"), "{err}");
+        let err = validate(with("oci-image", Some(""), None)).expect_err("empty");
+        assert!(err.contains("empty"), "{err}");
+        let err = validate(with(
+            "oci-image",
+            Some("reg.example/app"),
+            Some("sha256:12"),
+        ))
+        .expect_err("bad digest");
+        assert!(err.contains("sha256:12"), "{err}");
     }
 }

@@ -1,8 +1,8 @@
-//! Classifies an incoming MQTT message (pure): a device status to store, a `cmd` message for
-//! the guard, or a rejection with a short reason for the metrics and a detail for the log.
+//! Classifies an incoming MQTT message (pure): a device status to store, a metrics batch for
+//! the error-rate windows, a `cmd` message for the guard, or a rejection with a short reason for the metrics and a detail for the log.
 
 use axum::body::Bytes;
-use fleet_schema::{CodecError, DeviceId, DeviceStatus, Topic, DEFAULT_MAX_PAYLOAD};
+use fleet_schema::{CodecError, DeviceId, DeviceStatus, MetricsBatch, Topic, DEFAULT_MAX_PAYLOAD};
 
 /// What to do with one incoming message.
 #[derive(Debug)]
@@ -10,7 +10,7 @@ pub enum Inbound {
     /// A valid status from the device named by the topic.
     Status(DeviceStatus),
     /// A metrics batch from the device named by the topic (error-rate windows).
-    Metrics(fleet_schema::MetricsBatch),
+    Metrics(MetricsBatch),
     /// A message on a device's `cmd` topic (the guard decides).
     Cmd {
         /// The device.
@@ -59,6 +59,32 @@ fn topic_label(topic: &str) -> &'static str {
     }
 }
 
+/// Decodes a device's message on its `label` topic and checks that the device it names (`id`)
+/// is the one of the topic, so a device cannot speak for another.
+fn decode_from<T: serde::de::DeserializeOwned>(
+    device: &DeviceId,
+    label: &'static str,
+    payload: &[u8],
+    id: impl Fn(&T) -> &str,
+) -> Result<T, Rejection> {
+    let msg = fleet_schema::decode::<T>(payload, DEFAULT_MAX_PAYLOAD).map_err(|e| Rejection {
+        topic: label,
+        reason: codec_reason(&e),
+        detail: e.to_string(),
+    })?;
+    if id(&msg) != device.as_str() {
+        return Err(Rejection {
+            topic: label,
+            reason: "device-mismatch",
+            detail: format!(
+                "{label} names device {:?} but came on the topic of {device}",
+                id(&msg)
+            ),
+        });
+    }
+    Ok(msg)
+}
+
 /// Classifies one message.
 pub fn classify(topic: &str, payload: Bytes) -> Inbound {
     let parsed = match Topic::parse(topic) {
@@ -73,27 +99,15 @@ pub fn classify(topic: &str, payload: Bytes) -> Inbound {
     };
     match parsed {
         Topic::Status(device) => {
-            match fleet_schema::decode::<DeviceStatus>(&payload, DEFAULT_MAX_PAYLOAD) {
-                Err(e) => Inbound::Rejected(Rejection {
-                    topic: "status",
-                    reason: codec_reason(&e),
-                    detail: e.to_string(),
-                }),
-                Ok(status) if status.device_id != device.as_str() => Inbound::Rejected(Rejection {
-                    topic: "status",
-                    reason: "device-mismatch",
-                    detail: format!(
-                        "status names device {:?} but came on the topic of {device}",
-                        status.device_id
-                    ),
-                }),
-                Ok(status) => Inbound::Status(status),
-            }
+            decode_from(&device, "status", &payload, |s: &DeviceStatus| &s.device_id)
+                .map_or_else(Inbound::Rejected, Inbound::Status)
         }
         Topic::Cmd(device) => Inbound::Cmd { device, payload },
-        Topic::Metrics(_) | Topic::Logs(_) | Topic::Req(_) | Topic::ControllerStatus => {
-            Inbound::Ignored
-        }
+        Topic::Metrics(device) => decode_from(&device, "metrics", &payload, |m: &MetricsBatch| {
+            &m.device_id
+        })
+        .map_or_else(Inbound::Rejected, Inbound::Metrics),
+        Topic::Logs(_) | Topic::Req(_) | Topic::ControllerStatus => Inbound::Ignored,
     }
 }
 
@@ -146,6 +160,34 @@ mod tests {
             reason(classify("fleet/_x/status", status("d1"))),
             "bad-topic"
         );
+    }
+
+    #[test]
+    fn metrics_are_decoded_and_checked_against_the_topic() {
+        let batch = |id: &str| {
+            Bytes::from(
+                fleet_schema::encode(&MetricsBatch {
+                    device_id: id.into(),
+                    ..MetricsBatch::default()
+                })
+                .expect("encodes"),
+            )
+        };
+        assert!(matches!(
+            classify("fleet/d1/metrics", batch("d1")),
+            Inbound::Metrics(b) if b.device_id == "d1"
+        ));
+        assert_eq!(
+            reason(classify("fleet/d1/metrics", batch("d2"))),
+            "device-mismatch"
+        );
+        assert!(matches!(
+            classify("fleet/d1/metrics", Bytes::from_static(b"\xff")),
+            Inbound::Rejected(Rejection {
+                topic: "metrics",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub use url_sign::{UrlRefusal, UrlSigner};
 use async_trait::async_trait;
 use axum::body::Bytes;
 use fleet_schema::artifact::{BuildInfo, Platform, Requirements, Signature};
+use fleet_schema::image_ref::ImageSource;
 use fleet_schema::{ArtifactMeta, ArtifactType};
 use futures_util::Stream;
 use std::collections::BTreeMap;
@@ -158,6 +159,9 @@ pub struct NewArtifact {
     /// Signatures over the canonical manifest (checked for form, not trust: devices decide
     /// which keys they trust).
     pub signatures: Vec<Signature>,
+    /// The registry image an `oci-image` names instead of carrying a tarball (its blob is
+    /// then the reference document).
+    pub image: Option<ImageSource>,
 }
 
 impl NewArtifact {
@@ -181,6 +185,8 @@ impl NewArtifact {
             platforms: self.platforms,
             created_at: crate::clock::now_ms(),
             labels: self.labels,
+            image_digest: self.image.as_ref().and_then(|i| i.digest.clone()),
+            image: self.image.map(|i| i.image),
         }
     }
 }

@@ -115,6 +115,7 @@ fn new(version: &str) -> NewArtifact {
         requirements: Default::default(),
         build_info: Default::default(),
         signatures: vec![],
+        image: None,
     }
 }
 

@@ -111,6 +111,14 @@ impl Agent {
         self.spawn();
     }
 
+    /// Starts the agent again on the same data directory with other extra flags (e.g. a new
+    /// set of trusted keys).
+    pub fn restart_with_args(&mut self, args: &[&str]) {
+        self.kill9();
+        self.extra_args = args.iter().map(|a| a.to_string()).collect();
+        self.spawn();
+    }
+
     /// Stops the agent with SIGTERM and waits up to 15 s for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

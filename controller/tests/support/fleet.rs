@@ -120,3 +120,31 @@ pub fn sample_app_addr(agent: &Agent, version: &str) -> Option<String> {
         .and_then(|l| l.rsplit(' ').next())
         .map(str::to_string)
 }
+
+/// Starts `n` agents `<prefix>-1..n` labelled `ring=<ring>` (with `args` as extra flags), all
+/// running sample-app 1.0.0 deployed all at once.
+pub fn fleet_on_v1(
+    fleetd: &Fleetd,
+    prefix: &str,
+    n: usize,
+    ring: &str,
+    args: &[&str],
+) -> Vec<Agent> {
+    let agents: Vec<Agent> = (1..=n)
+        .map(|i| {
+            Agent::start_with_args(
+                &format!("{prefix}-{i}"),
+                &fleetd.mqtt_url(),
+                &[("ring", ring)],
+                args,
+            )
+        })
+        .collect();
+    let refs: Vec<&Agent> = agents.iter().collect();
+    wait_online(fleetd, &refs);
+    upload_sample(fleetd, "1.0.0");
+    let ids: Vec<&str> = agents.iter().map(|a| a.device_id.as_str()).collect();
+    let d1 = deploy(fleetd, "1.0.0", &ids);
+    wait_deployment(fleetd, &d1, "succeeded", &refs);
+    agents
+}

@@ -6,9 +6,12 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod cli;
 pub mod external;
 pub mod fleet;
+pub mod oci;
 pub mod procs;
+pub mod registry;
 
 use rumqttc::{Client, Connection, Event, MqttOptions, Packet, Publish, QoS};
 use std::io::{BufRead, BufReader};

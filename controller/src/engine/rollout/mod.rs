@@ -9,6 +9,7 @@ pub mod params;
 pub mod snapshot;
 pub mod state;
 pub mod tick;
+pub mod trigger_params;
 pub mod triggers;
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use super::params::RollbackAction;
 use super::state::{Fired, Phase, Rollout};
 use super::tick::{start_rollback, Actions};
+use std::collections::BTreeMap;
 
 /// An operator action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,11 +84,23 @@ pub fn apply(r: &mut Rollout, op: Op, now: u64) -> Result<Actions, String> {
     Ok(act)
 }
 
+/// Records late joiners that match the target but cannot run the release (placement, platform
+/// or requirements), so the deployment shows why they did not get it.
+pub fn mark_ineligible(r: &mut Rollout, unfit: &BTreeMap<String, String>) -> Actions {
+    for (d, why) in unfit {
+        r.ineligible.insert(d.clone(), why.clone());
+    }
+    Actions::default()
+}
+
 /// Adds devices that joined the fleet after the deployment was created and match its target.
 /// They join the last step; a finished (succeeded) rollout sends them the version at once. A
 /// rollout that was rolled back, aborted, failed or superseded takes no new devices.
 pub fn add_late_joiners(r: &mut Rollout, joiners: &[String], now: u64) -> Actions {
     let mut act = Actions::default();
+    for d in joiners {
+        r.ineligible.remove(d);
+    }
     let fresh: Vec<String> = joiners
         .iter()
         .filter(|d| !r.targets.contains(d))
@@ -103,9 +116,13 @@ pub fn add_late_joiners(r: &mut Rollout, joiners: &[String], now: u64) -> Action
     }
     if r.phase == Phase::Succeeded {
         r.step = r.steps.len() - 1;
-        for d in fresh {
+        let first = r.targets.len() - fresh.len();
+        for (i, d) in fresh.into_iter().enumerate() {
             if r.touched.insert(d.clone()) {
                 r.restarts.insert(d.clone(), vec![(now, 0)]);
+                if r.is_surge_slot(first + i) {
+                    act.surge.push(d.clone());
+                }
                 act.touch.push(d);
             }
         }

@@ -1,6 +1,7 @@
 //! A deployment's strategy, normalised from the API's [`StrategySpec`] into integers
 //! (milliseconds, percentages) with the seed's defaults, so the pure engine never parses.
 
+pub use super::trigger_params::Triggers;
 use fleet_schema::api::StrategySpec;
 use fleet_schema::manifest::units::duration_ms;
 use serde::{Deserialize, Serialize};
@@ -52,44 +53,20 @@ pub enum RollbackAction {
 }
 
 impl RollbackAction {
+    /// Parses the API spelling; the error says what is allowed.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "immediate" => Ok(RollbackAction::Immediate),
+            "gradual" => Ok(RollbackAction::Gradual),
+            o => Err(format!("{o:?} is not immediate or gradual")),
+        }
+    }
+
     /// The API spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             RollbackAction::Immediate => "immediate",
             RollbackAction::Gradual => "gradual",
-        }
-    }
-}
-
-/// Thresholds of the automatic rollback triggers (the seed's `DefaultTriggers`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Triggers {
-    /// Crash loop: this many restarts ...
-    pub crash_restarts: u32,
-    /// ... within this window.
-    pub crash_window_ms: u64,
-    /// Error rate above this, per mille of requests ...
-    pub error_permille: u64,
-    /// ... over this window.
-    pub error_window_ms: u64,
-    /// Health check: this percentage of the step's devices unhealthy ...
-    pub unhealthy_percentage: u32,
-    /// ... for this long.
-    pub unhealthy_for_ms: u64,
-    /// Action override for every trigger (`None`: the seed's per-trigger action).
-    pub action: Option<RollbackAction>,
-}
-
-impl Default for Triggers {
-    fn default() -> Self {
-        Self {
-            crash_restarts: 3,
-            crash_window_ms: 5 * 60_000,
-            error_permille: 50,
-            error_window_ms: 2 * 60_000,
-            unhealthy_percentage: 50,
-            unhealthy_for_ms: 60_000,
-            action: None,
         }
     }
 }
@@ -105,11 +82,13 @@ pub struct Params {
     pub increment_percentage: u32,
     /// Least time between step starts.
     pub increment_interval_ms: u64,
-    /// Rolling batch size (already bounded by max unavailable).
+    /// Rolling batch size (already bounded by max unavailable plus max surge).
     pub batch_size: u32,
     /// Rolling max unavailable.
     pub max_unavailable: u32,
-    /// Rolling max surge (recorded; devices run one instance, so it does not widen batches).
+    /// Rolling max surge: devices per batch, beyond max unavailable, that update make-before-
+    /// break (the new version starts next to the old one, which stops once the new one has been
+    /// healthy for the grace period), so they never count as unavailable.
     pub max_surge: u32,
     /// How long a device must be running and healthy to count.
     pub min_healthy_ms: u64,
@@ -237,14 +216,14 @@ pub fn parse(spec: Option<&StrategySpec>) -> Result<Params, String> {
             if p.max_unavailable == 0 {
                 return Err("strategy.max_unavailable: must be at least 1".into());
             }
-            p.batch_size = s
-                .batch_size
-                .unwrap_or(p.max_unavailable)
-                .min(p.max_unavailable);
+            p.max_surge = s.max_surge.unwrap_or(0);
+            // A batch is at most max_unavailable devices updating in place plus max_surge
+            // devices that start the new version next to the old one (and so stay available).
+            let in_flight = p.max_unavailable.saturating_add(p.max_surge);
+            p.batch_size = s.batch_size.unwrap_or(in_flight).min(in_flight);
             if p.batch_size == 0 {
                 return Err("strategy.batch_size: must be at least 1".into());
             }
-            p.max_surge = s.max_surge.unwrap_or(0);
             p.min_healthy_ms = dur(
                 "health_check_grace_period",
                 &s.health_check_grace_period,
@@ -275,14 +254,9 @@ pub fn parse(spec: Option<&StrategySpec>) -> Result<Params, String> {
     p.auto_rollback = s.auto_rollback.unwrap_or(p.kind != Kind::AllAtOnce);
     p.triggers.action = match s.rollback.as_deref() {
         None => None,
-        Some("immediate") => Some(RollbackAction::Immediate),
-        Some("gradual") => Some(RollbackAction::Gradual),
-        Some(o) => {
-            return Err(format!(
-                "strategy.rollback {o:?} is not immediate or gradual"
-            ))
-        }
+        Some(a) => Some(RollbackAction::parse(a).map_err(|e| format!("strategy.rollback: {e}"))?),
     };
+    p.triggers.apply(&s.rollback_triggers)?;
     Ok(p)
 }
 

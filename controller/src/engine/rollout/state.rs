@@ -106,6 +106,9 @@ pub struct Rollout {
     pub last_revert_at: u64,
     /// When every step succeeded (blue-green: old version cleanup is due `switch_delay` later).
     pub finished_at: Option<u64>,
+    /// Late joiners that match the target but cannot run the release, with the reason.
+    #[serde(default)]
+    pub ineligible: BTreeMap<String, String>,
 }
 
 impl Rollout {
@@ -128,7 +131,20 @@ impl Rollout {
             promote: false,
             last_revert_at: 0,
             finished_at: None,
+            ineligible: BTreeMap::new(),
         }
+    }
+
+    /// True when the target at `index` (rollout order) updates make-before-break: in a rolling
+    /// update with max surge, the devices of each batch beyond the first max unavailable.
+    pub fn is_surge_slot(&self, index: usize) -> bool {
+        if self.params.kind != super::params::Kind::Rolling || self.params.max_surge == 0 {
+            return false;
+        }
+        let step = self.steps.partition_point(|end| *end <= index);
+        let start = if step == 0 { 0 } else { self.steps[step - 1] };
+        let in_place = usize::try_from(self.params.max_unavailable).unwrap_or(usize::MAX);
+        index.saturating_sub(start) >= in_place
     }
 
     /// The devices of step `i` (not cumulative).

@@ -19,8 +19,13 @@ struct Sim {
     devices: BTreeMap<String, (String, AppPhase, u32)>,
     /// Devices on which the new version fails to start.
     bad: Vec<String>,
-    /// Max devices ever "updating" (touched, not yet running the new version healthy).
+    /// Max devices ever "updating" in place (touched, not yet running the new version): these
+    /// are unavailable.
     max_updating: usize,
+    /// Devices told to update make-before-break (they stay available while updating).
+    surge: std::collections::BTreeSet<String>,
+    /// Max devices ever updating, in place or make-before-break.
+    max_in_flight: usize,
 }
 
 impl Sim {
@@ -37,6 +42,8 @@ impl Sim {
             devices,
             bad: vec![],
             max_updating: 0,
+            surge: Default::default(),
+            max_in_flight: 0,
         }
     }
 
@@ -77,13 +84,21 @@ impl Sim {
         for d in &a.revert {
             self.devices
                 .insert(d.clone(), ("1.0.0".into(), AppPhase::Running, 0));
+            self.surge.remove(d);
         }
-        let updating = self
+        self.surge.extend(a.surge.iter().cloned());
+        let updating: Vec<&String> = self
             .devices
-            .values()
-            .filter(|(v, p, _)| v == "2.0.0" && *p != AppPhase::Running)
+            .iter()
+            .filter(|(_, (v, p, _))| v == "2.0.0" && *p != AppPhase::Running)
+            .map(|(d, _)| d)
+            .collect();
+        let in_place = updating
+            .iter()
+            .filter(|d| !self.surge.contains(**d))
             .count();
-        self.max_updating = self.max_updating.max(updating);
+        self.max_updating = self.max_updating.max(in_place);
+        self.max_in_flight = self.max_in_flight.max(updating.len());
     }
 
     fn settle(&mut self) {
@@ -329,6 +344,41 @@ fn health_check_failure_of_half_the_step_for_a_minute_rolls_back() {
     assert!(fired_at.expect("final") - 1_000_000 >= 60_000);
 }
 
+#[test]
+fn max_surge_widens_rolling_batches_with_make_before_break_devices() {
+    let spec = StrategySpec {
+        kind: "rolling".into(),
+        max_unavailable: Some(2),
+        max_surge: Some(1),
+        health_check_grace_period: Some("0s".into()),
+        ..Default::default()
+    };
+    let mut r = rollout(spec, 7);
+    assert_eq!(
+        r.steps,
+        vec![3, 6, 7],
+        "batches of max_unavailable + max_surge"
+    );
+    let first = tick(&mut r, CTX, &Sim::new(7).snapshot(), 0);
+    assert_eq!(first.touch, vec!["d00000", "d00001", "d00002"]);
+    assert_eq!(
+        first.surge,
+        vec!["d00002"],
+        "the third of each batch surges"
+    );
+    let slots: Vec<bool> = (0..7).map(|i| r.is_surge_slot(i)).collect();
+    assert_eq!(slots, [false, false, true, false, false, true, false]);
+    let no_surge = rollout(
+        StrategySpec {
+            kind: "rolling".into(),
+            max_unavailable: Some(2),
+            ..Default::default()
+        },
+        4,
+    );
+    assert!((0..4).all(|i| !no_surge.is_surge_slot(i)));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -346,12 +396,13 @@ proptest! {
 
     #[test]
     fn rolling_never_updates_more_than_max_unavailable(
-        n in 1usize..60, max_unavailable in 1u32..8, batch in 1u32..10,
+        n in 1usize..60, max_unavailable in 1u32..8, surge in 0u32..4, batch in proptest::option::of(1u32..12),
     ) {
         let spec = StrategySpec {
             kind: "rolling".into(),
             max_unavailable: Some(max_unavailable),
-            batch_size: Some(batch),
+            max_surge: Some(surge),
+            batch_size: batch,
             health_check_grace_period: Some("2s".into()),
             ..Default::default()
         };
@@ -360,6 +411,11 @@ proptest! {
         sim.run(&mut r);
         prop_assert_eq!(r.phase, Phase::Succeeded);
         prop_assert!(sim.max_updating <= max_unavailable as usize, "{} > {}", sim.max_updating, max_unavailable);
+        prop_assert!(sim.max_in_flight <= (max_unavailable + surge) as usize);
+        if batch.is_none() {
+            let want = ((max_unavailable + surge) as usize).min(n);
+            prop_assert_eq!(sim.max_in_flight, want, "surge widens the batch");
+        }
         prop_assert!(sim.devices.values().all(|(v, _, _)| v == "2.0.0"));
     }
 

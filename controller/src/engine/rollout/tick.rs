@@ -14,6 +14,8 @@ pub struct Actions {
     pub touch: Vec<String>,
     /// Set these devices back to the version they ran before.
     pub revert: Vec<String>,
+    /// The devices of `touch` that update make-before-break (rolling max surge).
+    pub surge: Vec<String>,
 }
 
 impl Actions {
@@ -69,10 +71,14 @@ pub fn tick(r: &mut Rollout, ctx: Ctx<'_>, snap: &Snapshot, now: u64) -> Actions
 
 fn touch_current_step(r: &mut Rollout, now: u64, act: &mut Actions) {
     let cum = r.steps.get(r.step).copied().unwrap_or(0);
-    for d in r.targets.iter().take(cum) {
+    for i in 0..cum.min(r.targets.len()) {
+        let d = &r.targets[i];
         if r.touched.insert(d.clone()) {
             r.restarts.insert(d.clone(), vec![(now, 0)]);
             act.touch.push(d.clone());
+            if r.is_surge_slot(i) {
+                act.surge.push(d.clone());
+            }
         }
     }
 }

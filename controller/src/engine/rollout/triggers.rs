@@ -89,7 +89,7 @@ pub fn evaluate(r: &Rollout, ctx: Ctx<'_>, snap: &Snapshot, now: u64) -> Option<
             return Some(fired(
                 r,
                 "crash-loop",
-                RollbackAction::Immediate,
+                t.crash_action,
                 detail,
                 a.restart_count.into(),
                 threshold.into(),
@@ -116,7 +116,7 @@ pub fn evaluate(r: &Rollout, ctx: Ctx<'_>, snap: &Snapshot, now: u64) -> Option<
             return Some(fired(
                 r,
                 "crash-loop",
-                RollbackAction::Immediate,
+                t.crash_action,
                 detail,
                 delta.into(),
                 threshold.into(),
@@ -141,7 +141,7 @@ pub fn evaluate(r: &Rollout, ctx: Ctx<'_>, snap: &Snapshot, now: u64) -> Option<
         return Some(fired(
             r,
             "error-rate",
-            RollbackAction::Gradual,
+            t.error_action,
             detail,
             permille,
             t.error_permille,
@@ -173,7 +173,7 @@ pub fn evaluate(r: &Rollout, ctx: Ctx<'_>, snap: &Snapshot, now: u64) -> Option<
             return Some(fired(
                 r,
                 "health-check",
-                RollbackAction::Immediate,
+                t.health_action,
                 detail,
                 pct,
                 t.unhealthy_percentage.into(),

@@ -139,6 +139,7 @@ mod tests {
             requirements: Default::default(),
             build_info: Default::default(),
             signatures: Vec::new(),
+            image: None,
         }
     }
 

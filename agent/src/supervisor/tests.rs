@@ -174,6 +174,24 @@ fn failed_upgrade_with_fallback_is_final() {
 }
 
 #[test]
+fn an_upgrade_that_ran_is_restarted_like_any_app() {
+    let t0 = Instant::now();
+    let (mut s, _) = Supervisor::start(true);
+    s.on_event(SupEvent::Spawned(3), t0);
+    s.on_tick(t0 + STARTUP_WINDOW);
+    assert!(s.is_running());
+    let t1 = t0 + Duration::from_secs(5);
+    s.on_event(exited(3), t1);
+    assert_eq!(s.on_tick(t1 + RESTART_INITIAL), vec![Effect::Spawn]);
+    s.on_event(
+        SupEvent::SpawnFailed("unit failed".into()),
+        t1 + RESTART_INITIAL,
+    );
+    assert!(s.is_live() && !s.is_failed(), "restarted, not given up");
+    assert_eq!(s.restart_count(), 2);
+}
+
+#[test]
 fn early_exit_without_fallback_is_retried() {
     let t0 = Instant::now();
     let (mut s, _) = Supervisor::start(false);

@@ -32,44 +32,10 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How the shell describes a clean exit (see `process::describe_exit`).
 pub const CLEAN_EXIT: &str = "exit status 0";
 
-#[path = "supervisor_policy.rs"]
 mod policy;
 pub use policy::Policy;
-
-/// What the shell must do for the supervisor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// Launch the process (answer with [`SupEvent::Spawned`] or [`SupEvent::SpawnFailed`]).
-    Spawn,
-    /// Send SIGTERM to the process group led by this pid.
-    Terminate(u32),
-    /// Send SIGKILL to the process group led by this pid (also used to sweep leftovers of a
-    /// group whose leader has exited, so no orphan survives).
-    Kill(u32),
-}
-
-/// What happened to the supervised process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SupEvent {
-    /// The process was launched with this pid.
-    Spawned(u32),
-    /// The process could not be launched.
-    SpawnFailed(String),
-    /// The process with this pid exited (description of how).
-    Exited {
-        /// Which process.
-        pid: u32,
-        /// How it ended, e.g. "exit status 1".
-        how: String,
-    },
-    /// Stop the process for good (undesired version, shutdown).
-    Stop,
-    /// The health check passed (ends the startup phase of an app with a health check).
-    Healthy,
-    /// The process broke a limit the agent enforces itself (e.g. resident memory): kill it
-    /// and report this reason for its exit.
-    LimitExceeded(String),
-}
+mod events;
+pub use events::{Effect, SupEvent};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
@@ -263,11 +229,7 @@ impl Supervisor {
                     timed_out: false,
                 },
             ) if self.policy.wait_healthy => {
-                self.state = State::Running {
-                    pid,
-                    since,
-                    stable: false,
-                };
+                self.enter_running(pid, since);
                 self.on_tick(now)
             }
             (
@@ -312,11 +274,7 @@ impl Supervisor {
                 since,
                 timed_out: false,
             } if !self.policy.wait_healthy && now >= since + STARTUP_WINDOW => {
-                self.state = State::Running {
-                    pid,
-                    since,
-                    stable: false,
-                };
+                self.enter_running(pid, since);
                 self.on_tick(now)
             }
             State::Running {
@@ -378,6 +336,17 @@ impl Supervisor {
             } => Some(kill_at),
             _ => None,
         }
+    }
+
+    /// A version that ran is no longer an upgrade on trial: from now on a failed start is
+    /// restarted by its policy, like any app's (the old version is being stopped).
+    fn enter_running(&mut self, pid: u32, since: Instant) {
+        self.fallback = false;
+        self.state = State::Running {
+            pid,
+            since,
+            stable: false,
+        };
     }
 
     fn failed_start(&mut self, now: Instant, clean: bool) {
@@ -481,5 +450,4 @@ impl Supervisor {
 }
 
 #[cfg(test)]
-#[path = "supervisor_tests.rs"]
 mod tests;

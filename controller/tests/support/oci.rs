@@ -1,0 +1,96 @@
+//! Helpers of the container tests: which engine answers, a statically linked busybox, and a
+//! busybox root filesystem with a start script to build images from without a registry or the
+//! internet.
+
+use super::Fleetd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The first engine whose `info` succeeds (only the one `FLEET_OCI_ENGINE` names, when set).
+pub fn engine() -> Option<&'static str> {
+    let only = std::env::var("FLEET_OCI_ENGINE").ok();
+    ["docker", "podman"]
+        .into_iter()
+        .filter(|e| only.as_deref().is_none_or(|o| o == *e))
+        .find(|e| {
+            Command::new(e)
+                .arg("info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+}
+
+/// A statically linked busybox (a dynamic one would not run in a root filesystem without libc).
+pub fn busybox_static() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| std::fs::read(p).is_ok_and(|b| b.starts_with(b"\x7fELF") && !has_interpreter(&b)))
+}
+
+/// True when an ELF file has a PT_INTERP program header (is dynamically linked).
+pub fn has_interpreter(elf: &[u8]) -> bool {
+    let num = |off: usize, len: usize| -> usize {
+        elf.get(off..off + len).map_or(0, |b| {
+            b.iter().rev().fold(0, |n, &x| n << 8 | usize::from(x))
+        })
+    };
+    let (phoff, phentsize, phnum) = match elf.get(4) {
+        Some(2) => (num(0x20, 8), num(0x36, 2), num(0x38, 2)),
+        _ => (num(0x1c, 4), num(0x2a, 2), num(0x2c, 2)),
+    };
+    (0..phnum).any(|i| num(phoff + i * phentsize, 4) == 3)
+}
+
+/// Skips the test loudly, or fails it under FLEET_REQUIRE_EXTERNAL=1.
+pub fn skip_or_fail(msg: &str) {
+    if std::env::var("FLEET_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
+        panic!("{msg}; FLEET_REQUIRE_EXTERNAL=1 makes this a failure");
+    }
+    eprintln!("\n!!!!! SKIPPED: {msg} !!!!!\n");
+}
+
+/// Output of `engine args..`, asserting success.
+pub fn sh(engine: &str, args: &[&str]) -> String {
+    let out = Command::new(engine)
+        .args(args)
+        .output()
+        .expect("run engine");
+    assert!(
+        out.status.success(),
+        "{engine} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Output of a `fleetctl` command against `fleetd` that must succeed.
+pub fn fleetctl(fleetd: &Fleetd, args: &[&str]) -> String {
+    let (ok, text) = super::cli::fleetctl(fleetd, args);
+    assert!(ok, "fleetctl {args:?}: {text}");
+    text
+}
+
+/// A root filesystem in `dir/rootfs-<version>`: busybox with sh, httpd, echo, cat, sleep, wget,
+/// `/www/index.html` saying "served by <version>", and the executable `/start` holding `start`.
+pub fn rootfs(busybox: &Path, dir: &Path, version: &str, start: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let root = dir.join(format!("rootfs-{version}"));
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir bin");
+    std::fs::create_dir_all(root.join("www")).expect("mkdir www");
+    std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+    for tool in ["sh", "httpd", "echo", "cat", "sleep", "wget"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).expect("symlink");
+    }
+    std::fs::write(
+        root.join("www/index.html"),
+        format!("served by {version}\n"),
+    )
+    .expect("index");
+    let path = root.join("start");
+    std::fs::write(&path, start).expect("start script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    root
+}
