@@ -372,12 +372,7 @@ fn push_scripted_archive(fleetd: &Fleetd, version: &str, files: &[(&str, &str)])
             }
         }
     });
-    let (status, body) = support::post(
-        &fleetd.url("/api/v1/applications"),
-        "application/json",
-        manifest.to_string().as_bytes(),
-    );
-    assert_eq!(status, 201, "{body}");
+    support::fleet::register_app(fleetd, &manifest);
 }
 
 #[test]

@@ -295,12 +295,7 @@ fn a_registered_application_carries_its_spec_and_placement() {
             "placement": {"device_selector": {"type": "pi"}}
         }
     });
-    let (status, body) = post(
-        &fleetd.url("/api/v1/applications"),
-        "application/json",
-        manifest.to_string().as_bytes(),
-    );
-    assert_eq!(status, 201, "{body}");
+    support::fleet::register_app(&fleetd, &manifest);
     let mut sub = support::MqttClient::connect(fleetd.mqtt_port, "spec-watch");
     sub.subscribe("fleet/place-pi/cmd");
     let (status, body) = post_json(

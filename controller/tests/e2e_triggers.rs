@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use support::agent::Agent;
 use support::fleet::{upload_sample, wait_deployment, APP};
-use support::{post, post_json, wait_until, Fleetd};
+use support::{post_json, wait_until, Fleetd};
 
 const TICK: [(&str, &str); 1] = [("FLEETD_ROLLOUT_TICK_MS", "200")];
 
@@ -41,12 +41,7 @@ fn register(fleetd: &Fleetd, version: &str, env: Value, healthcheck: Option<Valu
         "metadata": {"name": APP, "version": version},
         "spec": spec,
     });
-    let (status, body) = post(
-        &fleetd.url("/api/v1/applications"),
-        "application/json",
-        manifest.to_string().as_bytes(),
-    );
-    assert_eq!(status, 201, "register {version}: {body}");
+    support::fleet::register_app(fleetd, &manifest);
 }
 
 /// A canary whose first step is one device of four and whose second step would only come a

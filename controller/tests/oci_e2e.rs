@@ -17,7 +17,7 @@ use std::time::Duration;
 use support::agent::Agent;
 use support::fleet::{wait_deployment, wait_online};
 use support::oci::{self, busybox_static, engine, fleetctl, sh, skip_or_fail};
-use support::{get, post, post_json, wait_until, Fleetd};
+use support::{get, post_json, wait_until, Fleetd};
 
 /// The app (and container label), unique per test process so parallel runs sharing one engine
 /// cannot touch each other's containers.
@@ -156,12 +156,7 @@ fn oci_images_load_run_upgrade_roll_back_and_leave_nothing_behind() {
                 "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}}
             }
         });
-        let (status, body) = post(
-            &fleetd.url("/api/v1/applications"),
-            "application/json",
-            manifest.to_string().as_bytes(),
-        );
-        assert_eq!(status, 201, "{body}");
+        support::fleet::register_app(&fleetd, &manifest);
     }
 
     // A device without a container engine is refused, naming it and the capability.

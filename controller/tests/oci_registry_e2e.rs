@@ -272,12 +272,7 @@ fn registry_references_pull_run_upgrade_roll_back_and_leave_nothing_behind() {
                 "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}}
             }
         });
-        let (status, body) = post(
-            &fleetd.url("/api/v1/applications"),
-            "application/json",
-            manifest.to_string().as_bytes(),
-        );
-        assert_eq!(status, 201, "{body}");
+        support::fleet::register_app(&fleetd, &manifest);
     }
 
     // First install pulls v1 through the registry; its rollback removes container and image.

@@ -148,3 +148,13 @@ pub fn fleet_on_v1(
     wait_deployment(fleetd, &d1, "succeeded", &refs);
     agents
 }
+
+/// Registers an application version from a JSON manifest, asserting it is new (201).
+pub fn register_app(fleetd: &Fleetd, manifest: &serde_json::Value) {
+    let (status, body) = super::post(
+        &fleetd.url("/api/v1/applications"),
+        "application/json",
+        manifest.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "register {manifest}: {body}");
+}
