@@ -2,12 +2,13 @@
 //! device, upload an artifact, deploy it to `sim=1`, and time how fast the fleet converges.
 
 use crate::api::Api;
+use crate::cpu::CpuProbe;
+use crate::deploy::{self, Watch};
 use crate::fleet::{device_id, run_device, FleetShared, SimEvent, SimEventKind};
-use crate::report::{Machine, Report, Spread};
+use crate::report::{CpuFigures, Machine, Report, Spread};
 use anyhow::{anyhow, bail, Context, Result};
 use fleet_schema::api::{
-    CreateDeployment, DeploymentCreated, DeploymentView, DeviceProgress, DeviceView, TargetSpec,
-    UploadMetadata,
+    CreateDeployment, DeploymentCreated, DeploymentView, DeviceView, TargetSpec, UploadMetadata,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -20,6 +21,9 @@ use tokio::task::JoinSet;
 /// The app and version the benchmark deploys.
 const APP: &str = "sim-app";
 const VERSION: &str = "1.0.0";
+
+/// Least time between two polls of the device list while the fleet registers.
+const REGISTRATION_POLL: Duration = Duration::from_millis(200);
 
 /// What a run needs to know.
 pub struct Plan {
@@ -41,17 +45,24 @@ pub struct Plan {
     pub progress: bool,
     /// The deployment strategy (`None`: all at once).
     pub strategy: Option<fleet_schema::api::StrategySpec>,
-    /// fleetd's process id, to read its CPU time.
-    pub fleetd_pid: Option<u32>,
+    /// The processes whose CPU time is read (fleetd, and Mosquitto when used).
+    pub cpu: CpuProbe,
+    /// The simulated devices' MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// The simulated devices' connection timeout (TCP connect plus ConnAck).
+    pub connect_timeout: Duration,
 }
 
 /// Where a run stands, so a timeout or error can say how far it got.
 #[derive(Default)]
 pub struct Phase {
     step: Mutex<&'static str>,
-    received: AtomicUsize,
-    acked: AtomicUsize,
-    api_succeeded: AtomicUsize,
+    /// Devices that received the desired state.
+    pub(crate) received: AtomicUsize,
+    /// Devices whose new-version status the broker acknowledged.
+    pub(crate) acked: AtomicUsize,
+    /// Devices the API reports succeeded.
+    pub(crate) api_succeeded: AtomicUsize,
 }
 
 impl Phase {
@@ -74,9 +85,9 @@ impl Phase {
     }
 }
 
-const DEPLOYING: &str = "deploying";
+pub(crate) const DEPLOYING: &str = "deploying";
 
-fn enter(phase: &Phase, step: &'static str) {
+pub(crate) fn enter(phase: &Phase, step: &'static str) {
     *phase
         .step
         .lock()
@@ -99,19 +110,16 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
     let n = plan.devices;
     let api = Api::new(&plan.http);
     let (tx, mut events) = mpsc::unbounded_channel::<SimEvent>();
-    let shared = Arc::new(FleetShared {
-        host: plan.mqtt_host.clone(),
-        port: plan.mqtt_port,
-        app: APP.into(),
-        version: VERSION.into(),
-        events: tx,
-        connection_errors: Default::default(),
-        bad_payloads: Default::default(),
-    });
+    let shared = Arc::new(FleetShared::new(
+        (plan.mqtt_host.clone(), plan.mqtt_port),
+        (APP, VERSION),
+        tx,
+        plan.keep_alive,
+        plan.connect_timeout,
+    ));
 
     enter(phase, "connecting the simulated devices");
-    let cpu = || plan.fleetd_pid.and_then(crate::cpu::cpu_seconds);
-    let cpu_start = cpu();
+    let cpu_start = plan.cpu.sample();
     let started = Instant::now();
     let spawner = tokio::spawn(spawn_fleet(
         n,
@@ -138,6 +146,7 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
 
     enter(phase, "waiting until fleetd lists every device");
     loop {
+        let asked = Instant::now();
         let devices: Vec<DeviceView> = api.get("/api/v1/devices").await?;
         let online = devices
             .iter()
@@ -146,10 +155,10 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         if online >= n {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(deploy::poll_pause(asked.elapsed()).max(REGISTRATION_POLL)).await;
     }
     let registered_s = started.elapsed().as_secs_f64();
-    let cpu_registered = cpu();
+    let cpu_registered = plan.cpu.sample();
 
     enter(phase, "uploading the artifact");
     let meta = UploadMetadata {
@@ -176,7 +185,7 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
             ..TargetSpec::default()
         },
     };
-    let cpu_deploy_start = cpu();
+    let cpu_deploy_start = plan.cpu.sample();
     let t0 = Instant::now();
     let created: DeploymentCreated = api.post("/api/v1/deployments", request).await?;
     let create_deployment_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -192,38 +201,69 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         n,
         "deploying  [{bar:40}] {pos}/{len} reported {msg} ({elapsed})",
     );
-    let (sim, api_ms) = tokio::try_join!(
-        collect_sim_side(&mut events, n, t0, &converging, phase),
-        poll_until_succeeded(&api, &created.id, n, t0, &converging, phase),
-    )?;
+    let watch = Watch {
+        api: &api,
+        id: &created.id,
+        n,
+        t0,
+        bar: &converging,
+        phase,
+        probe: plan.cpu,
+    };
+    let (sim, api_side) = deploy::measure(&watch, &mut events).await?;
     converging.finish_and_clear();
-    let cpu_end = cpu();
     let view: DeploymentView = api
         .get(&format!("/api/v1/deployments/{}", created.id))
         .await?;
     let step_sizes = cumulative_steps(&view);
-    let per_change_ms =
-        |from: Option<f64>, to: Option<f64>| from.zip(to).map(|(a, b)| (b - a) * 1000.0 / n as f64);
+
+    enter(phase, "measuring fleetd's idle and API polling cost");
+    let overheads = deploy::overheads(&api, &created.id, plan.cpu).await?;
+    let registration = cpu_registered.since(&cpu_start).ms_per(n);
+    let update = api_side.cpu_at_done.since(&cpu_deploy_start).ms_per(n);
+    let polling_ms_per_device = overheads
+        .ms_per_poll
+        .map(|ms| ms * api_side.polls as f64 / n as f64);
+    let cpu = CpuFigures {
+        fleetd_ms_per_registration: registration.fleetd,
+        fleetd_ms_per_update: update.fleetd,
+        fleetd_ms_per_update_excl_polls: update
+            .fleetd
+            .zip(polling_ms_per_device)
+            .map(|(all, polls)| (all - polls).max(0.0)),
+        mosquitto_ms_per_registration: registration.mosquitto,
+        mosquitto_ms_per_update: update.mosquitto,
+        sim_ms_per_update: update.sim,
+        api_polls: api_side.polls,
+        fleetd_ms_per_api_poll: overheads.ms_per_poll,
+        fleetd_idle_percent: overheads.idle_percent,
+    };
+    let errors = shared.errors.snapshot();
 
     Ok(Report {
         machine: Machine::detect(),
         broker: plan.broker.clone(),
         devices: n,
+        keep_alive_s: plan.keep_alive.as_secs(),
+        connect_timeout_s: plan.connect_timeout.as_secs(),
         connect_s,
         registered_s,
         create_deployment_ms,
-        desired_received: Spread::of(&sim.0),
-        new_version_reported: Spread::of(&sim.1),
-        api_all_succeeded_ms: api_ms,
-        connection_errors: shared.connection_errors.load(Ordering::Relaxed),
+        desired_received: Spread::of(&sim.received),
+        new_version_reported: Spread::of(&sim.acked),
+        api_all_succeeded_ms: api_side.all_succeeded_ms,
+        missing_desired: sim.missing_desired,
+        missing_acks: sim.missing_acks,
+        connection_errors: errors.values().sum(),
+        connection_error_kinds: errors,
+        duplicate_client_id_drops: None,
         bad_payloads: shared.bad_payloads.load(Ordering::Relaxed),
         strategy: plan
             .strategy
             .as_ref()
             .map_or_else(|| "all-at-once".to_string(), |s| s.kind.clone()),
         step_sizes,
-        fleetd_cpu_ms_per_registration: per_change_ms(cpu_start, cpu_registered),
-        fleetd_cpu_ms_per_update: per_change_ms(cpu_deploy_start, cpu_end),
+        cpu,
     })
 }
 
@@ -269,79 +309,4 @@ async fn spawn_fleet(
         ));
     }
     Ok(set)
-}
-
-/// Per-device latencies since `t0`: (desired state received, new version acknowledged).
-type SimLatencies = (Vec<Duration>, Vec<Duration>);
-
-async fn collect_sim_side(
-    events: &mut mpsc::UnboundedReceiver<SimEvent>,
-    n: usize,
-    t0: Instant,
-    bar: &ProgressBar,
-    phase: &Phase,
-) -> Result<SimLatencies> {
-    let mut received = vec![None; n];
-    let mut acked = vec![None; n];
-    let (mut r, mut a) = (0, 0);
-    while r < n || a < n {
-        let ev = events.recv().await.context("device event channel closed")?;
-        let slot = match ev.kind {
-            SimEventKind::DesiredReceived => &mut received[ev.device],
-            SimEventKind::NewVersionAcked => &mut acked[ev.device],
-            SimEventKind::Connected => continue,
-        };
-        if slot.is_none() {
-            *slot = Some(ev.at.saturating_duration_since(t0));
-            match ev.kind {
-                SimEventKind::DesiredReceived => {
-                    r += 1;
-                    phase.received.store(r, Ordering::Relaxed);
-                }
-                _ => {
-                    a += 1;
-                    phase.acked.store(a, Ordering::Relaxed);
-                    bar.inc(1);
-                }
-            }
-        }
-    }
-    Ok((
-        received.into_iter().flatten().collect(),
-        acked.into_iter().flatten().collect(),
-    ))
-}
-
-/// Polls the deployment every 100 ms until all `n` devices succeeded; returns ms since `t0`.
-async fn poll_until_succeeded(
-    api: &Api,
-    id: &str,
-    n: usize,
-    t0: Instant,
-    bar: &ProgressBar,
-    phase: &Phase,
-) -> Result<f64> {
-    let path = format!("/api/v1/deployments/{id}");
-    loop {
-        let view: DeploymentView = api.get(&path).await?;
-        let succeeded = view
-            .devices
-            .values()
-            .filter(|p| matches!(p, DeviceProgress::Succeeded))
-            .count();
-        phase.api_succeeded.store(succeeded, Ordering::Relaxed);
-        bar.set_message(format!("· API {succeeded} succeeded"));
-        if succeeded >= n {
-            return Ok(t0.elapsed().as_secs_f64() * 1000.0);
-        }
-        if view.state == "failed" {
-            bail!(
-                "deployment {id} failed: {:?}",
-                view.devices
-                    .values()
-                    .find(|p| matches!(p, DeviceProgress::Failed { .. }))
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

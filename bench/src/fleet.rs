@@ -2,7 +2,9 @@
 //! this process, speaking the agent's side of the protocol and reporting timing events to the
 //! benchmark.
 
+use crate::conn_errors::ErrorTally;
 use crate::device::{wants, SimDevice};
+use crate::publish::{AckWatch, StatusPublisher};
 use fleet_schema::topic::CONTROL_LEVEL;
 use fleet_schema::{decode, encode, ControllerStatus, DesiredState, DEFAULT_MAX_PAYLOAD};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
@@ -48,10 +50,42 @@ pub struct FleetShared {
     pub version: String,
     /// Where devices report timing events.
     pub events: mpsc::UnboundedSender<SimEvent>,
-    /// Connection errors seen by all devices (each is followed by a reconnect).
-    pub connection_errors: AtomicU64,
+    /// MQTT keep-alive of every device.
+    pub keep_alive: Duration,
+    /// How long a device waits for TCP connect plus ConnAck (and for a write to flush) before
+    /// it gives up and reconnects. rumqttc's default, 5 s, is far too short for a broker
+    /// accepting thousands of connections on a loaded machine: the abandoned CONNECT is still
+    /// processed later, takes over the client id, and the broker drops the device's live
+    /// connection (with any acknowledgement in flight on it).
+    pub connect_timeout: Duration,
+    /// Connection errors seen by all devices (each is followed by a reconnect), by kind.
+    pub errors: ErrorTally,
     /// Payloads on `cmd` that did not decode.
     pub bad_payloads: AtomicU64,
+}
+
+impl FleetShared {
+    /// Shared settings for a fleet deploying `app` at `version` through the broker at
+    /// `host:port`, with rumqttc's keep-alive and connection timeout set as given.
+    pub fn new(
+        (host, port): (String, u16),
+        (app, version): (&str, &str),
+        events: mpsc::UnboundedSender<SimEvent>,
+        keep_alive: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self {
+            host,
+            port,
+            app: app.into(),
+            version: version.into(),
+            events,
+            keep_alive,
+            connect_timeout,
+            errors: ErrorTally::default(),
+            bad_payloads: AtomicU64::new(0),
+        }
+    }
 }
 
 /// The id of simulated device `index` in a fleet of `n`: `sim-00042`.
@@ -70,58 +104,6 @@ fn now_ms() -> u64 {
 /// A small per-device spread (0-2 s) for re-announcing status, without a random generator.
 fn spread(index: usize) -> Duration {
     Duration::from_millis((index as u64).wrapping_mul(7919) % 2000)
-}
-
-/// Publishes a device's status and numbers each publish in the order it enters the client's
-/// queue (the order rumqttc sends them), so the benchmark can find the broker's acknowledgement
-/// of one particular status. The lock makes "enqueue + number" atomic for spawned publishers.
-struct StatusPublisher {
-    client: AsyncClient,
-    topic: String,
-    requested: std::sync::Mutex<u64>,
-}
-
-impl StatusPublisher {
-    /// Queues `status` retained at QoS 1; returns its sequence number, or `None` on failure.
-    fn publish(&self, status: &fleet_schema::DeviceStatus) -> Option<u64> {
-        let bytes = match encode(status) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("{}: cannot encode status: {e}", self.topic);
-                return None;
-            }
-        };
-        let mut requested = self
-            .requested
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match self
-            .client
-            .try_publish(self.topic.as_str(), QoS::AtLeastOnce, true, bytes)
-        {
-            Ok(()) => {
-                *requested += 1;
-                Some(*requested)
-            }
-            Err(e) => {
-                tracing::warn!("{}: publish refused by the client: {e}", self.topic);
-                None
-            }
-        }
-    }
-}
-
-/// Where the acknowledgement of the measured status publish stands.
-#[derive(Default)]
-struct AckWatch {
-    /// Publishes the client has sent (Outgoing events) on this connection's count.
-    sent: u64,
-    /// Sequence number of the measured publish, until it is acknowledged.
-    target: Option<u64>,
-    /// Its packet id, once sent.
-    pkid: Option<u16>,
-    /// The connection dropped before the ack: count the first ack after reconnecting.
-    rearmed: bool,
 }
 
 /// Runs device `index` until the task is aborted. `permit` bounds concurrent handshakes and is
@@ -143,7 +125,7 @@ pub async fn run_device(
         shared.port,
     );
     opts.set_clean_session(false);
-    opts.set_keep_alive(Duration::from_secs(60));
+    opts.set_keep_alive(shared.keep_alive);
     opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     match encode(&device.offline_will()) {
         Ok(will) => {
@@ -152,6 +134,9 @@ pub async fn run_device(
         Err(e) => tracing::error!("cannot encode the last will of {}: {e}", device.id()),
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 32);
+    let mut network = eventloop.network_options();
+    network.set_connection_timeout(shared.connect_timeout.as_secs().max(1));
+    eventloop.set_network_options(network);
 
     let mut connected_once = false;
     let mut connected_at_ms = 0;
@@ -164,11 +149,7 @@ pub async fn run_device(
             at: Instant::now(),
         });
     };
-    let publisher = Arc::new(StatusPublisher {
-        client: client.clone(),
-        topic: status_topic,
-        requested: std::sync::Mutex::new(0),
-    });
+    let publisher = Arc::new(StatusPublisher::new(client.clone(), status_topic));
 
     loop {
         match eventloop.poll().await {
@@ -204,8 +185,7 @@ pub async fn run_device(
                         emit(SimEventKind::DesiredReceived);
                     }
                     if let Some(seq) = publisher.publish(&status).filter(|_| measured) {
-                        ack.target = Some(seq);
-                        ack.pkid = None;
+                        ack.measure(seq);
                     }
                 }
             }
@@ -224,32 +204,18 @@ pub async fn run_device(
                     });
                 }
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                ack.sent += 1;
-                if ack.target == Some(ack.sent) {
-                    ack.pkid = Some(pkid);
-                }
-            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => ack.on_sent(pkid),
             Ok(Event::Incoming(Packet::PubAck(a))) => {
-                if ack.rearmed || (ack.target.is_some() && ack.pkid == Some(a.pkid)) {
-                    ack = AckWatch {
-                        sent: ack.sent,
-                        ..AckWatch::default()
-                    };
+                if ack.on_ack(a.pkid) {
                     emit(SimEventKind::NewVersionAcked);
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                shared.connection_errors.fetch_add(1, Ordering::Relaxed);
+                shared.errors.record(connected_once, &e);
                 tracing::debug!("{}: connection error: {e}", device.id());
                 permit.take();
-                if ack.target.is_some() {
-                    // Unacked publishes are re-sent on reconnect, which breaks the count; the
-                    // full status published on reconnect carries the new version anyway.
-                    ack.target = None;
-                    ack.rearmed = true;
-                }
+                ack.on_disconnect();
                 tokio::time::sleep(Duration::from_millis(200) + spread(index) / 4).await;
             }
         }
@@ -281,15 +247,13 @@ mod tests {
             Err(e) => panic!("mosquitto: {e:#}"),
         };
         let (tx, mut events) = mpsc::unbounded_channel();
-        let shared = Arc::new(FleetShared {
-            host: "127.0.0.1".into(),
-            port,
-            app: "sim-app".into(),
-            version: "1.0.0".into(),
-            events: tx,
-            connection_errors: AtomicU64::new(0),
-            bad_payloads: AtomicU64::new(0),
-        });
+        let shared = Arc::new(FleetShared::new(
+            ("127.0.0.1".into(), port),
+            ("sim-app", "1.0.0"),
+            tx,
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+        ));
         let device = tokio::spawn(run_device(0, "sim-00000".into(), shared, None));
         async fn next(events: &mut mpsc::UnboundedReceiver<SimEvent>) -> SimEventKind {
             tokio::time::timeout(Duration::from_secs(10), events.recv())

@@ -4,10 +4,13 @@
 
 mod api;
 mod bench;
+mod conn_errors;
 mod cpu;
+mod deploy;
 mod device;
 mod fleet;
 mod procs;
+mod publish;
 mod report;
 
 use anyhow::{bail, Context, Result};
@@ -41,6 +44,18 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// MQTT keep-alive of the simulated devices, seconds (the real agent uses 15; longer keeps
+    /// 10,000 devices' pings from loading the broker and from timing out on a busy machine).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    keep_alive: u64,
+    /// Seconds a simulated device waits for TCP connect plus ConnAck before it retries. Keep
+    /// it long: an abandoned CONNECT stays in a busy broker's backlog, and when the broker gets
+    /// to it, it takes over the client id and drops the device's live connection.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=600))]
+    connect_timeout: u64,
+    /// Keep the temporary directory (fleetd.log, mosquitto.log) and print its path.
+    #[arg(long)]
+    keep_dir: bool,
     /// Deployment strategy: all at once, or a canary in steps of --initial, then --increment
     /// percent of the fleet every --interval.
     #[arg(long, value_enum, default_value_t = Strategy::AllAtOnce)]
@@ -171,7 +186,12 @@ fn run(args: Args) -> Result<()> {
         connect_concurrency: args.connect_concurrency,
         progress: args.output == Output::Table && std::io::stderr().is_terminal(),
         strategy: args.strategy_spec(),
-        fleetd_pid: children.pid("fleetd"),
+        cpu: cpu::CpuProbe {
+            fleetd: children.pid("fleetd"),
+            mosquitto: children.pid("mosquitto"),
+        },
+        keep_alive: Duration::from_secs(args.keep_alive),
+        connect_timeout: Duration::from_secs(args.connect_timeout),
     };
     let phase = bench::Phase::default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -190,7 +210,8 @@ fn run(args: Args) -> Result<()> {
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let report = match outcome {
+    let fleetd_log = dir.path().join("fleetd.log");
+    let mut report = match outcome {
         Ok(r) => r,
         Err(e) => {
             let fleetd = match children.check_alive() {
@@ -198,7 +219,7 @@ fn run(args: Args) -> Result<()> {
                 Err(dead) => dead.to_string(),
             };
             drop(children);
-            let log = procs::log_tail(&dir.path().join("fleetd.log"), 20);
+            let log = procs::log_tail(&fleetd_log, 20);
             let kept = dir.keep();
             bail!(
                 "{e:#}\n({fleetd}; logs kept in {})\nlast fleetd log lines:\n{log}",
@@ -207,6 +228,15 @@ fn run(args: Args) -> Result<()> {
         }
     };
     drop(children);
+    if args.broker == Broker::Embedded {
+        report.duplicate_client_id_drops = Some(procs::count_in_log(
+            &fleetd_log,
+            procs::RUMQTTD_DUPLICATE_CLIENT_ID,
+        ));
+    }
+    if args.keep_dir {
+        eprintln!("logs kept in {}", dir.keep().display());
+    }
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Table => print!("{}", report.render_table()),

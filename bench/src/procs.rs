@@ -87,6 +87,16 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// What rumqttd logs (at error level, which fleetd keeps) when a client id connects again while
+/// its previous connection is still registered: it drops the previous connection.
+pub const RUMQTTD_DUPLICATE_CLIENT_ID: &str = "Duplicate client_id";
+
+/// Lines of a log file that contain `needle` (0 when the file is unreadable).
+pub fn count_in_log(path: &Path, needle: &str) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().filter(|l| l.contains(needle)).count() as u64
+}
+
 fn find_mosquitto() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)

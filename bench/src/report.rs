@@ -2,6 +2,7 @@
 //! a table or JSON.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The machine a run was measured on.
@@ -67,6 +68,33 @@ impl Spread {
     }
 }
 
+/// CPU time per device, in milliseconds, from `/proc/<pid>/stat` (utime + stime, 10 ms ticks).
+/// fleetd's figures include its embedded broker when it runs one; an external Mosquitto is
+/// counted on its own; the simulator is never charged to either.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuFigures {
+    /// fleetd, from the first connection until the API listed every device online (includes
+    /// the benchmark's `GET /api/v1/devices` every 200 ms).
+    pub fleetd_ms_per_registration: Option<f64>,
+    /// fleetd, from the deployment request until the API reported every device succeeded: one
+    /// desired-state change and one status change per device, plus the benchmark's polling.
+    pub fleetd_ms_per_update: Option<f64>,
+    /// The same without the benchmark's polling (`api_polls` times `fleetd_ms_per_api_poll`).
+    pub fleetd_ms_per_update_excl_polls: Option<f64>,
+    /// Mosquitto during registration.
+    pub mosquitto_ms_per_registration: Option<f64>,
+    /// Mosquitto during the deployment.
+    pub mosquitto_ms_per_update: Option<f64>,
+    /// This simulator during the deployment (all N simulated devices).
+    pub sim_ms_per_update: Option<f64>,
+    /// `GET /api/v1/deployments/{id}` calls made during the deployment.
+    pub api_polls: u64,
+    /// fleetd's CPU for one such call (measured after the rollout, net of the idle rate).
+    pub fleetd_ms_per_api_poll: Option<f64>,
+    /// fleetd's CPU with the fleet connected and nothing happening, percent of one CPU.
+    pub fleetd_idle_percent: Option<f64>,
+}
+
 /// Everything one benchmark run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -76,6 +104,10 @@ pub struct Report {
     pub broker: String,
     /// Simulated devices.
     pub devices: usize,
+    /// The simulated devices' MQTT keep-alive, seconds.
+    pub keep_alive_s: u64,
+    /// The simulated devices' connection timeout (TCP connect plus ConnAck), seconds.
+    pub connect_timeout_s: u64,
     /// Time until every device had its first ConnAck, seconds.
     pub connect_s: f64,
     /// Time from the first connection attempt until the API listed every device online, seconds.
@@ -87,21 +119,28 @@ pub struct Report {
     /// (b) Until each device's status with the new version was acknowledged by the broker.
     pub new_version_reported: Spread,
     /// (c) Until `GET /api/v1/deployments/{id}` reported every device succeeded, milliseconds.
+    /// This ends the deployment phase: the API is the source of truth.
     pub api_all_succeeded_ms: f64,
+    /// Devices with no desired state seen by the simulator when the phase ended (plus grace).
+    pub missing_desired: usize,
+    /// Devices whose new-version status had no broker acknowledgement when the phase ended
+    /// (plus grace), although fleetd had it.
+    pub missing_acks: usize,
     /// MQTT connection errors during the run (each followed by a reconnect).
     pub connection_errors: u64,
+    /// The same by "connect" (before a device's first ConnAck) or "reconnect", and kind.
+    pub connection_error_kinds: BTreeMap<String, u64>,
+    /// Embedded broker only: connections it dropped because the same client id connected again
+    /// (rumqttd's "Duplicate client_id" log lines in fleetd's log).
+    pub duplicate_client_id_drops: Option<u64>,
     /// Undecodable desired-state payloads.
     pub bad_payloads: u64,
     /// The deployment strategy.
     pub strategy: String,
     /// Devices updated by the end of each rollout step (cumulative).
     pub step_sizes: Vec<usize>,
-    /// fleetd CPU time (user + system) from the first connection until every device was listed
-    /// online, per device, milliseconds.
-    pub fleetd_cpu_ms_per_registration: Option<f64>,
-    /// fleetd CPU time from the deployment request until every device succeeded, per device
-    /// (one desired-state change and one status change each), milliseconds.
-    pub fleetd_cpu_ms_per_update: Option<f64>,
+    /// CPU time per device.
+    pub cpu: CpuFigures,
 }
 
 fn ms(v: f64) -> String {
@@ -136,9 +175,19 @@ impl Report {
                 "(c) API: all succeeded".into(),
                 ms(self.api_all_succeeded_ms),
             ),
+            ("device acks missing".into(), self.missing_acks.to_string()),
+            (
+                "desired states missing".into(),
+                self.missing_desired.to_string(),
+            ),
             (
                 "connection errors".into(),
-                self.connection_errors.to_string(),
+                error_kinds(self.connection_errors, &self.connection_error_kinds),
+            ),
+            (
+                "duplicate client id drops".into(),
+                self.duplicate_client_id_drops
+                    .map_or_else(|| "n/a".into(), |n| n.to_string()),
             ),
             ("bad payloads".into(), self.bad_payloads.to_string()),
             ("strategy".into(), self.strategy.clone()),
@@ -148,11 +197,41 @@ impl Report {
             ),
             (
                 "fleetd CPU per device registration".into(),
-                cpu_ms(self.fleetd_cpu_ms_per_registration),
+                cpu_ms(self.cpu.fleetd_ms_per_registration),
             ),
             (
                 "fleetd CPU per device update".into(),
-                cpu_ms(self.fleetd_cpu_ms_per_update),
+                cpu_ms(self.cpu.fleetd_ms_per_update),
+            ),
+            (
+                "  of which the benchmark's API polls".into(),
+                format!(
+                    "{} polls x {}",
+                    self.cpu.api_polls,
+                    cpu_ms(self.cpu.fleetd_ms_per_api_poll)
+                ),
+            ),
+            (
+                "fleetd CPU per device update, excl. polls".into(),
+                cpu_ms(self.cpu.fleetd_ms_per_update_excl_polls),
+            ),
+            (
+                "mosquitto CPU per registration / update".into(),
+                format!(
+                    "{} / {}",
+                    cpu_ms(self.cpu.mosquitto_ms_per_registration),
+                    cpu_ms(self.cpu.mosquitto_ms_per_update)
+                ),
+            ),
+            (
+                "fleet-sim CPU per device update".into(),
+                cpu_ms(self.cpu.sim_ms_per_update),
+            ),
+            (
+                "fleetd idle CPU".into(),
+                self.cpu
+                    .fleetd_idle_percent
+                    .map_or_else(|| "unknown".into(), |p| format!("{p:.1}% of one CPU")),
             ),
         ];
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -160,6 +239,14 @@ impl Report {
             .map(|(k, v)| format!("{k:<width$}  {v}\n"))
             .collect()
     }
+}
+
+fn error_kinds(total: u64, kinds: &BTreeMap<String, u64>) -> String {
+    if kinds.is_empty() {
+        return total.to_string();
+    }
+    let detail: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    format!("{total} ({})", detail.join("; "))
 }
 
 fn cpu_ms(v: Option<f64>) -> String {

@@ -107,6 +107,7 @@ impl Db {
             table.insert(group.name.as_str(), encode(group)?.as_slice())?;
         }
         txn.commit()?;
+        self.bump_fleet_epoch();
         Ok(())
     }
 

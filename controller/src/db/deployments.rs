@@ -1,14 +1,15 @@
 //! The `deployments` table, and the one write transaction that creates a deployment together
 //! with every target device's next desired state.
 
-use super::{decode, encode, Db, DbError, DeploymentRecord, COUNTERS, DEPLOYMENTS, DESIRED};
+use super::phases::{put_deployment, PHASES};
+use super::{decode, Db, DbError, DeploymentRecord, COUNTERS, DEPLOYMENTS, DESIRED};
 use crate::engine::ids;
 use crate::engine::rollout::{tick, Ctx, Kind, Params, Phase, Rollout, Snapshot};
 use fleet_schema::api::TargetSpec;
 use fleet_schema::manifest::Placement;
 use fleet_schema::{AppSpec, ArtifactRef, BlueGreenHint, DesiredApp, UnixMillis};
 use redb::{ReadableDatabase, ReadableTable, Table};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// Device ids with the CBOR of their new desired state, in target order.
 pub type DesiredBytes = Vec<(String, Vec<u8>)>;
@@ -20,16 +21,27 @@ const DEPLOYMENT_SEQ: &str = "deployment_seq";
 /// `by`, so two rollouts never fight over a device.
 fn supersede_overlapping(
     table: &mut Table<&str, &[u8]>,
+    phases: &mut Table<&str, &str>,
     app: &str,
     devices: &[String],
     by: &str,
 ) -> Result<(), DbError> {
+    let unfinished: Vec<String> = phases
+        .iter()?
+        .filter_map(|e| e.ok())
+        .filter(|(_, p)| Phase::parse(p.value()).is_some_and(|p| !p.is_final()))
+        .map(|(k, _)| k.value().to_string())
+        .collect();
+    let devices: HashSet<&String> = devices.iter().collect();
     let mut changed = Vec::new();
-    for entry in table.iter()? {
-        let (k, v) = entry?;
-        let Ok(mut rec) = decode::<DeploymentRecord>("deployments", k.value(), v.value()) else {
+    for id in unfinished {
+        let Some(v) = table.get(id.as_str())? else {
             continue;
         };
+        let Ok(mut rec) = decode::<DeploymentRecord>("deployments", &id, v.value()) else {
+            continue;
+        };
+        drop(v);
         let Some(r) = rec.rollout.as_mut() else {
             continue;
         };
@@ -43,7 +55,7 @@ fn supersede_overlapping(
         }
     }
     for rec in changed {
-        table.insert(rec.id.as_str(), encode(&rec)?.as_slice())?;
+        put_deployment(table, phases, &rec)?;
     }
     Ok(())
 }
@@ -121,7 +133,14 @@ impl Db {
             let id = ids::deployment_id(new.now, seq);
 
             let mut deployments = txn.open_table(DEPLOYMENTS)?;
-            supersede_overlapping(&mut deployments, &new.application, &new.devices, &id)?;
+            let mut phases = txn.open_table(PHASES)?;
+            supersede_overlapping(
+                &mut deployments,
+                &mut phases,
+                &new.application,
+                &new.devices,
+                &id,
+            )?;
 
             let template = DesiredApp {
                 name: new.application.clone(),
@@ -157,7 +176,7 @@ impl Db {
             rec.rollout = Some(rollout);
             let mut desired = txn.open_table(DESIRED)?;
             published = super::rollouts::write_actions(&mut desired, &mut rec, &actions, new.now)?;
-            deployments.insert(id.as_str(), encode(&rec)?.as_slice())?;
+            put_deployment(&mut deployments, &mut phases, &rec)?;
             record = rec;
         }
         txn.commit()?;

@@ -56,6 +56,28 @@ impl Db {
         Ok(out)
     }
 
+    /// The decoded desired states of the given devices (absent or corrupt ones left out).
+    pub fn desired_by_ids<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, DesiredState>, DbError> {
+        let txn = self.raw().begin_read()?;
+        let table = txn.open_table(DESIRED)?;
+        let mut out = BTreeMap::new();
+        for id in ids {
+            let Some(v) = table.get(id.as_str())? else {
+                continue;
+            };
+            match decode::<DesiredState>("desired", id, v.value()) {
+                Ok(d) => {
+                    out.insert(id.clone(), d);
+                }
+                Err(e) => tracing::warn!(error = %e, "skipping desired state"),
+            }
+        }
+        Ok(out)
+    }
+
     /// One device's decoded desired state.
     pub fn desired(&self, id: &str) -> Result<Option<DesiredState>, DbError> {
         match self.desired_bytes(id)? {

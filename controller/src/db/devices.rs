@@ -2,7 +2,7 @@
 //! by target resolution.
 
 use super::{decode, encode, Db, DbError, DeviceRecord, DESIRED, DEVICES};
-use fleet_schema::{DesiredState, DeviceStatus, UnixMillis};
+use fleet_schema::{DesiredState, DeviceStatus, Inventory, UnixMillis};
 use redb::{ReadableDatabase, ReadableTable};
 use std::collections::BTreeMap;
 
@@ -32,6 +32,15 @@ pub fn is_behind(status: &DeviceStatus, desired_generation: Option<u64>) -> bool
     status.online && desired_generation.is_some_and(|g| status.observed_generation < g)
 }
 
+/// What targeting and placement read of a device's inventory, leaving out the figures that move
+/// with every report (free storage, current CPU clock); the driver re-checks those once a minute.
+fn fit_key(status: Option<&DeviceStatus>) -> Option<Inventory> {
+    let mut inv = status?.inventory.clone()?;
+    inv.free_storage = 0;
+    inv.cpu_mhz = 0;
+    Some(inv)
+}
+
 /// The generation of a stored desired state (`None` when absent or undecodable).
 fn generation_of(id: &str, bytes: Option<&[u8]>) -> Option<u64> {
     bytes
@@ -44,6 +53,7 @@ impl Db {
     /// the whole batch).
     pub fn apply_statuses(&self, batch: Vec<StatusUpdate>) -> Result<StatusBatchOutcome, DbError> {
         let mut outcome = StatusBatchOutcome::default();
+        let mut fleet_changed = false;
         let txn = self.raw().begin_write()?;
         {
             let mut table = txn.open_table(DEVICES)?;
@@ -60,13 +70,18 @@ impl Db {
                     None => None,
                 };
                 let was_online = prev.as_ref().is_some_and(|p| p.online);
+                let before = prev.as_ref().map(|p| fit_key(p.status.as_ref()));
                 let rec = DeviceRecord::apply(prev, update.status, update.received_at);
+                fleet_changed |= before != Some(fit_key(rec.status.as_ref()));
                 outcome.online_delta += i64::from(rec.online) - i64::from(was_online);
                 table.insert(id.as_str(), encode(&rec)?.as_slice())?;
                 outcome.applied += 1;
             }
         }
         txn.commit()?;
+        if fleet_changed {
+            self.bump_fleet_epoch();
+        }
         Ok(outcome)
     }
 
@@ -127,6 +142,29 @@ impl Db {
             Some(v) => Ok(Some(decode("devices", id, v.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// The records of the given devices (unknown ones left out): what a rollout's snapshot
+    /// needs, without decoding the whole fleet.
+    pub fn devices_by_ids<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<BTreeMap<String, DeviceRecord>, DbError> {
+        let txn = self.raw().begin_read()?;
+        let table = txn.open_table(DEVICES)?;
+        let mut out = BTreeMap::new();
+        for id in ids {
+            let Some(v) = table.get(id.as_str())? else {
+                continue;
+            };
+            match decode::<DeviceRecord>("devices", id, v.value()) {
+                Ok(rec) => {
+                    out.insert(id.clone(), rec);
+                }
+                Err(e) => tracing::warn!(error = %e, "skipping device record"),
+            }
+        }
+        Ok(out)
     }
 
     /// Every device ever seen, by id. A corrupt record is logged and skipped so one bad value

@@ -17,6 +17,7 @@ mod applications;
 mod deployments;
 mod desired;
 mod devices;
+mod phases;
 mod records;
 mod rollouts;
 
@@ -29,6 +30,7 @@ pub use rollouts::RolloutOpError;
 use redb::{Database, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Last known state of each device.
@@ -88,6 +90,9 @@ redb_errors!(
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Database>,
+    /// Bumped (in memory) whenever a device appears or its inventory or a group changes: the
+    /// rollout driver looks for late joiners only when it moved.
+    fleet_epoch: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Db {
@@ -105,14 +110,29 @@ impl Db {
             txn.open_table(DEVICES)?;
             txn.open_table(DESIRED)?;
             txn.open_table(DEPLOYMENTS)?;
+            txn.open_table(phases::PHASES)?;
             txn.open_table(COUNTERS)?;
             txn.open_table(applications::APPLICATIONS)?;
             txn.open_table(applications::GROUPS)?;
         }
         txn.commit()?;
-        Ok(Db {
+        let db = Db {
             inner: Arc::new(db),
-        })
+            fleet_epoch: Arc::new(AtomicU64::new(1)),
+        };
+        db.heal_phases()?;
+        Ok(db)
+    }
+
+    /// The fleet epoch: changes whenever a device appears, a device's inventory (labels,
+    /// capabilities, resources) changes, or a group is written.
+    pub fn fleet_epoch(&self) -> u64 {
+        self.fleet_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Marks the fleet as changed (after the change is committed).
+    pub(crate) fn bump_fleet_epoch(&self) {
+        self.fleet_epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Runs a blocking database operation on the blocking thread pool.

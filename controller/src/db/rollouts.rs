@@ -3,6 +3,7 @@
 //! the desired states it changed. A SIGKILL at any point leaves either the old or the new
 //! state, never half of one, so a restarted fleetd resumes the same step.
 
+use super::phases::{put_deployment, PHASES};
 use super::{decode, encode, Db, DbError, DeploymentRecord, DesiredBytes, DEPLOYMENTS, DESIRED};
 use crate::engine::plan;
 use crate::engine::rollout::{tick, Actions, Ctx, Rollout, Snapshot};
@@ -114,9 +115,8 @@ impl Db {
             let published = write_actions(&mut desired, &mut rec, &actions, now)?;
             rec.rollout = Some(rollout);
             if changed || !published.is_empty() {
-                table
-                    .insert(id, encode(&rec)?.as_slice())
-                    .map_err(DbError::from)?;
+                let mut phases = txn.open_table(PHASES).map_err(DbError::from)?;
+                put_deployment(&mut table, &mut phases, &rec)?;
             }
             (rec, published, changed)
         };

@@ -10,7 +10,7 @@ use super::target;
 use crate::db::{Db, DbError, DeploymentRecord, DeviceRecord, RolloutOpError};
 use crate::mqtt::PublishQueue;
 use fleet_schema::api::TargetSpec;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -110,9 +110,10 @@ fn late_joiners(
             };
             matched = target::resolve_with_group(&bare, group.as_ref(), &known).unwrap_or_default();
         }
+        let targets: HashSet<&String> = r.targets.iter().collect();
         let candidates: Vec<String> = matched
             .into_iter()
-            .filter(|d| !r.targets.contains(d))
+            .filter(|d| !targets.contains(d))
             .filter(|d| !claimed.contains_key(&(rec.application.clone(), d.clone())))
             .collect();
         let mut j = Joiners::default();
@@ -139,42 +140,54 @@ fn late_joiners(
     Ok(out)
 }
 
-/// One pass over every unfinished rollout; returns the devices whose desired state changed.
-pub fn drive_once(db: &Db, errors: &ErrorWindows, now: u64) -> Result<Vec<String>, DbError> {
-    let all = db.deployments()?;
-    let devices = db.devices()?;
+/// How often the driver looks for late joiners even when no device appeared and no inventory
+/// changed (free storage and CPU clock are not watched, and requirements read them).
+const FULL_PASS_MS: u64 = 60_000;
+
+/// What the driver remembers between passes, in memory (a restart begins with a full pass).
+#[derive(Debug, Default)]
+pub struct DriverMemory {
+    /// The fleet epoch of the last late-joiner pass.
+    seen_epoch: u64,
+    /// When the last late-joiner pass ran.
+    last_full_at: u64,
+}
+
+/// One pass: late joiners (only when the fleet changed, or once a minute), then one tick of
+/// every running rollout, reading only its own devices. Finished deployments cost nothing.
+/// Returns the devices whose desired state changed.
+pub fn drive_once(
+    db: &Db,
+    errors: &ErrorWindows,
+    now: u64,
+    mem: &mut DriverMemory,
+) -> Result<Vec<String>, DbError> {
+    let phases = db.deployment_phases()?;
+    let with = |want: &[Phase]| -> Vec<String> {
+        phases
+            .iter()
+            .filter(|(_, p)| p.is_some_and(|p| want.contains(&p)))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let joinable = with(&[Phase::Running, Phase::Paused, Phase::Succeeded]);
+    let active = with(&[Phase::Running, Phase::RollingBack]);
     let mut out = Vec::new();
-    for (id, j) in late_joiners(db, &all, &devices)? {
-        if !j.unfit.is_empty() {
-            tracing::info!(deployment = %id, devices = ?j.unfit, "late joiners cannot run the release");
-        }
-        if !j.fresh.is_empty() {
-            tracing::info!(deployment = %id, devices = ?j.fresh, "late joiners added");
-        }
-        let apply = |r: &mut super::rollout::Rollout, _: super::rollout::Ctx<'_>| {
-            ops::mark_ineligible(r, &j.unfit);
-            Ok(ops::add_late_joiners(r, &j.fresh, now))
-        };
-        match db.update_rollout(&id, now, apply) {
-            Ok((_, published)) => out.extend(published.into_iter().map(|(d, _)| d)),
-            Err(RolloutOpError::Db(e)) => return Err(e),
-            Err(e) => tracing::warn!(deployment = %id, error = %e, "late joiners refused"),
-        }
+    let epoch = db.fleet_epoch();
+    let due = epoch != mem.seen_epoch || now.saturating_sub(mem.last_full_at) >= FULL_PASS_MS;
+    if due && !joinable.is_empty() {
+        mem.seen_epoch = epoch;
+        mem.last_full_at = now;
+        out.extend(add_late_joiners(db, &joinable, now)?);
     }
-    let active: Vec<String> = all
-        .iter()
-        .filter(|d| {
-            d.rollout
-                .as_ref()
-                .is_some_and(|r| matches!(r.phase, Phase::Running | Phase::RollingBack))
-        })
-        .map(|d| d.id.clone())
-        .collect();
     for id in active {
-        // Re-read: late joiners may have changed the record.
         let Some(rec) = db.deployment(&id)? else {
             continue;
         };
+        let Some(r) = &rec.rollout else {
+            continue;
+        };
+        let devices = db.devices_by_ids(&r.targets)?;
         let snap = snapshot(&rec, &devices, errors, now);
         match db.tick_rollout(&rec.id, &snap, now) {
             Ok((after, published)) => {
@@ -199,6 +212,34 @@ pub fn drive_once(db: &Db, errors: &ErrorWindows, now: u64) -> Result<Vec<String
     Ok(out)
 }
 
+/// Adds late joiners to the deployments `ids` (those whose phase takes them).
+fn add_late_joiners(db: &Db, ids: &[String], now: u64) -> Result<Vec<String>, DbError> {
+    let mut records = Vec::with_capacity(ids.len());
+    for id in ids {
+        records.extend(db.deployment(id)?);
+    }
+    let devices = db.devices()?;
+    let mut out = Vec::new();
+    for (id, j) in late_joiners(db, &records, &devices)? {
+        if !j.unfit.is_empty() {
+            tracing::info!(deployment = %id, devices = ?j.unfit, "late joiners cannot run the release");
+        }
+        if !j.fresh.is_empty() {
+            tracing::info!(deployment = %id, devices = ?j.fresh, "late joiners added");
+        }
+        let apply = |r: &mut super::rollout::Rollout, _: super::rollout::Ctx<'_>| {
+            ops::mark_ineligible(r, &j.unfit);
+            Ok(ops::add_late_joiners(r, &j.fresh, now))
+        };
+        match db.update_rollout(&id, now, apply) {
+            Ok((_, published)) => out.extend(published.into_iter().map(|(d, _)| d)),
+            Err(RolloutOpError::Db(e)) => return Err(e),
+            Err(e) => tracing::warn!(deployment = %id, error = %e, "late joiners refused"),
+        }
+    }
+    Ok(out)
+}
+
 /// Runs until `shutdown` is cancelled.
 pub async fn run(
     db: Db,
@@ -207,6 +248,7 @@ pub async fn run(
     every: Duration,
     shutdown: CancellationToken,
 ) {
+    let memory = Arc::new(std::sync::Mutex::new(DriverMemory::default()));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -214,7 +256,14 @@ pub async fn run(
         }
         let now = crate::clock::now_ms();
         let errs = errors.clone();
-        match db.call(move |db| drive_once(db, &errs, now)).await {
+        let mem = memory.clone();
+        let pass = move |db: &Db| {
+            let mut mem = mem
+                .lock()
+                .expect("the driver memory lock is never poisoned");
+            drive_once(db, &errs, now, &mut mem)
+        };
+        match db.call(pass).await {
             Ok(devices) if !devices.is_empty() => queue.mark_devices(devices),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "rollout driver pass failed"),

@@ -48,11 +48,25 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentView>, ApiFailure> {
     let key = id.clone();
-    let (rec, desired, devices) = st
+    // Only the deployment's own devices are read, so a poller costs in proportion to the
+    // deployment, not to the whole fleet.
+    let found = st
         .db
-        .call(move |db| Ok((db.deployment(&key)?, db.desired_all()?, db.devices()?)))
+        .call(move |db| {
+            let Some(rec) = db.deployment(&key)? else {
+                return Ok(None);
+            };
+            let targets: Vec<String> = match &rec.rollout {
+                Some(r) => r.targets.clone(),
+                None => rec.devices.keys().cloned().collect(),
+            };
+            let desired = db.desired_by_ids(&targets)?;
+            let devices = db.devices_by_ids(&targets)?;
+            Ok(Some((rec, desired, devices)))
+        })
         .await?;
-    let rec = rec.ok_or_else(|| ApiFailure::not_found(format!("deployment {id:?} not found")))?;
+    let (rec, desired, devices) =
+        found.ok_or_else(|| ApiFailure::not_found(format!("deployment {id:?} not found")))?;
     Ok(Json(deployment_view(&rec, &desired, &devices)))
 }
 

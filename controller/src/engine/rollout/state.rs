@@ -29,6 +29,23 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, for parsing the stored spelling back.
+    pub const ALL: [Phase; 8] = [
+        Phase::Running,
+        Phase::Paused,
+        Phase::Succeeded,
+        Phase::RollingBack,
+        Phase::RolledBack,
+        Phase::Aborted,
+        Phase::Failed,
+        Phase::Superseded,
+    ];
+
+    /// The phase with this API spelling.
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
     /// The API spelling.
     pub fn as_str(self) -> &'static str {
         match self {
