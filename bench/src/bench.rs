@@ -5,7 +5,7 @@ use crate::api::Api;
 use crate::cpu::CpuProbe;
 use crate::deploy::{self, Watch};
 use crate::fleet::{device_id, run_device, FleetShared, SimEvent, SimEventKind};
-use crate::report::{CpuFigures, Machine, Report, Spread};
+use crate::report::{CpuFigures, Machine, RepeatRound, Report, Spread, UpdateCpu};
 use anyhow::{anyhow, bail, Context, Result};
 use fleet_schema::api::{
     CreateDeployment, DeploymentCreated, DeploymentView, DeviceView, TargetSpec, UploadMetadata,
@@ -21,6 +21,8 @@ use tokio::task::JoinSet;
 /// The app and version the benchmark deploys.
 const APP: &str = "sim-app";
 const VERSION: &str = "1.0.0";
+/// The version of the second, steady-state deployment.
+const VERSION_2: &str = "2.0.0";
 
 /// Least time between two polls of the device list while the fleet registers.
 const REGISTRATION_POLL: Duration = Duration::from_millis(200);
@@ -160,24 +162,120 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
     let registered_s = started.elapsed().as_secs_f64();
     let cpu_registered = plan.cpu.sample();
 
+    let first = deploy_round(plan, phase, &api, &mut events, VERSION).await?;
+    enter(phase, "measuring fleetd's idle and API polling cost");
+    let overheads = deploy::overheads(&api, &first.id, plan.cpu).await?;
+    // A second deployment to the same fleet: topics, subscriptions and retained messages now
+    // exist, so this is the steady-state cost of a release.
+    shared.set_version(VERSION_2);
+    for c in [&phase.received, &phase.acked, &phase.api_succeeded] {
+        c.store(0, Ordering::Relaxed);
+    }
+    let repeat = deploy_round(plan, phase, &api, &mut events, VERSION_2).await?;
+    let registration = cpu_registered.since(&cpu_start).ms_per(n);
+    let figures = |r: &Round| {
+        let update = r.api_side.cpu_at_done.since(&r.cpu_start).ms_per(n);
+        let polling_ms_per_device = overheads
+            .ms_per_poll
+            .map(|ms| ms * r.api_side.polls as f64 / n as f64);
+        UpdateCpu {
+            fleetd_ms_per_update: update.fleetd,
+            fleetd_ms_per_update_excl_polls: update
+                .fleetd
+                .zip(polling_ms_per_device)
+                .map(|(all, polls)| (all - polls).max(0.0)),
+            mosquitto_ms_per_update: update.mosquitto,
+            sim_ms_per_update: update.sim,
+            api_polls: r.api_side.polls,
+        }
+    };
+    let (u1, u2) = (figures(&first), figures(&repeat));
+    let cpu = CpuFigures {
+        fleetd_ms_per_registration: registration.fleetd,
+        fleetd_ms_per_update: u1.fleetd_ms_per_update,
+        fleetd_ms_per_update_excl_polls: u1.fleetd_ms_per_update_excl_polls,
+        mosquitto_ms_per_registration: registration.mosquitto,
+        mosquitto_ms_per_update: u1.mosquitto_ms_per_update,
+        sim_ms_per_update: u1.sim_ms_per_update,
+        api_polls: u1.api_polls,
+        fleetd_ms_per_api_poll: overheads.ms_per_poll,
+        fleetd_idle_percent: overheads.idle_percent,
+    };
+    let repeat_report = RepeatRound {
+        api_all_succeeded_ms: repeat.api_side.all_succeeded_ms,
+        step_sizes: repeat.step_sizes.clone(),
+        missing_acks: repeat.sim.missing_acks,
+        cpu: u2,
+    };
+    let errors = shared.errors.snapshot();
+
+    Ok(Report {
+        machine: Machine::detect(),
+        broker: plan.broker.clone(),
+        devices: n,
+        keep_alive_s: plan.keep_alive.as_secs(),
+        connect_timeout_s: plan.connect_timeout.as_secs(),
+        connect_s,
+        registered_s,
+        create_deployment_ms: first.create_ms,
+        desired_received: Spread::of(&first.sim.received),
+        new_version_reported: Spread::of(&first.sim.acked),
+        api_all_succeeded_ms: first.api_side.all_succeeded_ms,
+        missing_desired: first.sim.missing_desired,
+        missing_acks: first.sim.missing_acks,
+        connection_errors: errors.values().sum(),
+        connection_error_kinds: errors,
+        duplicate_client_id_drops: None,
+        bad_payloads: shared.bad_payloads.load(Ordering::Relaxed),
+        strategy: plan
+            .strategy
+            .as_ref()
+            .map_or_else(|| "all-at-once".to_string(), |s| s.kind.clone()),
+        step_sizes: first.step_sizes,
+        cpu,
+        repeat: repeat_report,
+    })
+}
+
+/// One measured deployment of `version` to the whole fleet.
+struct Round {
+    id: String,
+    create_ms: f64,
+    cpu_start: crate::cpu::CpuSample,
+    sim: deploy::SimSide,
+    api_side: deploy::ApiSide,
+    step_sizes: Vec<usize>,
+}
+
+/// Uploads `version`, deploys it with the plan's strategy to every simulated device, and
+/// measures until the API reports every device succeeded.
+async fn deploy_round(
+    plan: &Plan,
+    phase: &Phase,
+    api: &Api,
+    events: &mut mpsc::UnboundedReceiver<SimEvent>,
+    version: &str,
+) -> Result<Round> {
+    let n = plan.devices;
     enter(phase, "uploading the artifact");
     let meta = UploadMetadata {
         name: APP.into(),
-        version: VERSION.into(),
+        version: version.into(),
         kind: "binary".into(),
         platform: None,
         platforms: Vec::new(),
         labels: BTreeMap::new(),
         ..Default::default()
     };
-    api.upload(meta, b"#!/bin/sh\necho fleet-sim\n".to_vec())
+    let body = format!("#!/bin/sh\necho fleet-sim {version}\n").into_bytes();
+    api.upload(meta, body)
         .await
         .context("uploading the benchmark artifact")?;
 
     enter(phase, DEPLOYING);
     let request = CreateDeployment {
         application: APP.into(),
-        version: VERSION.into(),
+        version: version.into(),
         strategy: plan.strategy.clone(),
         target: TargetSpec {
             devices: Vec::new(),
@@ -185,10 +283,10 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
             ..TargetSpec::default()
         },
     };
-    let cpu_deploy_start = plan.cpu.sample();
+    let cpu_start = plan.cpu.sample();
     let t0 = Instant::now();
     let created: DeploymentCreated = api.post("/api/v1/deployments", request).await?;
-    let create_deployment_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let create_ms = t0.elapsed().as_secs_f64() * 1000.0;
     if created.devices.len() != n {
         bail!(
             "deployment {} targets {} devices, expected {n}",
@@ -202,7 +300,7 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         "deploying  [{bar:40}] {pos}/{len} reported {msg} ({elapsed})",
     );
     let watch = Watch {
-        api: &api,
+        api,
         id: &created.id,
         n,
         t0,
@@ -210,60 +308,18 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         phase,
         probe: plan.cpu,
     };
-    let (sim, api_side) = deploy::measure(&watch, &mut events).await?;
+    let (sim, api_side) = deploy::measure(&watch, events).await?;
     converging.finish_and_clear();
     let view: DeploymentView = api
         .get(&format!("/api/v1/deployments/{}", created.id))
         .await?;
-    let step_sizes = cumulative_steps(&view);
-
-    enter(phase, "measuring fleetd's idle and API polling cost");
-    let overheads = deploy::overheads(&api, &created.id, plan.cpu).await?;
-    let registration = cpu_registered.since(&cpu_start).ms_per(n);
-    let update = api_side.cpu_at_done.since(&cpu_deploy_start).ms_per(n);
-    let polling_ms_per_device = overheads
-        .ms_per_poll
-        .map(|ms| ms * api_side.polls as f64 / n as f64);
-    let cpu = CpuFigures {
-        fleetd_ms_per_registration: registration.fleetd,
-        fleetd_ms_per_update: update.fleetd,
-        fleetd_ms_per_update_excl_polls: update
-            .fleetd
-            .zip(polling_ms_per_device)
-            .map(|(all, polls)| (all - polls).max(0.0)),
-        mosquitto_ms_per_registration: registration.mosquitto,
-        mosquitto_ms_per_update: update.mosquitto,
-        sim_ms_per_update: update.sim,
-        api_polls: api_side.polls,
-        fleetd_ms_per_api_poll: overheads.ms_per_poll,
-        fleetd_idle_percent: overheads.idle_percent,
-    };
-    let errors = shared.errors.snapshot();
-
-    Ok(Report {
-        machine: Machine::detect(),
-        broker: plan.broker.clone(),
-        devices: n,
-        keep_alive_s: plan.keep_alive.as_secs(),
-        connect_timeout_s: plan.connect_timeout.as_secs(),
-        connect_s,
-        registered_s,
-        create_deployment_ms,
-        desired_received: Spread::of(&sim.received),
-        new_version_reported: Spread::of(&sim.acked),
-        api_all_succeeded_ms: api_side.all_succeeded_ms,
-        missing_desired: sim.missing_desired,
-        missing_acks: sim.missing_acks,
-        connection_errors: errors.values().sum(),
-        connection_error_kinds: errors,
-        duplicate_client_id_drops: None,
-        bad_payloads: shared.bad_payloads.load(Ordering::Relaxed),
-        strategy: plan
-            .strategy
-            .as_ref()
-            .map_or_else(|| "all-at-once".to_string(), |s| s.kind.clone()),
-        step_sizes,
-        cpu,
+    Ok(Round {
+        id: created.id,
+        create_ms,
+        cpu_start,
+        sim,
+        api_side,
+        step_sizes: cumulative_steps(&view),
     })
 }
 

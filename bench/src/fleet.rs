@@ -46,8 +46,8 @@ pub struct FleetShared {
     pub port: u16,
     /// The app the benchmark deploys.
     pub app: String,
-    /// The version the benchmark deploys.
-    pub version: String,
+    /// The version the benchmark deploys now (a second round deploys another).
+    version: std::sync::RwLock<String>,
     /// Where devices report timing events.
     pub events: mpsc::UnboundedSender<SimEvent>,
     /// MQTT keep-alive of every device.
@@ -78,13 +78,29 @@ impl FleetShared {
             host,
             port,
             app: app.into(),
-            version: version.into(),
+            version: std::sync::RwLock::new(version.into()),
             events,
             keep_alive,
             connect_timeout,
             errors: ErrorTally::default(),
             bad_payloads: AtomicU64::new(0),
         }
+    }
+}
+
+impl FleetShared {
+    /// The version under measurement.
+    pub fn version(&self) -> String {
+        self.version
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Measures the deployment of `version` from now on.
+    pub fn set_version(&self, version: &str) {
+        let mut v = self.version.write().unwrap_or_else(|p| p.into_inner());
+        *v = version.to_string();
     }
 }
 
@@ -179,7 +195,7 @@ pub async fn run_device(
                         continue;
                     }
                 };
-                let measured = wants(&desired, &shared.app, &shared.version);
+                let measured = wants(&desired, &shared.app, &shared.version());
                 if let Some(status) = device.on_desired(&desired, now_ms()) {
                     if measured {
                         emit(SimEventKind::DesiredReceived);

@@ -95,6 +95,36 @@ pub struct CpuFigures {
     pub fleetd_idle_percent: Option<f64>,
 }
 
+/// fleetd's (and Mosquitto's) CPU per device for one deployment round.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UpdateCpu {
+    /// fleetd, from the deployment request until the API reported every device succeeded.
+    pub fleetd_ms_per_update: Option<f64>,
+    /// The same without the benchmark's polling.
+    pub fleetd_ms_per_update_excl_polls: Option<f64>,
+    /// Mosquitto during the round.
+    pub mosquitto_ms_per_update: Option<f64>,
+    /// This simulator during the round.
+    pub sim_ms_per_update: Option<f64>,
+    /// `GET /api/v1/deployments/{id}` calls made during the round.
+    pub api_polls: u64,
+}
+
+/// The second deployment of a run (version 2.0.0 to the same fleet): every topic,
+/// subscription and retained message already exists, so it shows the steady-state cost of a
+/// release, where the first also pays for the broker creating per-device topics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepeatRound {
+    /// Until the API reported every device succeeded, milliseconds.
+    pub api_all_succeeded_ms: f64,
+    /// Devices updated by the end of each rollout step (cumulative).
+    pub step_sizes: Vec<usize>,
+    /// Devices whose new-version status had no broker acknowledgement when the round ended.
+    pub missing_acks: usize,
+    /// CPU per device.
+    pub cpu: UpdateCpu,
+}
+
 /// Everything one benchmark run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -141,6 +171,8 @@ pub struct Report {
     pub step_sizes: Vec<usize>,
     /// CPU time per device.
     pub cpu: CpuFigures,
+    /// The second, steady-state deployment.
+    pub repeat: RepeatRound,
 }
 
 fn ms(v: f64) -> String {
@@ -234,6 +266,32 @@ impl Report {
                     .map_or_else(|| "unknown".into(), |p| format!("{p:.1}% of one CPU")),
             ),
         ];
+        let r = &self.repeat;
+        let mut rows = rows;
+        rows.push((
+            "repeat deployment: (c) all succeeded".into(),
+            format!(
+                "{} (steps {:?}, {} acks missing)",
+                ms(r.api_all_succeeded_ms),
+                r.step_sizes,
+                r.missing_acks
+            ),
+        ));
+        rows.push((
+            "repeat deployment: fleetd CPU / device update".into(),
+            format!(
+                "{} (excl. {} API polls: {})",
+                cpu_ms(r.cpu.fleetd_ms_per_update),
+                r.cpu.api_polls,
+                cpu_ms(r.cpu.fleetd_ms_per_update_excl_polls)
+            ),
+        ));
+        if r.cpu.mosquitto_ms_per_update.is_some() {
+            rows.push((
+                "repeat deployment: Mosquitto CPU / device update".into(),
+                cpu_ms(r.cpu.mosquitto_ms_per_update),
+            ));
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         rows.iter()
             .map(|(k, v)| format!("{k:<width$}  {v}\n"))
