@@ -1,5 +1,5 @@
 //! The agent's idle footprint with one supervised app: resident memory and CPU time, measured
-//! on a real agent process against the embedded broker. Ignored by default (it idles for a
+//! on a real agent process against a real broker (Mosquitto). Ignored by default (it idles for a
 //! while); `bench/arm-smoke.sh` runs it natively and for the ARM builds under qemu-user
 //! (FLEET_AGENT_BIN, FLEET_AGENT_RUNNER) and prints the figures for bench/README.md.
 
