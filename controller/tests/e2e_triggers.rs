@@ -133,10 +133,7 @@ fn a_canary_whose_health_check_fails_is_rolled_back_by_the_health_trigger() {
     let agents = fleet_on_v1(&fleetd, "sick", 4);
     let refs: Vec<&Agent> = agents.iter().collect();
     // Only the first step's single device runs this version, so a fixed port is free.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = support::free_port();
     register(
         &fleetd,
         "3.0.0",

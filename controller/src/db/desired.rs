@@ -61,21 +61,7 @@ impl Db {
         &self,
         ids: impl IntoIterator<Item = &'a String>,
     ) -> Result<BTreeMap<String, DesiredState>, DbError> {
-        let txn = self.raw().begin_read()?;
-        let table = txn.open_table(DESIRED)?;
-        let mut out = BTreeMap::new();
-        for id in ids {
-            let Some(v) = table.get(id.as_str())? else {
-                continue;
-            };
-            match decode::<DesiredState>("desired", id, v.value()) {
-                Ok(d) => {
-                    out.insert(id.clone(), d);
-                }
-                Err(e) => tracing::warn!(error = %e, "skipping desired state"),
-            }
-        }
-        Ok(out)
+        self.records_by_ids(DESIRED, "desired", ids)
     }
 
     /// One device's decoded desired state.

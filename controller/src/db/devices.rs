@@ -150,21 +150,7 @@ impl Db {
         &self,
         ids: impl IntoIterator<Item = &'a String>,
     ) -> Result<BTreeMap<String, DeviceRecord>, DbError> {
-        let txn = self.raw().begin_read()?;
-        let table = txn.open_table(DEVICES)?;
-        let mut out = BTreeMap::new();
-        for id in ids {
-            let Some(v) = table.get(id.as_str())? else {
-                continue;
-            };
-            match decode::<DeviceRecord>("devices", id, v.value()) {
-                Ok(rec) => {
-                    out.insert(id.clone(), rec);
-                }
-                Err(e) => tracing::warn!(error = %e, "skipping device record"),
-            }
-        }
-        Ok(out)
+        self.records_by_ids(DEVICES, "devices", ids)
     }
 
     /// Every device ever seen, by id. A corrupt record is logged and skipped so one bad value

@@ -27,7 +27,7 @@ pub use devices::{is_behind, StatusBatchOutcome, StatusUpdate};
 pub use records::{DeploymentRecord, DeviceRecord};
 pub use rollouts::RolloutOpError;
 
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -149,6 +149,31 @@ impl Db {
 
     pub(crate) fn raw(&self) -> &Database {
         &self.inner
+    }
+
+    /// The decoded records of `ids` in table `def` (named `label` in errors); absent keys are
+    /// left out and corrupt records logged and skipped, so one bad value hides nothing else.
+    pub(crate) fn records_by_ids<'a, T: DeserializeOwned>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        label: &'static str,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Result<std::collections::BTreeMap<String, T>, DbError> {
+        let txn = self.raw().begin_read()?;
+        let table = txn.open_table(def)?;
+        let mut out = std::collections::BTreeMap::new();
+        for id in ids {
+            let Some(v) = table.get(id.as_str())? else {
+                continue;
+            };
+            match decode::<T>(label, id, v.value()) {
+                Ok(rec) => {
+                    out.insert(id.clone(), rec);
+                }
+                Err(e) => tracing::warn!(error = %e, "skipping {label} record"),
+            }
+        }
+        Ok(out)
     }
 }
 

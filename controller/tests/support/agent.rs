@@ -81,7 +81,22 @@ impl Agent {
 
     /// Everything the agent wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        let mut out = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        // The apps' own output (including a container engine's errors) explains most failures.
+        if let Ok(dir) = std::fs::read_dir(self.data_dir().join("logs")) {
+            for e in dir.flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                if !tail.is_empty() {
+                    out.push_str(&format!("\n--- {} (last lines) ---\n", e.path().display()));
+                    for l in tail.into_iter().rev() {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The agent's pid, while it runs.
