@@ -6,30 +6,13 @@
 //! artifact before downloading it.
 
 use crate::install::InstallError;
+use crate::install_tool::{run, write_launcher};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
 /// File name of the kept package inside the version directory.
 pub const PACKAGE_FILE: &str = "package.deb";
-
-/// Runs a package tool and returns its trimmed stdout; a failure to start it or a non-zero
-/// exit is an install error naming the tool and carrying its stderr. Shared by the deb, rpm
-/// and apk installers.
-pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<String, InstallError> {
-    let out = cmd
-        .output()
-        .map_err(|e| InstallError::Package(format!("cannot run {what}: {e}")))?;
-    if !out.status.success() {
-        return Err(InstallError::Package(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
 
 /// Quotes a string for a POSIX shell script.
 fn sh_quote(s: &str) -> String {
@@ -77,13 +60,7 @@ pub fn stage_deb(
         pkg = sh_quote(&package),
         entry = sh_quote(&entry),
     );
-    let launcher = staging.join(app);
-    fs::write(&launcher, script)
-        .and_then(|()| fs::set_permissions(&launcher, fs::Permissions::from_mode(0o755)))
-        .map_err(|source| InstallError::Io {
-            context: format!("cannot write launcher {}", launcher.display()),
-            source,
-        })
+    write_launcher(&staging.join(app), &script)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 use crate::install::InstallError;
 use crate::install_pkg::find_tool;
+use crate::install_tool::run;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
@@ -99,20 +100,6 @@ pub struct NixInstall<'a> {
     pub entrypoint: Option<&'a str>,
     /// `PATH` to find `nix-store` on.
     pub path: Option<&'a OsStr>,
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<String, InstallError> {
-    let out = cmd
-        .output()
-        .map_err(|e| InstallError::Package(format!("cannot run {what}: {e}")))?;
-    if !out.status.success() {
-        return Err(InstallError::Package(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Realises the artifact, pins it and links `<staging>/<app>` to the entry point.

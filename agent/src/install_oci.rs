@@ -11,29 +11,14 @@
 
 use crate::container::{self, Engine, Installed, IMAGE_FILE};
 use crate::install::InstallError;
+use crate::install_tool::{run, write_launcher};
 use fleet_schema::app_spec::RuntimeKind;
 use fleet_schema::image_ref::{ImageSource, MAX_DOCUMENT_BYTES};
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn run(cmd: &mut Command, what: &str) -> Result<String, InstallError> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| InstallError::Package(format!("cannot run {what}: {e}")))?;
-    if !out.status.success() {
-        return Err(InstallError::Package(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
 
 /// The image named by `load`'s output ("Loaded image: x", "Loaded image ID: sha256:..",
 /// podman's "Loaded image(s): x"); the last one when several were loaded.
@@ -245,13 +230,10 @@ pub fn stage_oci(
     let io = |context: String| move |source| InstallError::Io { context, source };
     fs::write(staging.join(IMAGE_FILE), installed.to_record())
         .map_err(io(format!("cannot record the image of {app}@{version}")))?;
-    let launcher = staging.join(app);
-    fs::write(
-        &launcher,
-        launcher_script(engine, &container::container_name(app, version)),
-    )
-    .and_then(|()| fs::set_permissions(&launcher, fs::Permissions::from_mode(0o755)))
-    .map_err(io(format!("cannot write launcher {}", launcher.display())))?;
+    write_launcher(
+        &staging.join(app),
+        &launcher_script(engine, &container::container_name(app, version)),
+    )?;
     tracing::info!(app, version, image = %installed.image, engine = engine.as_str(), "image ready");
     Ok(())
 }

@@ -7,11 +7,10 @@
 //! an install there is refused naming the missing tool.
 
 use crate::install::InstallError;
-use crate::install_deb::run;
+use crate::install_tool::{run, write_launcher};
 use fleet_schema::ArtifactType;
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -165,13 +164,10 @@ pub fn stage_package(
             "entry point {entry:?} is not an installed file (set runtime.entrypoint to its absolute path)"
         )));
     }
-    let launcher = staging.join(app);
-    fs::write(&launcher, tool.launcher_script(name.as_deref(), &entry))
-        .and_then(|()| fs::set_permissions(&launcher, fs::Permissions::from_mode(0o755)))
-        .map_err(|source| InstallError::Io {
-            context: format!("cannot write launcher {}", launcher.display()),
-            source,
-        })
+    write_launcher(
+        &staging.join(app),
+        &tool.launcher_script(name.as_deref(), &entry),
+    )
 }
 
 #[cfg(test)]

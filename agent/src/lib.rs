@@ -21,6 +21,7 @@ pub mod install_nix;
 pub mod install_oci;
 pub mod install_pkg;
 pub mod install_script;
+pub mod install_tool;
 pub mod inventory;
 pub mod layout;
 pub mod process;

@@ -132,8 +132,14 @@ impl Daemon {
             return;
         }
         let pending = std::mem::take(&mut self.telem.pending);
-        let mut dropped = std::mem::take(&mut self.telem.dropped);
-        let mut chunks: Vec<Vec<LogEntry>> = pending.chunks(MAX_BATCH).map(<[_]>::to_vec).collect();
+        let dropped = std::mem::take(&mut self.telem.dropped);
+        self.send_log_batches(&pending, dropped);
+    }
+
+    /// Publishes `entries` on the logs topic in batches of at most [`MAX_BATCH`] (one empty
+    /// batch when there are none, so `dropped` is still reported); `dropped` rides on the first.
+    fn send_log_batches(&self, entries: &[LogEntry], mut dropped: u64) {
+        let mut chunks: Vec<Vec<LogEntry>> = entries.chunks(MAX_BATCH).map(<[_]>::to_vec).collect();
         if chunks.is_empty() {
             chunks.push(Vec::new());
         }
@@ -176,19 +182,7 @@ impl Daemon {
                 let n = usize::try_from(lines).unwrap_or(usize::MAX);
                 let recent = self.telem.ring.recent(app.as_deref(), n);
                 tracing::info!(app = ?app, lines = recent.len(), "sending log history");
-                let mut chunks: Vec<Vec<LogEntry>> =
-                    recent.chunks(MAX_BATCH).map(<[_]>::to_vec).collect();
-                if chunks.is_empty() {
-                    chunks.push(Vec::new());
-                }
-                for entries in chunks {
-                    let batch = LogBatch {
-                        device_id: self.cfg.device_id.to_string(),
-                        entries,
-                        dropped: 0,
-                    };
-                    self.send_telemetry(Topic::Logs(self.cfg.device_id.clone()), &batch);
-                }
+                self.send_log_batches(&recent, 0);
             }
             AgentRequest::Unsupported => tracing::debug!("ignoring unknown request kind"),
         }
