@@ -79,40 +79,14 @@ fn archive_artifact_runs_its_entry_point() {
     let fleetd = Fleetd::start();
     let agent = Agent::start("dev-archive", &fleetd.mqtt_url(), &[]);
     wait_online(&fleetd, &[&agent]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(root.join("lib")).expect("mkdir");
-    std::fs::write(root.join("lib/message.txt"), "hello from the archive\n").expect("write");
-    std::fs::write(
-        root.join(APP),
-        "#!/bin/sh\ncat lib/message.txt\nexec sleep 600\n",
-    )
-    .expect("write");
-    let tgz = dir.path().join("app.tar.gz");
-    let status = Command::new("tar")
-        .arg("czf")
-        .arg(&tgz)
-        .arg("-C")
-        .arg(&root)
-        .arg(".")
-        .status()
-        .expect("run tar");
-    assert!(status.success());
-    let (ok, out) = fleetctl(
+    push_archive(
         &fleetd,
+        "1.0.0",
         &[
-            "artifact",
-            "push",
-            &tgz.to_string_lossy(),
-            "--name",
-            APP,
-            "--version",
-            "1.0.0",
-            "--type",
-            "archive",
+            ("lib/message.txt", "hello from the archive\n"),
+            (APP, "#!/bin/sh\ncat lib/message.txt\nexec sleep 600\n"),
         ],
     );
-    assert!(ok, "{out}");
     let d = deploy(&fleetd, "1.0.0", &["dev-archive"]);
     wait_deployment(&fleetd, &d, "succeeded", &[&agent]);
     let printed = wait_until(Duration::from_secs(10), || {
@@ -324,9 +298,8 @@ fn nix_is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// Pushes a tar.gz of `files` (path, content) as archive `APP@version` and registers an
-/// application whose runtime names the entry point and the install and pre-start scripts.
-fn push_scripted_archive(fleetd: &Fleetd, version: &str, files: &[(&str, &str)]) {
+/// Pushes a tar.gz of `files` (path, content) as archive `APP@version` with fleetctl.
+fn push_archive(fleetd: &Fleetd, version: &str, files: &[(&str, &str)]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
     for (path, content) in files {
@@ -359,6 +332,12 @@ fn push_scripted_archive(fleetd: &Fleetd, version: &str, files: &[(&str, &str)])
         ],
     );
     assert!(ok, "{out}");
+}
+
+/// Pushes a tar.gz of `files` as archive `APP@version` and registers an application whose
+/// runtime names the entry point and the install and pre-start scripts.
+fn push_scripted_archive(fleetd: &Fleetd, version: &str, files: &[(&str, &str)]) {
+    push_archive(fleetd, version, files);
     let manifest = serde_json::json!({
         "apiVersion": "fleet.v1", "kind": "Application",
         "metadata": {"name": APP, "version": version},

@@ -189,6 +189,22 @@ impl NewArtifact {
             image: self.image.map(|i| i.image),
         }
     }
+
+    /// A plain binary `app@version` for the stores' tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(version: &str) -> Self {
+        NewArtifact {
+            name: "app".into(),
+            version: version.into(),
+            kind: ArtifactType::Binary,
+            platforms: vec![],
+            labels: Default::default(),
+            requirements: Default::default(),
+            build_info: Default::default(),
+            signatures: vec![],
+            image: None,
+        }
+    }
 }
 
 /// Result of a commit.
@@ -198,6 +214,25 @@ pub enum StoreOutcome {
     Created(ArtifactMeta),
     /// The same bytes were already stored under that version (idempotent retry).
     Existing(ArtifactMeta),
+}
+
+impl StoreOutcome {
+    /// The outcome of committing `staged` over the version already stored as `existing`: the
+    /// same bytes are an idempotent retry, other bytes a conflict (a version is immutable).
+    pub fn over_existing(
+        existing: ArtifactMeta,
+        staged: &StagedBlob,
+    ) -> Result<StoreOutcome, StoreError> {
+        let stored = existing.sha256().unwrap_or_default().to_string();
+        if stored == staged.sha256 && existing.size == staged.size {
+            return Ok(StoreOutcome::Existing(existing));
+        }
+        Err(StoreError::Conflict {
+            id: existing.id.clone(),
+            stored,
+            uploaded: staged.sha256.clone(),
+        })
+    }
 }
 
 /// An opened blob, positioned at the requested range.

@@ -194,15 +194,7 @@ impl ArtifactStore for S3Store {
         }
         let _guard = self.commit_lock.lock().await;
         if let Some(existing) = self.read_meta(&new.name, &new.version).await? {
-            let stored = existing.sha256().unwrap_or_default().to_string();
-            if stored == staged.sha256 && existing.size == staged.size {
-                return Ok(StoreOutcome::Existing(existing));
-            }
-            return Err(StoreError::Conflict {
-                id,
-                stored,
-                uploaded: staged.sha256.clone(),
-            });
+            return StoreOutcome::over_existing(existing, &staged);
         }
         let blob_key = self.key(&new.name, &new.version, "blob");
         let mut file = tokio::fs::File::open(staged.key())

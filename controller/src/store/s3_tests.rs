@@ -5,7 +5,6 @@
 use super::*;
 use crate::store::{ArtifactStore, NewArtifact, StoreError, StoreOutcome};
 use axum::body::Bytes;
-use fleet_schema::ArtifactType;
 use std::process::{Child, Command, Stdio};
 
 const ACCESS: &str = "fleetd-test-access";
@@ -105,20 +104,6 @@ fn body(data: Vec<u8>) -> crate::store::ByteStream<'static> {
     Box::pin(futures_util::stream::iter(chunks))
 }
 
-fn new(version: &str) -> NewArtifact {
-    NewArtifact {
-        name: "app".into(),
-        version: version.into(),
-        kind: ArtifactType::Binary,
-        platforms: vec![],
-        labels: Default::default(),
-        requirements: Default::default(),
-        build_info: Default::default(),
-        signatures: vec![],
-        image: None,
-    }
-}
-
 fn http_get(url: &str, range: Option<&str>) -> (u16, Vec<u8>) {
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
@@ -150,7 +135,7 @@ async fn s3_store_multipart_upload_index_and_presigned_urls() {
     let created = match st
         .commit(
             st.stage(body(data.clone()), 1 << 30).await.expect("stages"),
-            new("1.0.0"),
+            NewArtifact::for_test("1.0.0"),
         )
         .await
         .expect("commits")
@@ -165,7 +150,7 @@ async fn s3_store_multipart_upload_index_and_presigned_urls() {
     assert!(matches!(
         st.commit(
             st.stage(body(data.clone()), 1 << 30).await.expect("stages"),
-            new("1.0.0")
+            NewArtifact::for_test("1.0.0")
         )
         .await,
         Ok(StoreOutcome::Existing(_))
@@ -175,7 +160,7 @@ async fn s3_store_multipart_upload_index_and_presigned_urls() {
             st.stage(body(b"other".to_vec()), 1 << 30)
                 .await
                 .expect("stages"),
-            new("1.0.0")
+            NewArtifact::for_test("1.0.0")
         )
         .await,
         Err(StoreError::Conflict { .. })
@@ -184,7 +169,7 @@ async fn s3_store_multipart_upload_index_and_presigned_urls() {
         st.stage(body(b"small".to_vec()), 1 << 30)
             .await
             .expect("stages"),
-        new("0.9.0"),
+        NewArtifact::for_test("0.9.0"),
     )
     .await
     .expect("commits");

@@ -120,45 +120,43 @@ fn running(r: &mut Rollout, ctx: Ctx<'_>, snap: &Snapshot, now: u64, act: &mut A
             touch_current_step(r, now, act);
         }
     } else if c.counted - c.failed < required {
-        let f = Fired {
-            kind: "step-failed".into(),
-            detail: format!(
-                "step {}: {} of {} devices failed, {}% must succeed",
-                r.step + 1,
-                c.failed,
-                c.counted,
-                r.params.success_percentage
-            ),
-            observed: c.failed as u64,
-            threshold: (c.counted - required) as u64,
-            action: r
-                .params
-                .triggers
-                .action
-                .unwrap_or(RollbackAction::Immediate),
-            at: now,
-        };
+        let detail = format!(
+            "step {}: {} of {} devices failed, {}% must succeed",
+            r.step + 1,
+            c.failed,
+            c.counted,
+            r.params.success_percentage
+        );
+        let threshold = (c.counted - required) as u64;
+        let f = triggers::fired(
+            r,
+            "step-failed",
+            RollbackAction::Immediate,
+            detail,
+            c.failed as u64,
+            threshold,
+            now,
+        );
         fail(r, f, now, act);
     } else if now.saturating_sub(r.step_started_at) > r.params.progress_deadline_ms {
-        let f = Fired {
-            kind: "progress-deadline".into(),
-            detail: format!(
-                "step {}: {} of {} devices healthy after {}s (deadline {}s)",
-                r.step + 1,
-                c.healthy,
-                c.counted,
-                now.saturating_sub(r.step_started_at) / 1000,
-                r.params.progress_deadline_ms / 1000
-            ),
-            observed: now.saturating_sub(r.step_started_at),
-            threshold: r.params.progress_deadline_ms,
-            action: r
-                .params
-                .triggers
-                .action
-                .unwrap_or(RollbackAction::Immediate),
-            at: now,
-        };
+        let waited = now.saturating_sub(r.step_started_at);
+        let detail = format!(
+            "step {}: {} of {} devices healthy after {}s (deadline {}s)",
+            r.step + 1,
+            c.healthy,
+            c.counted,
+            waited / 1000,
+            r.params.progress_deadline_ms / 1000
+        );
+        let f = triggers::fired(
+            r,
+            "progress-deadline",
+            RollbackAction::Immediate,
+            detail,
+            waited,
+            r.params.progress_deadline_ms,
+            now,
+        );
         fail(r, f, now, act);
     }
 }

@@ -10,7 +10,9 @@ use fleet_schema::{AppPhase, HealthState};
 /// two is noise, not a 50% error rate).
 pub const MIN_REQUESTS: u64 = 10;
 
-fn fired(
+/// A fired trigger of `kind` with its numbers; its action is the deployment's override, else
+/// `default`.
+pub(super) fn fired(
     r: &Rollout,
     kind: &str,
     default: RollbackAction,

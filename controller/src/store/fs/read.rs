@@ -120,27 +120,12 @@ mod tests {
     use crate::store::fs::FsStore;
     use crate::store::{ArtifactStore, NewArtifact, StoreError, StoreOutcome};
     use axum::body::Bytes;
-    use fleet_schema::ArtifactType;
 
     fn body(data: &'static [u8]) -> crate::store::ByteStream<'static> {
         Box::pin(futures_util::stream::iter(vec![
             Ok(Bytes::from_static(&data[..2])),
             Ok(Bytes::from_static(&data[2..])),
         ]))
-    }
-
-    fn new(version: &str) -> NewArtifact {
-        NewArtifact {
-            name: "app".into(),
-            version: version.into(),
-            kind: ArtifactType::Binary,
-            platforms: vec![],
-            labels: Default::default(),
-            requirements: Default::default(),
-            build_info: Default::default(),
-            signatures: Vec::new(),
-            image: None,
-        }
     }
 
     #[tokio::test]
@@ -150,18 +135,24 @@ mod tests {
         for v in ["1.10.0", "1.9.0", "1.0.0-rc.1"] {
             let staged = store.stage(body(b"hello"), 100).await.expect("stages");
             assert!(matches!(
-                store.commit(staged, new(v)).await.expect("commits"),
+                store
+                    .commit(staged, NewArtifact::for_test(v))
+                    .await
+                    .expect("commits"),
                 StoreOutcome::Created(_)
             ));
         }
         let staged = store.stage(body(b"hello"), 100).await.expect("stages");
         assert!(matches!(
-            store.commit(staged, new("1.9.0")).await.expect("commits"),
+            store
+                .commit(staged, NewArtifact::for_test("1.9.0"))
+                .await
+                .expect("commits"),
             StoreOutcome::Existing(_)
         ));
         let staged = store.stage(body(b"other"), 100).await.expect("stages");
         assert!(matches!(
-            store.commit(staged, new("1.9.0")).await,
+            store.commit(staged, NewArtifact::for_test("1.9.0")).await,
             Err(StoreError::Conflict { .. })
         ));
         let versions: Vec<String> = store

@@ -81,15 +81,7 @@ pub(super) async fn commit(
 ) -> Result<StoreOutcome, StoreError> {
     let id = ArtifactMeta::make_id(&new.name, &new.version);
     if let Some(existing) = super::read::meta(dir).await? {
-        let stored = existing.sha256().unwrap_or_default().to_string();
-        if stored == staged.sha256 && existing.size == staged.size {
-            return Ok(StoreOutcome::Existing(existing));
-        }
-        return Err(StoreError::Conflict {
-            id,
-            stored,
-            uploaded: staged.sha256.clone(),
-        });
+        return StoreOutcome::over_existing(existing, &staged);
     }
     tokio::fs::create_dir_all(dir)
         .await
