@@ -321,15 +321,48 @@ fn registry_references_pull_run_upgrade_roll_back_and_leave_nothing_behind() {
         agent.log()
     );
 
-    // Install again (pulled again), upgrade to v2 (pulled by its recorded digest).
+    // Install again: the image is gone, so it is pulled again by digest through the registry.
+    // The manifest itself need not be requested again: Docker Engine with its classic image
+    // store (e.g. 20.10, overlay2) keeps pulled manifests in containerd's content store, which
+    // `rmi` only unreferences (containerd's garbage collector deletes them asynchronously),
+    // and a pull by digest takes a manifest still found there, content-addressed and already
+    // seen at this repository, without asking the registry. The image's config and layer were
+    // deleted with it, so those must come through the registry again, and the image must carry
+    // the pinned digest (as the agent checks in RepoDigests). Never pulled by tag.
+    let before = registry.requests().len();
     deploy(&fleetd, "1.0.0", &agent);
     wait_serving(port, "served by 1.0.0", "conf: settings of 1.0.0", &agent);
-    assert_eq!(
-        manifest_fetches(&registry, &digests[0]),
-        2,
-        "{:?}",
+    let again = registry.requests()[before..].to_vec();
+    for blob in registry.blobs_of(&digests[0]) {
+        assert!(
+            again.iter().any(|r| r.ends_with(&format!("/blobs/{blob}"))),
+            "{blob} of 1.0.0 fetched again: {again:?}"
+        );
+    }
+    assert!(
+        !again.iter().any(|r| r.ends_with("/manifests/1.0.0")),
+        "pulled by digest, not by tag: {again:?}"
+    );
+    assert!(
+        (1..=2).contains(&manifest_fetches(&registry, &digests[0])),
+        "manifest fetched once more or taken from the engine's content store: {:?}",
         registry.requests()
     );
+    let repo_digests = sh(
+        engine,
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RepoDigests}}",
+            &v1_ref,
+        ],
+    );
+    assert!(
+        repo_digests.contains(&format!("@{}", digests[0])),
+        "{repo_digests}"
+    );
+    // Upgrade to v2 (pulled by its recorded digest).
     let d2 = deploy(&fleetd, "2.0.0", &agent);
     wait_serving(port, "served by 2.0.0", "conf: settings of 2.0.0", &agent);
     assert_eq!(

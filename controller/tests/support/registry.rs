@@ -155,6 +155,17 @@ impl Registry {
         }
         manifest_digest
     }
+
+    /// Digests of the blobs (config, then layers) the stored manifest `manifest_digest` names.
+    pub fn blobs_of(&self, manifest_digest: &str) -> Vec<String> {
+        let st = lock(&self.state);
+        let (bytes, _) = st.blobs.get(manifest_digest).expect("stored manifest");
+        let manifest: serde_json::Value = serde_json::from_slice(bytes).expect("manifest JSON");
+        std::iter::once(&manifest["config"])
+            .chain(manifest["layers"].as_array().expect("layers"))
+            .map(|d| d["digest"].as_str().expect("digest").to_string())
+            .collect()
+    }
 }
 
 impl Drop for Registry {
