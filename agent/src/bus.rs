@@ -1,13 +1,20 @@
-//! The MQTT session: connection options (persistent session, last will, 2 MiB packets), the
-//! poll loop (reconnects with jittered exponential backoff, which rumqttc does not do itself) and
-//! the publisher task. Publishing runs in its own task because `AsyncClient::publish` waits for
-//! room in the request channel, which only the poll loop drains: awaiting it inside the poll
-//! loop could deadlock.
+//! The MQTT session: connection options (the device's credentials, TLS, persistent session,
+//! a signed last will, 2 MiB packets), the poll loop (reconnects with jittered exponential
+//! backoff, which rumqttc does not do itself, with a new signing epoch and last will for every
+//! connection) and the publisher task, which seals everything it sends with the device key.
+//! Publishing runs in its own task because `AsyncClient::publish` waits for room in the request
+//! channel, which only the poll loop drains: awaiting it inside the poll loop could deadlock.
 
 use crate::backoff::{jitter, Backoff};
+use crate::identity::signer::Signer;
 use crate::telemetry::spool::Spool;
-use fleet_schema::{DeviceId, DeviceStatus, Topic};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use fleet_schema::trust::tokens::agent_client_id;
+use fleet_schema::{DeviceId, DeviceStatus, MqttUrl, Topic};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
+    Outgoing, Packet, QoS, TlsConfiguration, Transport,
+};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -31,6 +38,10 @@ pub const DRAIN_BATCH: usize = 20;
 /// Longest wait for the broker to close the connection after our DISCONNECT.
 const DISCONNECT_DRAIN: Duration = Duration::from_secs(1);
 
+/// Consecutive refused connections after which the agent asks to enroll again (its
+/// credentials may have been rotated, or the device reset by an operator).
+pub const REFUSALS_BEFORE_REENROLL: u32 = 3;
+
 /// What the poll loop reports to the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusEvent {
@@ -38,6 +49,8 @@ pub enum BusEvent {
     Connected,
     /// The connection broke; reconnecting.
     Disconnected,
+    /// The broker refused this device's credentials several times in a row.
+    CredentialsRefused,
     /// A message arrived.
     Message {
         /// Its topic.
@@ -71,6 +84,7 @@ pub enum PubCmd {
 /// (oldest dropped beyond the bounds). Without a backlog, offline messages are lost.
 fn send_or_spool(
     client: &AsyncClient,
+    signer: &Signer,
     spool: Option<&mut Spool>,
     connected: bool,
     topic: String,
@@ -78,9 +92,14 @@ fn send_or_spool(
 ) {
     let backlog = spool.as_ref().is_some_and(|s| !s.index().is_empty());
     if connected && !backlog {
-        match client.try_publish(topic.as_str(), QoS::AtMostOnce, false, payload.clone()) {
-            Ok(()) => return,
-            Err(e) => tracing::debug!(error = %e, "request queue full; keeping telemetry"),
+        match signer.seal(&topic, &payload) {
+            Ok(sealed) => {
+                match client.try_publish(topic.as_str(), QoS::AtMostOnce, false, sealed) {
+                    Ok(()) => return,
+                    Err(e) => tracing::debug!(error = %e, "request queue full; keeping telemetry"),
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot seal telemetry"),
         }
     }
     if let Some(s) = spool {
@@ -90,14 +109,23 @@ fn send_or_spool(
     }
 }
 
-/// Sends up to [`DRAIN_BATCH`] backlog messages, oldest first.
-fn drain_some(client: &AsyncClient, spool: &mut Spool) {
+/// Sends up to [`DRAIN_BATCH`] backlog messages, oldest first, sealed now (with the current
+/// connection's stamps, so fleetd accepts them after the reconnect).
+fn drain_some(client: &AsyncClient, signer: &Signer, spool: &mut Spool) {
     for _ in 0..DRAIN_BATCH {
         let Some((topic, payload)) = spool.peek() else {
             return;
         };
+        let sealed = match signer.seal(&topic, &payload) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot seal backlog message; dropping it");
+                spool.pop();
+                continue;
+            }
+        };
         if client
-            .try_publish(topic.as_str(), QoS::AtMostOnce, false, payload)
+            .try_publish(topic.as_str(), QoS::AtMostOnce, false, sealed)
             .is_err()
         {
             return;
@@ -121,38 +149,125 @@ pub fn offline_status(device: &DeviceId) -> DeviceStatus {
         observed_generation: 0,
         apps: Vec::new(),
         reported_at: 0,
+        refused: None,
     }
 }
 
-/// Client options for this device.
-pub fn options(device: &DeviceId, host: &str, port: u16) -> MqttOptions {
-    let mut opts = MqttOptions::new(format!("fleet-agent-{device}"), host, port);
+/// The device's MQTT credentials (the password is a secret: never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name (the device id).
+    pub username: String,
+    /// Password from enrollment.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({})", self.username)
+    }
+}
+
+/// Where and how this device connects.
+#[derive(Clone)]
+pub struct Session {
+    /// This device.
+    pub device: DeviceId,
+    /// The broker.
+    pub url: MqttUrl,
+    /// TLS client configuration, for `mqtts://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Seals everything published.
+    pub signer: Arc<Signer>,
+}
+
+/// The signed offline status for connection `epoch`.
+fn last_will(device: &DeviceId, signer: &Signer, epoch: u64) -> Option<LastWill> {
+    let topic = Topic::Status(device.clone()).to_string();
+    let sealed = fleet_schema::encode(&offline_status(device))
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            signer
+                .seal_will(&topic, epoch, &b)
+                .map_err(|e| e.to_string())
+        });
+    match sealed {
+        Ok(will) => Some(LastWill::new(topic, will, QoS::AtLeastOnce, true)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot seal the last will");
+            None
+        }
+    }
+}
+
+/// Client options for this device's first connection.
+pub fn options(session: &Session, creds: &Credentials) -> MqttOptions {
+    let mut opts = MqttOptions::new(
+        agent_client_id(session.device.as_str()),
+        session.url.host.clone(),
+        session.url.port,
+    );
     opts.set_clean_session(false)
         .set_keep_alive(KEEP_ALIVE)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-        .set_request_channel_capacity(64);
-    match fleet_schema::encode(&offline_status(device)) {
-        Ok(will) => {
-            opts.set_last_will(LastWill::new(
-                Topic::Status(device.clone()).to_string(),
-                will,
-                QoS::AtLeastOnce,
-                true,
-            ));
-        }
-        Err(e) => tracing::error!(error = %e, "cannot encode the last will"),
+        .set_request_channel_capacity(64)
+        .set_credentials(creds.username.clone(), creds.password.clone());
+    if let Some(tls) = &session.tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
+    }
+    let epoch = session.signer.new_connection(now_millis());
+    if let Some(will) = last_will(&session.device, &session.signer, epoch) {
+        opts.set_last_will(will);
     }
     opts
 }
 
-/// Drives the connection until a graceful disconnect went out, reporting to `events`.
-pub async fn poll_loop(mut eventloop: EventLoop, events: mpsc::UnboundedSender<BusEvent>) {
+/// True for errors that mean "the broker refused these credentials": a ConnAck refusal, or a
+/// broker that closes the connection instead of answering the CONNECT (rumqttd).
+fn refused_credentials(e: &ConnectionError) -> bool {
+    match e {
+        ConnectionError::ConnectionRefused(code) => matches!(
+            code,
+            ConnectReturnCode::BadUserNamePassword
+                | ConnectReturnCode::NotAuthorized
+                | ConnectReturnCode::BadClientId
+        ),
+        ConnectionError::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+        ),
+        ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted) => true,
+        ConnectionError::MqttState(rumqttc::StateError::Io(io)) => matches!(
+            io.kind(),
+            std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+        ),
+        _ => false,
+    }
+}
+
+/// Drives the connection until a graceful disconnect went out, reporting to `events`. Before
+/// every reconnect it starts a new signing epoch (with its last will) and takes the newest
+/// credentials from `creds` (a re-enrollment may have changed them).
+pub async fn poll_loop(
+    mut eventloop: EventLoop,
+    session: Session,
+    mut creds: watch::Receiver<Credentials>,
+    events: mpsc::UnboundedSender<BusEvent>,
+) {
     let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
     let mut connected = false;
+    let mut refusals = 0u32;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
+                refusals = 0;
                 connected = true;
                 tracing::info!(session_present = ack.session_present, "connected to broker");
                 let _ = events.send(BusEvent::Connected);
@@ -173,28 +288,51 @@ pub async fn poll_loop(mut eventloop: EventLoop, events: mpsc::UnboundedSender<B
             }
             Ok(_) => {}
             Err(e) => {
+                let was_connected = connected;
                 if connected {
                     connected = false;
                     let _ = events.send(BusEvent::Disconnected);
                 }
+                if !was_connected && refused_credentials(&e) {
+                    refusals += 1;
+                    if refusals == REFUSALS_BEFORE_REENROLL {
+                        let _ = events.send(BusEvent::CredentialsRefused);
+                    }
+                } else {
+                    refusals = 0;
+                }
                 let delay = jitter(backoff.next_delay(), rand::random::<f64>());
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker connection failed");
                 tokio::time::sleep(delay).await;
+                if creds.has_changed().unwrap_or(false) {
+                    let c = creds.borrow_and_update().clone();
+                    eventloop
+                        .mqtt_options
+                        .set_credentials(c.username, c.password);
+                    refusals = 0;
+                }
+                let epoch = session.signer.new_connection(now_millis());
+                if let Some(will) = last_will(&session.device, &session.signer, epoch) {
+                    eventloop.mqtt_options.set_last_will(will);
+                }
             }
         }
     }
 }
 
-async fn publish_status(client: &AsyncClient, topic: &str, status: &DeviceStatus) {
+async fn publish_status(client: &AsyncClient, signer: &Signer, topic: &str, status: &DeviceStatus) {
     let mut status = status.clone();
     status.reported_at = now_millis();
-    match fleet_schema::encode(&status) {
+    let sealed = fleet_schema::encode(&status)
+        .map_err(|e| e.to_string())
+        .and_then(|b| signer.seal(topic, &b).map_err(|e| e.to_string()));
+    match sealed {
         Ok(bytes) => {
             if let Err(e) = client.publish(topic, QoS::AtLeastOnce, true, bytes).await {
                 tracing::warn!(error = %e, "cannot queue status publish");
             }
         }
-        Err(e) => tracing::error!(error = %e, "cannot encode status"),
+        Err(e) => tracing::error!(error = %e, "cannot seal status"),
     }
 }
 
@@ -212,6 +350,7 @@ pub fn now_millis() -> u64 {
 pub async fn publisher(
     client: AsyncClient,
     device: DeviceId,
+    signer: Arc<Signer>,
     mut status: watch::Receiver<DeviceStatus>,
     mut cmds: mpsc::UnboundedReceiver<PubCmd>,
     mut spool: Option<Spool>,
@@ -230,7 +369,7 @@ pub async fn publisher(
         tokio::select! {
             _ = drain.tick(), if backlog => {
                 if let Some(s) = spool.as_mut() {
-                    drain_some(&client, s);
+                    drain_some(&client, &signer, s);
                 }
             }
             changed = status.changed() => {
@@ -240,7 +379,7 @@ pub async fn publisher(
                 if connected {
                     tokio::time::sleep(COALESCE).await;
                     let current = status.borrow_and_update().clone();
-                    publish_status(&client, &status_topic, &current).await;
+                    publish_status(&client, &signer, &status_topic, &current).await;
                 } else {
                     // Seen: the full status goes out on the next connect.
                     status.borrow_and_update();
@@ -250,7 +389,7 @@ pub async fn publisher(
                 republish_at = None;
                 if connected {
                     let current = status.borrow_and_update().clone();
-                    publish_status(&client, &status_topic, &current).await;
+                    publish_status(&client, &signer, &status_topic, &current).await;
                 }
             }
             cmd = cmds.recv() => match cmd {
@@ -263,7 +402,7 @@ pub async fn publisher(
                         }
                     }
                     let current = status.borrow_and_update().clone();
-                    publish_status(&client, &status_topic, &current).await;
+                    publish_status(&client, &signer, &status_topic, &current).await;
                 }
                 Some(PubCmd::Disconnected) => connected = false,
                 Some(PubCmd::RepublishAfter(delay)) => {
@@ -271,7 +410,7 @@ pub async fn publisher(
                     republish_at = Some(republish_at.map_or(at, |t| t.min(at)));
                 }
                 Some(PubCmd::Shutdown(offline, done)) => {
-                    publish_status(&client, &status_topic, &offline).await;
+                    publish_status(&client, &signer, &status_topic, &offline).await;
                     if let Err(e) = client.disconnect().await {
                         tracing::warn!(error = %e, "cannot queue disconnect");
                     }
@@ -279,7 +418,7 @@ pub async fn publisher(
                     return;
                 }
                 Some(PubCmd::Telemetry { topic, payload }) => {
-                    send_or_spool(&client, spool.as_mut(), connected, topic, payload);
+                    send_or_spool(&client, &signer, spool.as_mut(), connected, topic, payload);
                 }
             }
         }

@@ -14,17 +14,40 @@ pub struct Cli {
     /// This device's id (letters, digits, '-', '_', '.').
     #[arg(long)]
     pub device_id: Option<String>,
-    /// The broker, e.g. mqtt://127.0.0.1:1883.
+    /// The broker, e.g. mqtt://127.0.0.1:1883 or mqtts://fleet.example:8883.
     #[arg(long)]
     pub mqtt_url: Option<String>,
+    /// fleetd's HTTP API, e.g. https://fleet.example:7878: where the device enrolls and asks
+    /// for fresh download URLs.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// A file holding the enrollment token (`fleetctl enroll create`); without one the device
+    /// enrolls as a pending request an operator accepts (`fleetctl device accept ID`). Only
+    /// needed until the device is enrolled.
+    #[arg(long, value_name = "FILE")]
+    pub enroll_token_file: Option<PathBuf>,
+    /// The enrollment token itself (prefer --enroll-token-file or FLEET_ENROLL_TOKEN: a flag
+    /// is visible to other users in the process list).
+    #[arg(long, env = "FLEET_ENROLL_TOKEN", hide_env_values = true)]
+    pub enroll_token: Option<String>,
+    /// PEM CA certificate(s) the broker's and fleetd's TLS certificates must chain to (default:
+    /// the system's CA store).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate presented to the broker and fleetd when they ask for one.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Where the agent keeps its database, downloads, apps and logs.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// A label KEY=VALUE reported in the inventory (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// A TOML file with device_id, mqtt_url, data_dir, a [labels] table and the settings
-    /// below.
+    /// A TOML file with device_id, mqtt_url, server, data_dir, a [labels] table and the
+    /// settings below (keys as the flags, with '_' for '-').
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// How often metrics are sampled and published, milliseconds (default 10000).
@@ -104,6 +127,12 @@ impl Default for Telemetry {
 struct FileConfig {
     device_id: Option<String>,
     mqtt_url: Option<String>,
+    server: Option<String>,
+    enroll_token: Option<String>,
+    enroll_token_file: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
@@ -146,9 +175,22 @@ pub enum ConfigError {
     /// The device id is invalid.
     #[error("invalid device id: {0}")]
     DeviceId(#[from] fleet_schema::DeviceIdError),
-    /// The broker URL is not mqtt://host[:port].
-    #[error("invalid --mqtt-url {0:?}: expected mqtt://HOST:PORT")]
-    MqttUrl(String),
+    /// The broker URL is not mqtt(s)://host[:port].
+    #[error("invalid --mqtt-url: {0}")]
+    MqttUrl(#[from] fleet_schema::MqttUrlError),
+    /// The server URL is not http(s)://...
+    #[error(
+        "invalid --server {0:?}: expected http://HOST:PORT or https://HOST:PORT (fleetd's API)"
+    )]
+    Server(String),
+    /// The enrollment token file cannot be read.
+    #[error("cannot read the enrollment token file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A trusted key is neither hex nor a readable file holding hex.
     #[error("invalid trusted key: {0}")]
     TrustedKey(String),
@@ -160,15 +202,29 @@ pub enum ConfigError {
     SystemdScope(String),
 }
 
+/// A secret setting: its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Checked settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// This device.
     pub device_id: DeviceId,
-    /// Broker host.
-    pub mqtt_host: String,
-    /// Broker port.
-    pub mqtt_port: u16,
+    /// The broker.
+    pub mqtt: fleet_schema::MqttUrl,
+    /// fleetd's HTTP API base URL (no trailing slash).
+    pub server: String,
+    /// The enrollment token, when the device has one.
+    pub enroll_token: Option<Secret>,
+    /// TLS material for the broker and fleetd.
+    pub tls: crate::http::TlsFiles,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Labels for the inventory.
@@ -203,7 +259,35 @@ impl Config {
             .clone()
             .or(file.data_dir)
             .ok_or(ConfigError::Missing("data-dir", "data_dir"))?;
-        let (mqtt_host, mqtt_port) = parse_mqtt_url(&url)?;
+        let mqtt: fleet_schema::MqttUrl = url.parse()?;
+        let server = cli
+            .server
+            .clone()
+            .or(file.server)
+            .ok_or(ConfigError::Missing("server", "server"))?;
+        if !(server.starts_with("http://") || server.starts_with("https://"))
+            || server.contains('@')
+        {
+            return Err(ConfigError::Server(server));
+        }
+        let token_file = cli.enroll_token_file.clone().or(file.enroll_token_file);
+        let enroll_token = match (cli.enroll_token.clone().or(file.enroll_token), token_file) {
+            (Some(t), _) => Some(t),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|source| ConfigError::TokenFile { path, source })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        }
+        .filter(|t| !t.is_empty())
+        .map(Secret);
+        let tls = crate::http::TlsFiles {
+            ca: cli.ca.clone().or(file.ca),
+            client_cert: cli.client_cert.clone().or(file.client_cert),
+            client_key: cli.client_key.clone().or(file.client_key),
+        };
         let mut labels = file.labels;
         for l in &cli.labels {
             let (k, v) = l
@@ -260,8 +344,10 @@ impl Config {
         };
         Ok(Self {
             device_id: DeviceId::parse(&device)?,
-            mqtt_host,
-            mqtt_port,
+            mqtt,
+            server: server.trim_end_matches('/').to_string(),
+            enroll_token,
+            tls,
             data_dir,
             labels,
             telemetry,
@@ -282,28 +368,6 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// Splits `mqtt://host[:port]` (also `tcp://`) into host and port (default 1883).
-pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), ConfigError> {
-    let bad = || ConfigError::MqttUrl(url.to_string());
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(bad)?;
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') || rest.contains('@') {
-        return Err(bad());
-    }
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(':') => (h, p.parse::<u16>().map_err(|_| bad())?),
-        _ => (rest, 1883),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 {
-        return Err(bad());
-    }
-    Ok((host.to_string(), port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +384,8 @@ mod tests {
             "dev-1",
             "--mqtt-url",
             "mqtt://127.0.0.1:1884",
+            "--server",
+            "http://127.0.0.1:7878/",
             "--data-dir",
             "/tmp/x",
             "--label",
@@ -329,7 +395,9 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(c.device_id.as_str(), "dev-1");
-        assert_eq!((c.mqtt_host.as_str(), c.mqtt_port), ("127.0.0.1", 1884));
+        assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("127.0.0.1", 1884));
+        assert_eq!(c.server, "http://127.0.0.1:7878");
+        assert_eq!(c.enroll_token, None);
         assert_eq!(c.labels.get("tier").map(String::as_str), Some("b=c"));
         assert_eq!(c.telemetry, Telemetry::default(), "defaults");
         assert_eq!(c.systemd, crate::runtime::systemd::Settings::default());
@@ -341,9 +409,10 @@ mod tests {
         let path = dir.path().join("agent.toml");
         std::fs::write(
             &path,
-            "device_id = \"from-file\"\nmqtt_url = \"mqtt://broker\"\ndata_dir = \"/var/lib/fleet\"\nmetrics_interval_ms = 2000\nsystemd_scope = \"user\"\nsystemd_unit_dir = \"/u\"\n[labels]\nsite = \"file\"\nrack = \"3\"\n",
+            format!("device_id = \"from-file\"\nmqtt_url = \"mqtts://broker\"\nserver = \"https://fleet\"\nenroll_token_file = \"{}\"\ndata_dir = \"/var/lib/fleet\"\nmetrics_interval_ms = 2000\nsystemd_scope = \"user\"\nsystemd_unit_dir = \"/u\"\n[labels]\nsite = \"file\"\nrack = \"3\"\n", dir.path().join("token").display()),
         )
         .expect("write");
+        std::fs::write(dir.path().join("token"), "enroll_abc\n").expect("write token");
         let p = path.to_str().expect("utf-8 path");
         let c = Config::from_cli(&cli(&[
             "--config",
@@ -355,7 +424,12 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(c.device_id.as_str(), "flag");
-        assert_eq!(c.mqtt_port, 1883);
+        assert_eq!((c.mqtt.port, c.mqtt.tls), (8883, true));
+        assert_eq!(c.enroll_token, Some(Secret("enroll_abc".into())));
+        assert!(
+            !format!("{c:?}").contains("enroll_abc"),
+            "the token is never printed"
+        );
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/fleet"));
         assert_eq!(c.labels.get("site").map(String::as_str), Some("flag"));
         assert_eq!(c.labels.get("rack").map(String::as_str), Some("3"));
@@ -373,7 +447,14 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_refused() {
-        let base = ["--mqtt-url", "mqtt://h:1", "--data-dir", "/d"];
+        let base = [
+            "--mqtt-url",
+            "mqtt://h:1",
+            "--data-dir",
+            "/d",
+            "--server",
+            "http://h:2",
+        ];
         let mut args = vec!["--device-id", "_controller"];
         args.extend(base);
         assert!(matches!(
@@ -387,15 +468,18 @@ mod tests {
             Config::from_cli(&cli(&args)),
             Err(ConfigError::Label(_))
         ));
-        for url in [
-            "http://h:1",
-            "mqtt://",
-            "mqtt://h:x",
-            "mqtt://h:0",
-            "mqtt://h/p",
-        ] {
-            assert!(parse_mqtt_url(url).is_err(), "{url}");
-        }
+        let mut args = vec!["--device-id", "ok", "--server", "ftp://x"];
+        args.extend(&base[..4]);
+        assert!(matches!(
+            Config::from_cli(&cli(&args)),
+            Err(ConfigError::Server(_))
+        ));
+        let mut args = vec!["--device-id", "ok", "--mqtt-url", "http://h:1"];
+        args.extend(&base[2..]);
+        assert!(matches!(
+            Config::from_cli(&cli(&args)),
+            Err(ConfigError::MqttUrl(_))
+        ));
         assert!(matches!(
             Config::from_cli(&cli(&["--device-id", "x"])),
             Err(ConfigError::Missing("mqtt-url", _))

@@ -248,11 +248,13 @@ mod tests {
                 path: "/etc/app/config.yaml".into(),
                 content: "threshold: 0.7\n".into(),
                 mode: Some(0o600),
+                secret: false,
             },
             ConfigFile {
                 path: "conf/local.toml".into(),
                 content: "x = 1\n".into(),
                 mode: None,
+                secret: false,
             },
         ];
         let mounts = write_config_files(dir.path(), &spec).expect("writes");

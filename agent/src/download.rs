@@ -8,7 +8,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -112,15 +111,14 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Download
     move |source| DownloadError::Io { context, source }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(30)))
-            .timeout_per_read(Some(Duration::from_secs(30)))
-            .build(),
-    )
+/// A URL without its query: the query of a download URL is a credential (a signature, S3's
+/// presigned parameters), which must not reach logs or the device's reported errors.
+pub fn without_query(url: &str) -> String {
+    url.split('?').next().unwrap_or_default().to_string()
+}
+
+fn agent() -> &'static ureq::Agent {
+    crate::http::client()
 }
 
 /// Downloads and verifies; on success the verified content is at `req.partial`.
@@ -238,7 +236,7 @@ fn fetch(
     cancel: &AtomicBool,
 ) -> Result<u64, DownloadError> {
     let request_err = |e: ureq::Error| DownloadError::Request {
-        url: req.url.to_string(),
+        url: without_query(req.url),
         message: e.to_string(),
     };
     let agent = agent();
@@ -263,7 +261,7 @@ fn fetch(
                 let again = resp.status().as_u16();
                 if again != 200 {
                     return Err(DownloadError::Status {
-                        url: req.url.to_string(),
+                        url: without_query(req.url),
                         status: again,
                     });
                 }
@@ -271,7 +269,7 @@ fn fetch(
         }
         other => {
             return Err(DownloadError::Status {
-                url: req.url.to_string(),
+                url: without_query(req.url),
                 status: other,
             })
         }

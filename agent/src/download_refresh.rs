@@ -1,10 +1,10 @@
 //! Download URLs expire (fleetd's HMAC URLs and S3 presigned URLs alike), but a desired state
 //! is retained for as long as it is current, so a device that was offline longer than a URL's
 //! lifetime receives a stale one. When the store refuses the URL (401, 403, 410) the agent asks
-//! fleetd for a fresh URL, `GET <http_url>/api/v1/artifacts/<name>/<version>/url`, and
-//! downloads from it. fleetd's address comes from its retained presence message when the agent
-//! has seen one, else from the `refresh_url` fleetd put in the artifact reference (a resumed
-//! MQTT session may not deliver the retained presence again).
+//! fleetd for a fresh URL, `GET <server>/api/v1/artifacts/<name>/<version>/url`, with its own
+//! device credential (fleetd hands out URLs only for the artifacts of the device's desired
+//! state), and downloads from it. `<server>` is the agent's configured fleetd address, else the
+//! `refresh_url` fleetd put in the (signed) artifact reference.
 
 use crate::download::{self, DownloadError, DownloadRequest};
 use fleet_schema::api::DownloadUrl;
@@ -12,7 +12,6 @@ use fleet_schema::ArtifactRef;
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 /// Largest answer accepted from the fresh-URL endpoint.
 const MAX_ANSWER: u64 = 64 * 1024;
@@ -22,11 +21,26 @@ fn url_refused(e: &DownloadError) -> bool {
     matches!(e, DownloadError::Status { status, .. } if matches!(status, 401 | 403 | 410))
 }
 
-/// Downloads and verifies `artifact` into `partial`, refreshing the URL through fleetd at
-/// `controller` (its HTTP base URL) when the store refuses the one in the desired state.
+/// fleetd as the agent asks it for fresh URLs.
+#[derive(Clone)]
+pub struct Controller {
+    /// fleetd's HTTP base URL.
+    pub base: Option<String>,
+    /// The device's HTTP credential (`device:<id>:<secret>`; a secret, never logged).
+    pub credential: Option<String>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Controller({:?})", self.base)
+    }
+}
+
+/// Downloads and verifies `artifact` into `partial`, refreshing the URL through fleetd when the
+/// store refuses the one in the desired state.
 pub fn fetch_artifact(
     artifact: &ArtifactRef,
-    controller: Option<&str>,
+    controller: &Controller,
     partial: &Path,
     cancel: &AtomicBool,
 ) -> Result<(), DownloadError> {
@@ -39,7 +53,7 @@ pub fn fetch_artifact(
     };
     match download::download(&req, cancel) {
         Err(e) if url_refused(&e) => {
-            let endpoint = match (controller, &artifact.refresh_url) {
+            let endpoint = match (controller.base.as_deref(), &artifact.refresh_url) {
                 (Some(c), _) => format!(
                     "{}/api/v1/artifacts/{}/{}/url",
                     c.trim_end_matches('/'),
@@ -54,7 +68,7 @@ pub fn fetch_artifact(
                 }
             };
             tracing::info!(app = %artifact.name, version = %artifact.version, error = %e, "download URL refused; asking fleetd for a fresh one");
-            let fresh = fresh_url(&endpoint)?;
+            let fresh = fresh_url(&endpoint, controller.credential.as_deref())?;
             download::download(&DownloadRequest { url: &fresh, ..req }, cancel)
         }
         other => other,
@@ -62,17 +76,15 @@ pub fn fetch_artifact(
 }
 
 /// Asks fleetd's fresh-URL endpoint (`.../artifacts/<name>/<version>/url`) for a new URL.
-pub fn fresh_url(url: &str) -> Result<String, DownloadError> {
+pub fn fresh_url(url: &str, credential: Option<&str>) -> Result<String, DownloadError> {
     let fail = |message: String| DownloadError::Refresh {
         message: format!("cannot get a fresh download URL from {url}: {message}"),
     };
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build(),
-    );
-    let resp = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
+    let mut req = crate::http::client().get(url);
+    if let Some(c) = credential {
+        req = req.header("authorization", format!("Bearer {c}"));
+    }
+    let resp = req.call().map_err(|e| fail(e.to_string()))?;
     let status = resp.status().as_u16();
     let mut body = String::new();
     resp.into_body()
@@ -147,16 +159,24 @@ mod tests {
             ..Default::default()
         };
         let cancel = AtomicBool::new(false);
-        let err = fetch_artifact(&artifact, None, &partial, &cancel).expect_err("no controller");
+        let none = Controller {
+            base: None,
+            credential: None,
+        };
+        let err = fetch_artifact(&artifact, &none, &partial, &cancel).expect_err("no controller");
         assert!(err.to_string().contains("not known"), "{err}");
-        fetch_artifact(&artifact, Some(&base), &partial, &cancel).expect("refreshed");
+        let ctl = Controller {
+            base: Some(base.clone()),
+            credential: Some("device:d:x".into()),
+        };
+        fetch_artifact(&artifact, &ctl, &partial, &cancel).expect("refreshed");
         assert_eq!(std::fs::read(&partial).expect("read"), b"abc");
         std::fs::remove_file(&partial).expect("remove");
         let with_refresh = ArtifactRef {
             refresh_url: Some(format!("{base}/api/v1/artifacts/app/1.0.0/url")),
             ..artifact
         };
-        fetch_artifact(&with_refresh, None, &partial, &cancel).expect("refreshed via the ref");
+        fetch_artifact(&with_refresh, &none, &partial, &cancel).expect("refreshed via the ref");
         assert_eq!(std::fs::read(&partial).expect("read"), b"abc");
     }
 }

@@ -39,3 +39,23 @@ pub fn log_file(data: &Path, app: &str) -> PathBuf {
 pub fn err_log_file(data: &Path, app: &str) -> PathBuf {
     data.join("logs").join(format!("{app}.err.log"))
 }
+
+/// The device's ed25519 private key (PKCS#8, 0600), created at first start, never sent.
+pub fn device_key(data: &Path) -> PathBuf {
+    data.join("device.key")
+}
+
+/// What enrollment gave (pinned controller key, bus key, MQTT credentials), 0600.
+pub fn enrollment(data: &Path) -> PathBuf {
+    data.join("enrollment.json")
+}
+
+/// The epoch of the agent's current broker connection (orders its signed messages).
+pub fn bus_epoch(data: &Path) -> PathBuf {
+    data.join("bus-epoch")
+}
+
+/// The secret the per-app counter keys are derived from, 0600.
+pub fn counters_secret(data: &Path) -> PathBuf {
+    data.join("counters.secret")
+}

@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let mut cfg = Config::from_cli(&cli)?;
+    fleet_agent::http::init(&cfg.tls).map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)

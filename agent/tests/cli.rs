@@ -24,11 +24,27 @@ fn invalid_device_id_is_refused() {
         "_controller",
         "--mqtt-url",
         "mqtt://127.0.0.1:1",
+        "--server",
+        "http://127.0.0.1:1",
         "--data-dir",
         data,
     ]);
     assert!(!ok);
     assert!(err.contains("invalid device id"), "{err}");
+}
+
+#[test]
+fn missing_server_url_is_named() {
+    let (ok, err) = agent(&[
+        "--device-id",
+        "dev-1",
+        "--mqtt-url",
+        "mqtt://127.0.0.1:1",
+        "--data-dir",
+        "/nonexistent",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("server"), "{err}");
 }
 
 #[test]
@@ -51,6 +67,9 @@ fn help_lists_the_documented_flags() {
         "--data-dir",
         "--label",
         "--config",
+        "--server",
+        "--enroll-token-file",
+        "--ca",
     ] {
         assert!(text.contains(flag), "{flag} missing from:\n{text}");
     }

@@ -136,6 +136,7 @@ fn outage_is_bridged_by_the_disk_backlog_with_status_first_and_bounded_memory() 
         let Some((topic, payload)) = got else {
             continue;
         };
+        let payload = support::body_of(&payload).expect("sealed by the agent");
         if topic == topics[0] {
             let st: DeviceStatus = fleet_schema::decode(&payload, 1 << 20).expect("status");
             if st.online && first_after_cut.is_none() && st.reported_at > cut_at {

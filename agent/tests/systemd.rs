@@ -42,6 +42,7 @@ fn spec() -> AppSpec {
         path: "cfg.txt".into(),
         content: "ok".into(),
         mode: None,
+        secret: false,
     });
     spec.healthcheck = Some(HealthCheck {
         probe: ProbeKind::Exec {
@@ -60,7 +61,7 @@ const SCRIPT: &str = "echo \"started $FLEET_APP_VERSION\"\n\
     if [ -f \"$FLEET_APP_DIR/../crash\" ]; then echo 'ERROR: boom' >&2; exit 3; fi\n\
     exec sleep 600";
 
-fn desired_version(generation: u64, version: &str) -> Vec<u8> {
+fn desired_version(agent: &AgentProc, generation: u64, version: &str) -> Vec<u8> {
     let mut d = support::desired(
         DEV,
         generation,
@@ -74,7 +75,7 @@ fn desired_version(generation: u64, version: &str) -> Vec<u8> {
         a.version = version.into();
         a.artifact.version = version.into();
     }
-    fleet_schema::encode(&d).expect("encode")
+    agent.cmd(&d)
 }
 
 /// The main pid of a unit that is active, checked to be a child of the manager running
@@ -235,7 +236,7 @@ fn systemd_apps_are_deployed_adopted_upgraded_crash_looped_rolled_back_and_remov
     obs.publish(
         &format!("fleet/{DEV}/cmd"),
         true,
-        desired_version(2, "2.0.0"),
+        desired_version(&agent, 2, "2.0.0"),
     );
     obs.wait_for(
         &status,
@@ -292,7 +293,7 @@ fn systemd_apps_are_deployed_adopted_upgraded_crash_looped_rolled_back_and_remov
     obs.publish(
         &format!("fleet/{DEV}/cmd"),
         true,
-        desired_version(3, "1.0.0"),
+        desired_version(&agent, 3, "1.0.0"),
     );
     obs.wait_for(
         &status,
@@ -313,11 +314,7 @@ fn systemd_apps_are_deployed_adopted_upgraded_crash_looped_rolled_back_and_remov
 
     // 6. Removed: no unit, no enablement, no process left.
     let empty = support::desired(DEV, 4, &[]);
-    obs.publish(
-        &format!("fleet/{DEV}/cmd"),
-        true,
-        fleet_schema::encode(&empty).expect("encode"),
-    );
+    obs.publish(&format!("fleet/{DEV}/cmd"), true, agent.cmd(&empty));
     obs.wait_for(
         &status,
         Duration::from_secs(30),

@@ -14,11 +14,12 @@ use ureq::Body;
 pub struct Api {
     base: String,
     agent: ureq::Agent,
+    auth: String,
 }
 
 impl Api {
-    /// A client for the fleetd at `base`.
-    pub fn new(base: &str) -> Self {
+    /// A client for the fleetd at `base`, calling with `token`.
+    pub fn new(base: &str, token: &str) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
@@ -26,16 +27,18 @@ impl Api {
         Self {
             base: base.trim_end_matches('/').to_string(),
             agent: ureq::Agent::new_with_config(config),
+            auth: format!("Bearer {token}"),
         }
     }
 
     /// `GET path`, decoding JSON.
     pub async fn get<T: DeserializeOwned + Send + 'static>(&self, path: &str) -> Result<T> {
         let url = format!("{}{path}", self.base);
-        let agent = self.agent.clone();
+        let (agent, auth) = (self.agent.clone(), self.auth.clone());
         blocking(move || {
             let resp = agent
                 .get(&url)
+                .header("authorization", auth)
                 .call()
                 .with_context(|| format!("GET {url}"))?;
             answer(&url, resp)
@@ -50,10 +53,11 @@ impl Api {
         T: DeserializeOwned + Send + 'static,
     {
         let url = format!("{}{path}", self.base);
-        let agent = self.agent.clone();
+        let (agent, auth) = (self.agent.clone(), self.auth.clone());
         blocking(move || {
             let resp = agent
                 .post(&url)
+                .header("authorization", auth)
                 .send_json(&body)
                 .with_context(|| format!("POST {url}"))?;
             answer(&url, resp)
@@ -64,7 +68,7 @@ impl Api {
     /// Uploads a small in-memory artifact (multipart `metadata` + `file`).
     pub async fn upload(&self, meta: UploadMetadata, bytes: Vec<u8>) -> Result<ArtifactMeta> {
         let url = format!("{}/api/v1/artifacts", self.base);
-        let agent = self.agent.clone();
+        let (agent, auth) = (self.agent.clone(), self.auth.clone());
         blocking(move || {
             let boundary = "fleet-sim-7d1c0f5e9b2a4c3d";
             let mut body = format!(
@@ -80,6 +84,7 @@ impl Api {
             body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
             let resp = agent
                 .post(&url)
+                .header("authorization", auth)
                 .header(
                     "Content-Type",
                     format!("multipart/form-data; boundary={boundary}"),

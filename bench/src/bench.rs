@@ -35,6 +35,8 @@ pub struct Plan {
     pub broker: String,
     /// fleetd's HTTP base URL.
     pub http: String,
+    /// The admin token fleetd was started with.
+    pub token: String,
     /// The broker the devices connect to.
     pub mqtt_host: String,
     /// Its port.
@@ -110,7 +112,33 @@ fn bar(show: bool, len: usize, template: &str) -> ProgressBar {
 /// Runs the benchmark against an already started fleetd.
 pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
     let n = plan.devices;
-    let api = Api::new(&plan.http);
+    let api = Api::new(&plan.http, &plan.token);
+
+    enter(phase, "enrolling the simulated devices");
+    let created: fleet_schema::trust::tokens::EnrollTokenCreated = api
+        .post(
+            "/api/v1/enrollment-tokens",
+            fleet_schema::trust::tokens::CreateEnrollToken {
+                name: "fleet-sim".into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let enrolling = bar(
+        plan.progress,
+        n,
+        "enrolling [{bar:40}] {pos}/{len} ({elapsed})",
+    );
+    let enroll_started = Instant::now();
+    let (http, token, bar2) = (plan.http.clone(), created.token, enrolling.clone());
+    let ends =
+        tokio::task::spawn_blocking(move || crate::enroll::enroll_fleet(&http, &token, n, &bar2))
+            .await
+            .map_err(|e| anyhow!("enrollment workers failed: {e}"))??;
+    let enroll_s = enroll_started.elapsed().as_secs_f64();
+    enrolling.finish_and_clear();
+    // With Mosquitto, fleetd writes the password file and reloads the broker shortly after the
+    // last enrollment; devices that connect before that are refused and retry.
     let (tx, mut events) = mpsc::unbounded_channel::<SimEvent>();
     let shared = Arc::new(FleetShared::new(
         (plan.mqtt_host.clone(), plan.mqtt_port),
@@ -124,7 +152,7 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
     let cpu_start = plan.cpu.sample();
     let started = Instant::now();
     let spawner = tokio::spawn(spawn_fleet(
-        n,
+        ends,
         Arc::clone(&shared),
         plan.connect_rate,
         plan.connect_concurrency,
@@ -215,6 +243,7 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         devices: n,
         keep_alive_s: plan.keep_alive.as_secs(),
         connect_timeout_s: plan.connect_timeout.as_secs(),
+        enroll_s,
         connect_s,
         registered_s,
         create_deployment_ms: first.create_ms,
@@ -337,11 +366,12 @@ fn cumulative_steps(view: &DeploymentView) -> Vec<usize> {
 
 /// Starts the device tasks at the configured rate, at most `concurrency` handshakes at once.
 async fn spawn_fleet(
-    n: usize,
+    ends: Vec<fleet_schema::trust::device::DeviceEnd>,
     shared: Arc<FleetShared>,
     rate: f64,
     concurrency: usize,
 ) -> Result<JoinSet<()>> {
+    let n = ends.len();
     let handshakes = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut pace = (rate > 0.0).then(|| {
         let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
@@ -349,7 +379,7 @@ async fn spawn_fleet(
         i
     });
     let mut set = JoinSet::new();
-    for index in 0..n {
+    for (index, end) in ends.into_iter().enumerate() {
         if let Some(pace) = pace.as_mut() {
             pace.tick().await;
         }
@@ -360,6 +390,7 @@ async fn spawn_fleet(
         set.spawn(run_device(
             index,
             device_id(index, n),
+            end,
             Arc::clone(&shared),
             Some(permit),
         ));

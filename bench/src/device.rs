@@ -41,6 +41,7 @@ impl SimDevice {
             observed_generation: self.generation,
             apps: self.apps.clone(),
             reported_at: now_ms,
+            refused: None,
         }
     }
 
@@ -54,6 +55,7 @@ impl SimDevice {
             observed_generation: 0,
             apps: Vec::new(),
             reported_at: 0,
+            refused: None,
         }
     }
 

@@ -6,6 +6,7 @@ use crate::conn_errors::ErrorTally;
 use crate::device::{wants, SimDevice};
 use crate::publish::{AckWatch, StatusPublisher};
 use fleet_schema::topic::CONTROL_LEVEL;
+use fleet_schema::trust::device::DeviceEnd;
 use fleet_schema::{decode, encode, ControllerStatus, DesiredState, DEFAULT_MAX_PAYLOAD};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,33 +123,51 @@ fn spread(index: usize) -> Duration {
     Duration::from_millis((index as u64).wrapping_mul(7919) % 2000)
 }
 
-/// Runs device `index` until the task is aborted. `permit` bounds concurrent handshakes and is
-/// released on the first ConnAck (or the first failure).
+/// The sealed last will of `device` for the current connection of `end`.
+fn last_will(device: &SimDevice, end: &DeviceEnd, topic: &str) -> Option<LastWill> {
+    let sealed = encode(&device.offline_will())
+        .map_err(|e| e.to_string())
+        .and_then(|b| end.seal_will(topic, &b).map_err(|e| e.to_string()));
+    match sealed {
+        Ok(will) => Some(LastWill::new(topic, will, QoS::AtLeastOnce, true)),
+        Err(e) => {
+            tracing::error!("cannot seal the last will of {}: {e}", device.id());
+            None
+        }
+    }
+}
+
+/// Runs device `index` (enrolled as `end`) until the task is aborted. `permit` bounds
+/// concurrent handshakes and is released on the first ConnAck (or the first failure).
 pub async fn run_device(
     index: usize,
     id: String,
+    mut end: DeviceEnd,
     shared: Arc<FleetShared>,
     mut permit: Option<OwnedSemaphorePermit>,
 ) {
-    let mut device = SimDevice::new(id);
-    let status_topic = format!("fleet/{}/status", device.id());
-    let cmd_topic = format!("fleet/{}/cmd", device.id());
+    let device_state = SimDevice::new(id);
+    let status_topic = format!("fleet/{}/status", device_state.id());
+    let cmd_topic = format!("fleet/{}/cmd", device_state.id());
     let controller_topic = format!("fleet/{CONTROL_LEVEL}/status");
 
     let mut opts = MqttOptions::new(
-        format!("fleet-agent-{}", device.id()),
+        format!("fleet-agent-{}", device_state.id()),
         shared.host.clone(),
         shared.port,
     );
     opts.set_clean_session(false);
     opts.set_keep_alive(shared.keep_alive);
     opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    match encode(&device.offline_will()) {
-        Ok(will) => {
-            opts.set_last_will(LastWill::new(&status_topic, will, QoS::AtLeastOnce, true));
-        }
-        Err(e) => tracing::error!("cannot encode the last will of {}: {e}", device.id()),
+    opts.set_credentials(
+        end.enrolled().mqtt_username.clone(),
+        end.enrolled().mqtt_password.clone(),
+    );
+    end.new_connection(now_ms());
+    if let Some(will) = last_will(&device_state, &end, &status_topic) {
+        opts.set_last_will(will);
     }
+    let mut device = device_state;
     let (client, mut eventloop) = AsyncClient::new(opts, 32);
     let mut network = eventloop.network_options();
     network.set_connection_timeout(shared.connect_timeout.as_secs().max(1));
@@ -165,7 +184,11 @@ pub async fn run_device(
             at: Instant::now(),
         });
     };
-    let publisher = Arc::new(StatusPublisher::new(client.clone(), status_topic));
+    let publisher = Arc::new(StatusPublisher::new(
+        client.clone(),
+        status_topic.clone(),
+        end,
+    ));
 
     loop {
         match eventloop.poll().await {
@@ -187,11 +210,15 @@ pub async fn run_device(
                 if p.payload.is_empty() {
                     continue;
                 }
-                let desired: DesiredState = match decode(&p.payload, DEFAULT_MAX_PAYLOAD) {
+                let opened = publisher.with_end(|end| end.open(&cmd_topic, &p.payload, true));
+                let desired: Result<DesiredState, String> = opened
+                    .map_err(|e| e.to_string())
+                    .and_then(|o| decode(&o.body, DEFAULT_MAX_PAYLOAD).map_err(|e| e.to_string()));
+                let desired = match desired {
                     Ok(d) => d,
                     Err(e) => {
                         shared.bad_payloads.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("{cmd_topic}: undecodable desired state: {e}");
+                        tracing::warn!("{cmd_topic}: refused desired state: {e}");
                         continue;
                     }
                 };
@@ -208,9 +235,11 @@ pub async fn run_device(
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == controller_topic => {
                 // A controller that connected after our last full status missed it: re-announce,
                 // spread over 2 s so a fleet does not answer in one burst.
-                let fresh = decode::<ControllerStatus>(&p.payload, DEFAULT_MAX_PAYLOAD)
-                    .map(|c| c.online && c.at > connected_at_ms)
-                    .unwrap_or(false);
+                let fresh = publisher
+                    .with_end(|end| end.open(&controller_topic, &p.payload, false))
+                    .ok()
+                    .and_then(|o| decode::<ControllerStatus>(&o.body, DEFAULT_MAX_PAYLOAD).ok())
+                    .is_some_and(|c| c.online && c.at > connected_at_ms);
                 if fresh {
                     let publisher = Arc::clone(&publisher);
                     let status = device.status(now_ms());
@@ -233,6 +262,14 @@ pub async fn run_device(
                 permit.take();
                 ack.on_disconnect();
                 tokio::time::sleep(Duration::from_millis(200) + spread(index) / 4).await;
+                // The next connection gets a new epoch and its own last will.
+                let will = publisher.with_end(|end| {
+                    end.new_connection(now_ms());
+                    last_will(&device, end, &status_topic)
+                });
+                if let Some(will) = will {
+                    eventloop.mqtt_options.set_last_will(will);
+                }
             }
         }
     }
@@ -257,20 +294,35 @@ mod tests {
         use fleet_schema::{ArtifactRef, ArtifactType, DesiredApp, DeviceStatus};
         let dir = tempfile::tempdir().expect("temp dir");
         let mut children = crate::procs::Children::default();
-        let port = match crate::procs::start_mosquitto(&mut children, dir.path()) {
+        let port = match crate::procs::start_mosquitto_open(&mut children, dir.path()) {
             Ok(port) => port,
             Err(e) if e.to_string().contains("needs the mosquitto binary") => return,
             Err(e) => panic!("mosquitto: {e:#}"),
         };
         let (tx, mut events) = mpsc::unbounded_channel();
-        let shared = Arc::new(FleetShared::new(
+        let shared: Arc<FleetShared> = Arc::new(FleetShared::new(
             ("127.0.0.1".into(), port),
             ("sim-app", "1.0.0"),
             tx,
             Duration::from_secs(60),
             Duration::from_secs(30),
         ));
-        let device = tokio::spawn(run_device(0, "sim-00000".into(), shared, None));
+        // Enrollment done in-process: a controller key, the device's request, the answer.
+        use fleet_schema::trust::enroll::{accept, complete, EnrollRequest};
+        use fleet_schema::trust::{seal, SealParams, SigningKey, Stamp};
+        let ctl = SigningKey::generate().expect("keygen").0;
+        let dev_key = SigningKey::generate().expect("keygen").0;
+        let dev_id = fleet_schema::DeviceId::parse("sim-00000").expect("valid id");
+        let (req, exchange) =
+            EnrollRequest::new_signed(&dev_id, &dev_key, Default::default(), "t", 1)
+                .expect("request");
+        let issued = accept(&req, &ctl, "sim-00000", "pw").expect("answer");
+        let enrolled = complete(&req, exchange, &issued.response, None).expect("completes");
+        let dev_key_id = dev_key.id().to_string();
+        let dev_trusted = dev_key.trusted();
+        let end = DeviceEnd::new(dev_key, enrolled, 1);
+        let probe = Arc::clone(&shared);
+        let device = tokio::spawn(run_device(0, "sim-00000".into(), end, shared, None));
         async fn next(events: &mut mpsc::UnboundedReceiver<SimEvent>) -> SimEventKind {
             tokio::time::timeout(Duration::from_secs(10), events.recv())
                 .await
@@ -280,9 +332,10 @@ mod tests {
         }
         assert_eq!(next(&mut events).await, SimEventKind::Connected);
 
-        let (ctl, mut ctl_loop) =
+        let (ctl_client, mut ctl_loop) =
             AsyncClient::new(MqttOptions::new("test-controller", "127.0.0.1", port), 16);
-        ctl.subscribe("fleet/sim-00000/status", QoS::AtLeastOnce)
+        ctl_client
+            .subscribe("fleet/sim-00000/status", QoS::AtLeastOnce)
             .await
             .expect("subscribe");
         let desired = DesiredState {
@@ -306,18 +359,47 @@ mod tests {
             }],
             issued_at: 0,
         };
-        ctl.publish(
-            "fleet/sim-00000/cmd",
-            QoS::AtLeastOnce,
-            true,
-            encode(&desired).expect("encodes"),
+        let sealed = seal(
+            SealParams {
+                topic: "fleet/sim-00000/cmd",
+                signer: &ctl,
+                to: Some(&dev_key_id),
+                stamp: Stamp::default(),
+                encrypt: Some(&issued.bus_key),
+            },
+            &encode(&desired).expect("encodes"),
         )
-        .await
-        .expect("publish");
+        .expect("seals");
+        // An unsigned copy first: the device must refuse it.
+        ctl_client
+            .publish(
+                "fleet/sim-00000/cmd",
+                QoS::AtLeastOnce,
+                false,
+                encode(&desired).expect("encodes"),
+            )
+            .await
+            .expect("publish");
+        ctl_client
+            .publish("fleet/sim-00000/cmd", QoS::AtLeastOnce, true, sealed)
+            .await
+            .expect("publish");
         let watcher = tokio::spawn(async move {
             loop {
                 if let Ok(Event::Incoming(Packet::Publish(p))) = ctl_loop.poll().await {
-                    let s: DeviceStatus = decode(&p.payload, DEFAULT_MAX_PAYLOAD).expect("status");
+                    let opened = fleet_schema::trust::open(
+                        fleet_schema::trust::OpenParams {
+                            topic: "fleet/sim-00000/status",
+                            signer: &dev_trusted,
+                            me: None,
+                            decrypt: None,
+                        },
+                        &p.payload,
+                        DEFAULT_MAX_PAYLOAD + 4096,
+                    )
+                    .expect("status sealed by the device");
+                    let s: DeviceStatus =
+                        decode(&opened.body, DEFAULT_MAX_PAYLOAD).expect("status");
                     if s.observed_generation == 1 {
                         return s;
                     }
@@ -333,6 +415,11 @@ mod tests {
         assert!(status.online);
         assert_eq!(status.apps[0].version, "1.0.0");
         assert_eq!(status.apps[0].deployment_id.as_deref(), Some("dep-1"));
+        assert_eq!(
+            probe.bad_payloads.load(Ordering::Relaxed),
+            1,
+            "the unsigned copy was refused"
+        );
         device.abort();
     }
 }

@@ -8,6 +8,7 @@ mod conn_errors;
 mod cpu;
 mod deploy;
 mod device;
+mod enroll;
 mod fleet;
 mod procs;
 mod publish;
@@ -173,13 +174,20 @@ fn run(args: Args) -> Result<()> {
         )),
         Broker::Embedded => None,
     };
-    let endpoints =
-        procs::start_fleetd(&mut children, &fleetd_bin, dir.path(), external.as_deref())?;
+    let token = procs::admin_token()?;
+    let endpoints = procs::start_fleetd(
+        &mut children,
+        &fleetd_bin,
+        dir.path(),
+        external.as_deref(),
+        &token,
+    )?;
     let (mqtt_host, mqtt_port) = split_mqtt_url(external.as_deref().unwrap_or(&endpoints.mqtt))?;
     let plan = bench::Plan {
         devices,
         broker: format!("{:?}", args.broker).to_lowercase(),
         http: endpoints.http.clone(),
+        token,
         mqtt_host,
         mqtt_port,
         connect_rate: args.connect_rate,

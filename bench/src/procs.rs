@@ -110,21 +110,60 @@ fn find_mosquitto() -> Option<PathBuf> {
 /// in one burst, so a fleet of more than a few hundred devices would lose statuses.
 const MOSQUITTO_QUEUE: &str = "max_queued_messages 1000000";
 
-/// Starts Mosquitto on a free 127.0.0.1 port (anonymous, unlimited connections, no
-/// persistence) and waits until it accepts connections; returns its port.
+/// Where fleetd keeps the Mosquitto password and ACL files of a secured Mosquitto.
+pub fn mosquitto_files(dir: &Path) -> PathBuf {
+    dir.join("mosquitto-fleet")
+}
+
+/// Starts Mosquitto on a free 127.0.0.1 port (unlimited connections, no persistence) with
+/// FleetD's password and ACL files in force (empty until fleetd writes them), and waits until
+/// it accepts connections; returns its port.
 pub fn start_mosquitto(children: &mut Children, dir: &Path) -> Result<u16> {
+    launch_mosquitto(children, dir, true)
+}
+
+/// Starts Mosquitto open to anyone (for tests of the simulator's protocol without fleetd).
+#[cfg(test)]
+pub fn start_mosquitto_open(children: &mut Children, dir: &Path) -> Result<u16> {
+    launch_mosquitto(children, dir, false)
+}
+
+fn launch_mosquitto(children: &mut Children, dir: &Path, secured: bool) -> Result<u16> {
     let bin = find_mosquitto().ok_or_else(|| {
         anyhow!("--broker mosquitto needs the mosquitto binary, which is not on PATH or in /usr/sbin (install it, e.g. `apt-get install mosquitto`)")
     })?;
     let port = free_port()?;
     let conf = dir.join("mosquitto.conf");
     let log = dir.join("mosquitto.log");
+    let files = mosquitto_files(dir);
+    std::fs::create_dir_all(&files).context("creating the Mosquitto files directory")?;
+    // Started as root, Mosquitto drops to its own user: it must be able to read its files and
+    // write its log.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .context("making the run directory readable by the broker")?;
+        std::fs::write(&log, "").context("creating mosquitto.log")?;
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666))
+            .context("making mosquitto.log writable by the broker")?;
+    }
+    for f in ["fleet.passwd", "fleet.acl"] {
+        std::fs::write(files.join(f), "").with_context(|| format!("writing {f}"))?;
+    }
+    let auth = if secured {
+        format!(
+            "allow_anonymous false\npassword_file {files}/fleet.passwd\nacl_file {files}/fleet.acl\n",
+            files = files.display()
+        )
+    } else {
+        "allow_anonymous true\n".to_string()
+    };
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n\
+            "listener {port} 127.0.0.1\n{auth}max_connections -1\n\
              persistence false\n{MOSQUITTO_QUEUE}\nlog_dest file {}\nlog_type error\nlog_type warning\n",
-            log.display()
+            log.display(),
         ),
     )
     .context("writing mosquitto.conf")?;
@@ -184,13 +223,22 @@ pub fn default_fleetd() -> Result<PathBuf> {
     Ok(exe.with_file_name("fleetd"))
 }
 
+/// The admin token fleet-sim starts fleetd with (`FLEETD_ADMIN_TOKEN`).
+pub fn admin_token() -> Result<String> {
+    let id = &fleet_schema::trust::keys::new_secret_hex().map_err(|e| anyhow!("{e}"))?[..8];
+    let secret = fleet_schema::trust::keys::new_secret_hex().map_err(|e| anyhow!("{e}"))?;
+    Ok(fleet_schema::trust::tokens::api_token(id, &secret))
+}
+
 /// Starts fleetd with a data dir under `dir`, either with its embedded broker on a free port
-/// or against `external_mqtt`, and waits up to 60 s for its ready line.
+/// or against `external_mqtt` (a secured Mosquitto whose files fleetd keeps, reloading it with
+/// SIGHUP), with `token` as its admin token, and waits up to 60 s for its ready line.
 pub fn start_fleetd(
     children: &mut Children,
     bin: &Path,
     dir: &Path,
     external_mqtt: Option<&str>,
+    token: &str,
 ) -> Result<FleetdEndpoints> {
     if !bin.is_file() {
         bail!(
@@ -206,9 +254,19 @@ pub fn start_fleetd(
         .arg(&data)
         .args(["--http-listen", "127.0.0.1:0"]);
     match external_mqtt {
-        Some(url) => cmd.args(["--mqtt-url", url]),
+        Some(url) => {
+            let pid = children
+                .pid("mosquitto")
+                .context("an external broker must be the Mosquitto fleet-sim started")?;
+            cmd.args(["--mqtt-url", url])
+                .arg("--mosquitto-dir")
+                .arg(mosquitto_files(dir))
+                .arg("--mosquitto-reload")
+                .arg(format!("kill -HUP {pid}"))
+        }
         None => cmd.args(["--mqtt-listen", &format!("127.0.0.1:{}", free_port()?)]),
     };
+    cmd.env("FLEETD_ADMIN_TOKEN", token);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

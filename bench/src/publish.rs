@@ -3,25 +3,36 @@
 //! the benchmark measures.
 
 use fleet_schema::encode;
+use fleet_schema::trust::device::DeviceEnd;
 use rumqttc::{AsyncClient, QoS};
 
-/// Publishes a device's status and numbers each publish in the order it enters the client's
-/// queue (the order rumqttc sends them), so the benchmark can find the broker's acknowledgement
-/// of one particular status. The lock makes "enqueue + number" atomic for spawned publishers.
+/// Publishes a device's status, sealed with the device's key as agents do, and numbers each
+/// publish in the order it enters the client's queue (the order rumqttc sends them), so the
+/// benchmark can find the broker's acknowledgement of one particular status. The lock makes
+/// "seal + enqueue + number" atomic for spawned publishers (stamps must go out in order).
 pub struct StatusPublisher {
     client: AsyncClient,
     topic: String,
-    requested: std::sync::Mutex<u64>,
+    state: std::sync::Mutex<(u64, DeviceEnd)>,
 }
 
 impl StatusPublisher {
-    /// A publisher of statuses on `topic` through `client`.
-    pub fn new(client: AsyncClient, topic: String) -> Self {
+    /// A publisher of statuses on `topic` through `client`, signing as `end`.
+    pub fn new(client: AsyncClient, topic: String, end: DeviceEnd) -> Self {
         Self {
             client,
             topic,
-            requested: std::sync::Mutex::new(0),
+            state: std::sync::Mutex::new((0, end)),
         }
+    }
+
+    /// Runs `f` on the device's end of the protocol (a new connection, opening messages).
+    pub fn with_end<R>(&self, f: impl FnOnce(&mut DeviceEnd) -> R) -> R {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut state.1)
     }
 
     /// Queues `status` retained at QoS 1; returns its sequence number, or `None` on failure.
@@ -33,17 +44,24 @@ impl StatusPublisher {
                 return None;
             }
         };
-        let mut requested = self
-            .requested
+        let mut state = self
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sealed = match state.1.seal(&self.topic, &bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{}: cannot seal status: {e}", self.topic);
+                return None;
+            }
+        };
         match self
             .client
-            .try_publish(self.topic.as_str(), QoS::AtLeastOnce, true, bytes)
+            .try_publish(self.topic.as_str(), QoS::AtLeastOnce, true, sealed)
         {
             Ok(()) => {
-                *requested += 1;
-                Some(*requested)
+                state.0 += 1;
+                Some(state.0)
             }
             Err(e) => {
                 tracing::warn!("{}: publish refused by the client: {e}", self.topic);

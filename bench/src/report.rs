@@ -138,6 +138,9 @@ pub struct Report {
     pub keep_alive_s: u64,
     /// The simulated devices' connection timeout (TCP connect plus ConnAck), seconds.
     pub connect_timeout_s: u64,
+    /// Time to enroll every device over HTTP (key generation, signed request, key exchange),
+    /// seconds; before the connections, not part of `connect_s`.
+    pub enroll_s: f64,
     /// Time until every device had its first ConnAck, seconds.
     pub connect_s: f64,
     /// Time from the first connection attempt until the API listed every device online, seconds.
@@ -192,6 +195,10 @@ impl Report {
             (
                 "connect (all ConnAck)".into(),
                 format!("{:.2} s", self.connect_s),
+            ),
+            (
+                "enroll every device (HTTP, before connecting)".to_string(),
+                format!("{:.2} s", self.enroll_s),
             ),
             (
                 "registered (API lists all)".into(),

@@ -1,7 +1,8 @@
 //! The rumqttd configuration fleetd needs: one MQTT 3.1.1 listener sized for thousands of
-//! devices connecting at once and for desired states up to the codec cap, without auth.
+//! devices connecting at once and for desired states up to the codec cap, with every CONNECT
+//! checked by fleetd (its credentials and client id) unless the bus runs open (`--insecure`).
 
-use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{AuthHandler, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -13,14 +14,15 @@ pub const MAX_PAYLOAD: usize = 2 * 1024 * 1024;
 /// Most simultaneous connections (a 10,000-device fleet plus tools, with headroom).
 pub const MAX_CONNECTIONS: usize = 20_000;
 
-/// Builds the rumqttd configuration for one v4 listener on `listen`.
-pub fn broker_config(listen: SocketAddr) -> Config {
+/// Builds the rumqttd configuration for one v4 listener on `listen`; `auth` decides every
+/// CONNECT (none: anyone may connect).
+pub fn broker_config(listen: SocketAddr, auth: Option<AuthHandler>) -> Config {
     let connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: MAX_PAYLOAD,
         max_inflight_count: 1000,
         auth: None,
-        external_auth: None,
+        external_auth: auth,
         dynamic_filters: true,
     };
     let server = ServerSettings {

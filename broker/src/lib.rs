@@ -8,12 +8,41 @@
 //! MQTT 3.1.1 broker.
 
 mod config;
+mod front;
 mod probe;
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{broker_config, MAX_CONNECTIONS, MAX_PAYLOAD};
+pub use front::TlsFront;
+
+/// Decides one CONNECT from its client id, user name and password: true lets it in. fleetd
+/// checks them against its device registry and API tokens.
+pub type ConnectCheck = Arc<dyn Fn(&str, &str, &str) -> bool + Send + Sync>;
+
+/// How the embedded broker listens and whom it lets in.
+#[derive(Clone)]
+pub struct BrokerOptions {
+    /// Public address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The CONNECT check; `None` lets anyone in (only with `fleetd --insecure`).
+    pub check: Option<ConnectCheck>,
+    /// Serve MQTT over TLS on `listen` with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for BrokerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerOptions")
+            .field("listen", &self.listen)
+            .field("check", &self.check.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
 
 /// A tracing filter directive that keeps rumqttd quiet when fleetd logs at info level
 /// (rumqttd logs every connection at info, which drowns fleetd's own lines at fleet scale).
@@ -50,18 +79,83 @@ pub enum BrokerError {
 
 /// A running embedded broker. rumqttd has no shutdown: the broker lives until the process exits,
 /// which is what fleetd wants (it stops with the process, crash-only).
+///
+/// With TLS, rumqttd listens on a loopback port of its own ([`EmbeddedBroker::internal_addr`],
+/// still behind the CONNECT check) and a TLS front ([`TlsFront`], run by the caller on its
+/// tokio runtime) terminates TLS on the public address and forwards each connection to it. The
+/// front uses rustls with the ring provider, like every other TLS endpoint of FleetD.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     addr: SocketAddr,
+    internal: SocketAddr,
+    front: Option<TlsFront>,
     _thread: std::thread::JoinHandle<()>,
 }
 
+/// Wraps fleetd's check in rumqttd's asynchronous auth hook, letting the readiness probe in with
+/// its own one-off password.
+/// The probe is let in only until the broker is ready.
+fn auth_handler(
+    check: ConnectCheck,
+    probe_password: String,
+    probe_open: Arc<AtomicBool>,
+) -> rumqttd::AuthHandler {
+    Arc::new(move |client_id: String, user: String, pass: String| {
+        let ok = if client_id == probe::PROBE_CLIENT_ID && user == probe::PROBE_USERNAME {
+            probe_open.load(Ordering::SeqCst) && pass == probe_password
+        } else {
+            check(&client_id, &user, &pass)
+        };
+        Box::pin(async move { ok })
+    })
+}
+
+/// 128 random bits as hex, from the operating system's randomness behind std's hash seeds
+/// (the broker crate has no random generator of its own).
+fn random_password() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(), half())
+}
+
 impl EmbeddedBroker {
-    /// Starts rumqttd listening on `listen` (port 0 picks a free port) and returns once it
-    /// answers an MQTT CONNECT, or an error naming the address when the port is taken.
-    pub fn start(listen: SocketAddr) -> Result<EmbeddedBroker, BrokerError> {
-        let addr = check_bind(listen)?;
-        let config = broker_config(addr);
+    /// Starts rumqttd (and binds the TLS front when TLS is on) and returns once it answers an
+    /// MQTT CONNECT, or an error naming the address when the port is taken.
+    pub fn start(opts: BrokerOptions) -> Result<EmbeddedBroker, BrokerError> {
+        let probe_password = random_password();
+        let probe_open = Arc::new(AtomicBool::new(true));
+        let (addr, internal, front) = match &opts.tls {
+            None => {
+                let addr = check_bind(opts.listen)?;
+                (addr, addr, None)
+            }
+            Some(tls) => {
+                let public =
+                    TcpListener::bind(opts.listen).map_err(|reason| BrokerError::Bind {
+                        addr: opts.listen,
+                        reason,
+                    })?;
+                let addr = public.local_addr().map_err(|reason| BrokerError::Bind {
+                    addr: opts.listen,
+                    reason,
+                })?;
+                let internal = check_bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+                (
+                    addr,
+                    internal,
+                    Some(TlsFront::new(public, tls.clone(), internal)),
+                )
+            }
+        };
+        let auth = opts
+            .check
+            .clone()
+            .map(|c| auth_handler(c, probe_password.clone(), probe_open.clone()));
+        let config = broker_config(internal, auth);
         let thread = std::thread::Builder::new()
             .name("mqtt-broker".into())
             .spawn(move || {
@@ -71,10 +165,13 @@ impl EmbeddedBroker {
                 }
             })
             .map_err(BrokerError::Thread)?;
-        probe::wait_ready(addr, READY_TIMEOUT)?;
-        tracing::info!(%addr, "embedded MQTT broker listening");
+        probe::wait_ready(internal, &probe_password, READY_TIMEOUT)?;
+        probe_open.store(false, Ordering::SeqCst);
+        tracing::info!(%addr, tls = front.is_some(), authenticated = opts.check.is_some(), "embedded MQTT broker listening");
         Ok(EmbeddedBroker {
             addr,
+            internal,
+            front,
             _thread: thread,
         })
     }
@@ -82,6 +179,17 @@ impl EmbeddedBroker {
     /// The address the broker listens on (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The plain-TCP loopback address of rumqttd itself (the public address without TLS), for
+    /// clients in the same process.
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal
+    }
+
+    /// The TLS front to run (once), when TLS is on.
+    pub fn take_front(&mut self) -> Option<TlsFront> {
+        self.front.take()
     }
 }
 
@@ -109,17 +217,71 @@ mod tests {
         "127.0.0.1:0".parse().expect("valid address")
     }
 
+    fn open(listen: SocketAddr) -> BrokerOptions {
+        BrokerOptions {
+            listen,
+            check: None,
+            tls: None,
+        }
+    }
+
+    fn connack(port: u16, id: &str, user: Option<(&str, &str)>) -> Result<(), String> {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        if let Some((u, p)) = user {
+            opts.set_credentials(u, p);
+        }
+        let (_client, mut conn) = Client::new(opts, 10);
+        for ev in conn.iter().take(5) {
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err("no ConnAck".into())
+    }
+
+    #[test]
+    fn every_connect_goes_through_the_check() {
+        let check: ConnectCheck = Arc::new(|id: &str, user: &str, pass: &str| {
+            id == "fleet-agent-d1" && user == "d1" && pass == "right"
+        });
+        let broker = EmbeddedBroker::start(BrokerOptions {
+            listen: localhost0(),
+            check: Some(check),
+            tls: None,
+        })
+        .expect("starts with the probe's own password");
+        let port = broker.local_addr().port();
+        assert!(connack(port, "fleet-agent-d1", Some(("d1", "right"))).is_ok());
+        assert!(connack(port, "fleet-agent-d1", Some(("d1", "wrong"))).is_err());
+        assert!(
+            connack(port, "fleet-agent-d1", None).is_err(),
+            "no credentials"
+        );
+        assert!(
+            connack(port, "fleet-agent-d2", Some(("d1", "right"))).is_err(),
+            "another client id"
+        );
+        assert!(connack(
+            port,
+            probe::PROBE_CLIENT_ID,
+            Some((probe::PROBE_USERNAME, ""))
+        )
+        .is_err());
+    }
+
     #[test]
     fn refuses_a_taken_port() {
         let taken = TcpListener::bind(localhost0()).expect("bind");
         let addr = taken.local_addr().expect("addr");
-        let err = EmbeddedBroker::start(addr).expect_err("port is taken");
+        let err = EmbeddedBroker::start(open(addr)).expect_err("port is taken");
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
     }
 
     #[test]
     fn relays_a_retained_publish() {
-        let broker = EmbeddedBroker::start(localhost0()).expect("starts");
+        let broker = EmbeddedBroker::start(open(localhost0())).expect("starts");
         let port = broker.local_addr().port();
 
         let mut pub_opts = MqttOptions::new("pub", "127.0.0.1", port);

@@ -7,14 +7,22 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// Client id of the probe connection.
-const PROBE_CLIENT_ID: &[u8] = b"fleet-broker-probe";
+/// Client id of the probe connection (the broker's CONNECT check lets it in with the
+/// per-start probe password only).
+pub(crate) const PROBE_CLIENT_ID: &str = "fleet-broker-probe";
+
+/// User name of the probe connection.
+pub(crate) const PROBE_USERNAME: &str = "_probe";
 
 /// Retries the handshake until it succeeds or `timeout` passes.
-pub(crate) fn wait_ready(addr: SocketAddr, timeout: Duration) -> Result<(), BrokerError> {
+pub(crate) fn wait_ready(
+    addr: SocketAddr,
+    password: &str,
+    timeout: Duration,
+) -> Result<(), BrokerError> {
     let started = Instant::now();
     loop {
-        let last_error = match handshake(addr) {
+        let last_error = match handshake(addr, password) {
             Ok(()) => return Ok(()),
             Err(e) => e.to_string(),
         };
@@ -30,10 +38,10 @@ pub(crate) fn wait_ready(addr: SocketAddr, timeout: Duration) -> Result<(), Brok
 }
 
 /// One CONNECT (clean session), expecting CONNACK "accepted".
-fn handshake(addr: SocketAddr) -> std::io::Result<()> {
+fn handshake(addr: SocketAddr, password: &str) -> std::io::Result<()> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-    stream.write_all(&connect_packet())?;
+    stream.write_all(&connect_packet(password))?;
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack)?;
     if connack != [0x20, 0x02, 0x00, 0x00] {
@@ -46,12 +54,16 @@ fn handshake(addr: SocketAddr) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The bytes of an MQTT 3.1.1 CONNECT with a clean session and a 60 s keep-alive.
-fn connect_packet() -> Vec<u8> {
-    let id_len = u8::try_from(PROBE_CLIENT_ID.len()).expect("probe client id is short");
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C];
-    body.extend_from_slice(&[0x00, id_len]);
-    body.extend_from_slice(PROBE_CLIENT_ID);
+/// The bytes of an MQTT 3.1.1 CONNECT with a clean session, a 60 s keep-alive and the probe's
+/// user name and password.
+fn connect_packet(password: &str) -> Vec<u8> {
+    // Flags: user name (0x80), password (0x40), clean session (0x02).
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0xC2, 0x00, 0x3C];
+    for field in [PROBE_CLIENT_ID, PROBE_USERNAME, password] {
+        let len = u16::try_from(field.len()).expect("probe fields are short");
+        body.extend_from_slice(&len.to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
     let body_len = u8::try_from(body.len()).expect("CONNECT body fits one length byte");
     let mut packet = vec![0x10, body_len];
     packet.extend_from_slice(&body);
@@ -64,9 +76,10 @@ mod tests {
 
     #[test]
     fn connect_packet_is_well_formed() {
-        let p = connect_packet();
+        let p = connect_packet("secret");
         assert_eq!(p[0], 0x10);
         assert_eq!(usize::from(p[1]), p.len() - 2);
         assert_eq!(&p[4..8], b"MQTT");
+        assert!(p.ends_with(b"\x00\x06secret"));
     }
 }

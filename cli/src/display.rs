@@ -1,7 +1,7 @@
 //! Formatting of API values for human output: relative times, label sets, app summaries.
 
 use fleet_schema::api::DeviceProgress;
-use fleet_schema::AppStatus;
+use fleet_schema::{AppStatus, HealthState};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,6 +33,32 @@ pub fn clock(ts_ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
+/// The UTC date and time of `ts_ms`, "YYYY-MM-DD HH:MM UTC".
+pub fn date(ts_ms: u64) -> String {
+    let secs = ts_ms / 1000;
+    let (y, m, d) = civil_date((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        s / 3600,
+        (s / 60) % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day number counted from 1970-01-01.
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 /// Labels as "k=v,k2=v2" ("-" when there are none).
 pub fn labels(labels: &BTreeMap<String, String>) -> String {
     if labels.is_empty() {
@@ -45,9 +71,13 @@ pub fn labels(labels: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
-/// One app as "name@version phase", plus the version still running and the error, if any.
+/// One app as "name@version phase", plus its health when a check gave a verdict ("[healthy]"),
+/// the version still running and the error, if any.
 pub fn app(app: &AppStatus) -> String {
     let mut s = format!("{}@{} {}", app.name, app.version, app.phase);
+    if app.health != HealthState::Unknown {
+        s.push_str(&format!(" [{}]", app.health));
+    }
     if let Some(running) = app.running_version.as_deref().filter(|r| *r != app.version) {
         s.push_str(&format!(" (running {running})"));
     }
@@ -108,6 +138,13 @@ mod tests {
     }
 
     #[test]
+    fn dates() {
+        assert_eq!(date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(date(951_782_400_000 + 3_723_000), "2000-02-29 01:02 UTC");
+        assert_eq!(date(1_767_225_600_000), "2026-01-01 00:00 UTC");
+    }
+
+    #[test]
     fn app_summary_names_errors_and_the_running_version() {
         let a = AppStatus {
             name: "web".into(),
@@ -125,6 +162,14 @@ mod tests {
             "web@2.0.0 failed (running 1.0.0) error: sha256 mismatch"
         );
         assert_eq!(apps(&[]), "-");
+        let healthy = AppStatus {
+            phase: AppPhase::Running,
+            health: HealthState::Healthy,
+            last_error: None,
+            running_version: None,
+            ..a
+        };
+        assert_eq!(app(&healthy), "web@2.0.0 running [healthy]");
     }
 
     #[test]

@@ -1,20 +1,30 @@
-//! `fleetctl`: the operator and CI command line for FleetD. It talks to fleetd's HTTP API for
-//! artifacts, deployments and devices, and listens on the MQTT bus for live device status.
+//! `fleetctl`: the operator and CI command line for FleetD. It talks only to fleetd's HTTP API
+//! (authenticated with an API token, over TLS for `https://` servers): artifacts, deployments,
+//! devices and their verified status and logs, tokens, enrollment, broker files; and it makes
+//! development certificates locally.
 
 mod api;
+mod args;
+mod auth;
 mod commands;
+mod dev_certs;
 mod display;
-mod mqtt;
 mod multipart;
 mod table;
+mod tls;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-/// fleetctl: manage artifacts, deployments and devices of a FleetD fleet.
+/// fleetctl: manage artifacts, deployments, devices and credentials of a FleetD fleet.
+///
+/// Every command talks to fleetd's HTTP API at --server (FLEET_SERVER) with the API token of
+/// --token (FLEET_TOKEN); an https:// server is verified against --ca (FLEET_CA) or the
+/// system's CA store. Human output is tables; --output json prints JSON for scripts (one
+/// document, or JSON lines for streams).
 #[derive(Parser, Debug)]
-#[command(name = "fleetctl", version, about)]
+#[command(name = "fleetctl", version, about, long_about)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -25,7 +35,7 @@ struct Cli {
 /// Options every command shares.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Base URL of fleetd's HTTP API.
+    /// Base URL of fleetd's HTTP API, http:// or https:// (env FLEET_SERVER).
     #[arg(
         long,
         env = "FLEET_SERVER",
@@ -33,14 +43,21 @@ pub struct Global {
         global = true
     )]
     pub server: String,
-    /// MQTT broker URL (for `status`).
+    /// API token (fleet_<id>_<secret>, from `fleetctl token create`), sent as `Authorization:
+    /// Bearer`. Prefer the environment variable FLEET_TOKEN: a flag is visible to other users in
+    /// the process list.
     #[arg(
         long,
-        env = "FLEET_MQTT_URL",
-        default_value = "mqtt://127.0.0.1:1883",
-        global = true
+        env = "FLEET_TOKEN",
+        hide_env_values = true,
+        global = true,
+        value_name = "TOKEN"
     )]
-    pub mqtt_url: String,
+    pub token: Option<auth::ApiToken>,
+    /// PEM CA certificate(s) an https:// server's certificate must chain to (env FLEET_CA;
+    /// default: the system's CA store), e.g. ca.pem from `fleetctl certs dev`.
+    #[arg(long, env = "FLEET_CA", global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Output format: readable tables or JSON for scripts.
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
@@ -71,12 +88,35 @@ enum Command {
     /// Inspect deployments.
     #[command(subcommand)]
     Deployment(DeploymentCmd),
-    /// List the devices fleetd knows.
-    Devices,
-    /// Show device status from the bus (live with --watch).
-    Status(StatusArgs),
+    /// List the devices fleetd knows, or with --pending the enrollment requests waiting for an
+    /// operator.
+    Devices(commands::devices::DevicesArgs),
+    /// Show who fleetd takes the token for: its id, name, scope and application limit
+    /// (`--output json` for scripts; a CI job can check its token with it).
+    Whoami,
+    /// Decide on a device's enrollment: accept, reject, revoke or reset (admin).
+    ///
+    /// Each prints one line, `device ID: ACTION done; enrollment STATE (key KEY_ID)`, or
+    /// `device ID: reset done; no enrollment`; --output json prints the API's answer
+    /// ({"device_id", "action", "enrollment"}).
+    #[command(subcommand)]
+    Device(commands::device_actions::DeviceCmd),
+    /// Show device status as verified by fleetd (one line per change with --watch).
+    Status(commands::status::StatusArgs),
     /// Show a device's recent app output (and follow new lines with -f).
-    Logs(LogsArgs),
+    Logs(commands::logs::LogsArgs),
+    /// Create, list and revoke API tokens (admin).
+    #[command(subcommand)]
+    Token(commands::tokens::TokenCmd),
+    /// Create, list and revoke enrollment tokens for devices (admin).
+    #[command(subcommand)]
+    Enroll(commands::enroll::EnrollCmd),
+    /// Configuration for an external MQTT broker (admin).
+    #[command(subcommand)]
+    Broker(commands::broker::BrokerCmd),
+    /// Make TLS certificates (locally; no server involved).
+    #[command(subcommand)]
+    Certs(commands::certs::CertsCmd),
     /// Generate an ed25519 key pair for signing artifacts.
     Keygen(commands::signing::KeygenArgs),
 }
@@ -134,8 +174,8 @@ pub struct PushArgs {
     #[arg(long)]
     pub sign: Option<PathBuf>,
     /// A label KEY=VALUE (repeatable).
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = args::label)]
+    pub labels: Vec<(String, String)>,
     /// Requirements as JSON, e.g. '{"min_memory":1048576,"capabilities":["gpu"]}', or @FILE.
     #[arg(long)]
     pub requirements: Option<String>,
@@ -236,30 +276,6 @@ enum DeploymentCmd {
     List,
 }
 
-/// Arguments of `status`.
-#[derive(Args, Debug)]
-pub struct StatusArgs {
-    /// Keep printing one line per status change until interrupted.
-    #[arg(long)]
-    pub watch: bool,
-}
-
-/// Arguments of `logs`.
-#[derive(Args, Debug)]
-pub struct LogsArgs {
-    /// The device.
-    pub device: String,
-    /// Only this app's lines.
-    #[arg(long)]
-    pub app: Option<String>,
-    /// How many recent lines to ask the agent for.
-    #[arg(long, default_value_t = 100)]
-    pub lines: u32,
-    /// Keep printing new lines until interrupted.
-    #[arg(short = 'f', long)]
-    pub follow: bool,
-}
-
 fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command {
@@ -290,9 +306,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Apply { file } => commands::apply::apply(g, &file),
         Command::Deployment(DeploymentCmd::Show { id }) => commands::deploy::show(g, &id),
         Command::Deployment(DeploymentCmd::List) => commands::deploy::list(g),
-        Command::Devices => commands::devices::devices(g),
+        Command::Devices(args) => commands::devices::devices(g, &args),
+        Command::Whoami => commands::tokens::whoami(g),
+        Command::Device(cmd) => commands::device_actions::run(g, &cmd),
         Command::Status(args) => commands::status::status(g, &args),
         Command::Logs(args) => commands::logs::logs(g, &args),
+        Command::Token(cmd) => commands::tokens::run(g, &cmd),
+        Command::Enroll(cmd) => commands::enroll::run(g, &cmd),
+        Command::Broker(cmd) => commands::broker::run(g, &cmd),
+        Command::Certs(cmd) => commands::certs::run(g, &cmd),
     }
 }
 
@@ -312,6 +334,32 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    const TOKEN: &str =
+        "fleet_0123abcd_cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+
+    #[test]
+    fn global_options_parse_and_hide_the_token() {
+        let cli = Cli::try_parse_from([
+            "fleetctl",
+            "devices",
+            "--server",
+            "https://fleet.example:7878",
+            "--token",
+            TOKEN,
+            "--ca",
+            "ca.pem",
+        ])
+        .expect("parses");
+        assert_eq!(cli.global.server, "https://fleet.example:7878");
+        assert_eq!(cli.global.ca, Some(PathBuf::from("ca.pem")));
+        let token = cli.global.token.as_ref().expect("a token");
+        assert_eq!(token.validated().expect("valid").id(), "0123abcd");
+        assert!(!format!("{cli:?}").contains("cccccccc"), "{cli:?}");
+        let err = Cli::try_parse_from(["fleetctl", "--mqtt-url", "mqtt://x", "status"])
+            .expect_err("no MQTT any more");
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! fleetd's serving flags, and the small pure derivations from them (broker URL parsing, the
 //! public URL agents download from).
 
+pub use fleet_schema::MqttUrl;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::str::FromStr;
 
 /// Default cap on one uploaded artifact: 8 GiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 8 * 1024 * 1024 * 1024;
@@ -20,8 +20,9 @@ pub struct ServeArgs {
     /// Address of the embedded MQTT broker (ignored with --mqtt-url).
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt_listen: SocketAddr,
-    /// Use this external broker (mqtt://HOST:PORT) instead of starting the embedded one.
-    #[arg(long)]
+    /// Use this external broker (mqtt://HOST:PORT, or mqtts:// for TLS) instead of starting the
+    /// embedded one.
+    #[arg(long, env = "FLEETD_MQTT_URL")]
     pub mqtt_url: Option<MqttUrl>,
     /// Base URL agents download artifacts from (default: derived from the HTTP address).
     #[arg(long)]
@@ -49,75 +50,63 @@ pub struct ServeArgs {
     /// Longest a scan may take, seconds.
     #[arg(long, env = "FLEETD_SCAN_TIMEOUT_SECS", default_value_t = 300)]
     pub scan_timeout_secs: u64,
+    /// Security settings (authentication, TLS, external broker credentials).
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
-/// An MQTT broker address given as `mqtt://HOST:PORT` (or `tcp://`; port 1883 when omitted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MqttUrl {
-    /// Host name or IP address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
+/// How fleetd authenticates callers and encrypts its connections.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SecurityArgs {
+    /// Turn off the authentication of MQTT connections and API calls (a lab network only).
+    /// Signatures stay on: devices enroll without a token and pin this controller's key, and
+    /// still refuse anything not signed by it. Logs a warning at start and every 5 minutes.
+    #[arg(long, env = "FLEETD_INSECURE")]
+    pub insecure: bool,
+    /// PEM certificate chain: serve the HTTP API as HTTPS and the embedded broker as MQTT over
+    /// TLS (`fleetctl certs dev` makes a development CA and certificates).
+    #[arg(long, env = "FLEETD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FLEETD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: require client certificates signed by it (API and embedded broker).
+    #[arg(long, env = "FLEETD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA that signs an external mqtts:// broker's certificate.
+    #[arg(long, env = "FLEETD_MQTT_CA")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// PEM client certificate for the external broker.
+    #[arg(long, env = "FLEETD_MQTT_CLIENT_CERT", requires = "mqtt_client_key")]
+    pub mqtt_client_cert: Option<PathBuf>,
+    /// PEM private key of --mqtt-client-cert.
+    #[arg(long, env = "FLEETD_MQTT_CLIENT_KEY", requires = "mqtt_client_cert")]
+    pub mqtt_client_key: Option<PathBuf>,
+    /// User name fleetd connects to an external broker with (default `_fleetd`).
+    #[arg(long, env = "FLEETD_MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+    /// File holding the password for --mqtt-username (default: a password fleetd generates
+    /// once and writes, hashed, into the --mosquitto-dir files).
+    #[arg(long, env = "FLEETD_MQTT_PASSWORD_FILE")]
+    pub mqtt_password_file: Option<PathBuf>,
+    /// Keep a Mosquitto password file and ACL file in this directory in step with enrolled
+    /// devices and API tokens (`fleet.passwd`, `fleet.acl`; see `fleetctl broker config`).
+    #[arg(long, env = "FLEETD_MOSQUITTO_DIR")]
+    pub mosquitto_dir: Option<PathBuf>,
+    /// Shell command run after each rewrite of those files, e.g. `kill -HUP $(cat /run/mosquitto.pid)`.
+    #[arg(long, env = "FLEETD_MOSQUITTO_RELOAD", requires = "mosquitto_dir")]
+    pub mosquitto_reload: Option<String>,
+    /// Most enrollment requests without a token kept waiting for an operator.
+    #[arg(long, env = "FLEETD_MAX_PENDING_ENROLLMENTS", default_value_t = crate::trust::enroll::DEFAULT_MAX_PENDING)]
+    pub max_pending_enrollments: usize,
 }
 
-impl MqttUrl {
-    /// The URL for an address we listen on ourselves.
-    pub fn from_addr(addr: SocketAddr) -> Self {
-        Self {
-            host: reachable_ip(addr.ip()).to_string(),
-            port: addr.port(),
-        }
-    }
-}
-
-impl std::fmt::Display for MqttUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "mqtt://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "mqtt://{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl FromStr for MqttUrl {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let rest = s
-            .strip_prefix("mqtt://")
-            .or_else(|| s.strip_prefix("tcp://"))
-            .ok_or_else(|| {
-                format!("broker URL {s:?} must start with mqtt:// (TLS is not supported yet)")
-            })?;
-        let rest = rest.trim_end_matches('/');
-        if rest.is_empty() || rest.contains('/') || rest.contains('@') {
-            return Err(format!("broker URL {s:?} must be mqtt://HOST:PORT"));
-        }
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("broker URL {s:?} has an unclosed '['"))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("broker URL {s:?} has no host"));
-        }
-        let port = match port {
-            None => 1883,
-            Some(p) => p
-                .parse::<u16>()
-                .map_err(|_| format!("broker URL {s:?} has an invalid port {p:?}"))?,
-        };
-        Ok(Self {
-            host: host.to_string(),
-            port,
-        })
+/// The broker URL for an address fleetd listens on itself (wildcards become loopback).
+pub fn mqtt_url_for(addr: SocketAddr, tls: bool) -> MqttUrl {
+    MqttUrl {
+        host: reachable_ip(addr.ip()).to_string(),
+        port: addr.port(),
+        tls,
     }
 }
 
@@ -131,19 +120,20 @@ pub fn reachable_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// `http://IP:PORT` for the address the HTTP API actually listens on.
-pub fn http_url(addr: SocketAddr) -> String {
+/// `http://IP:PORT` (or `https://`) for the address the HTTP API actually listens on.
+pub fn http_url(addr: SocketAddr, tls: bool) -> String {
     format!(
-        "http://{}",
+        "{}://{}",
+        if tls { "https" } else { "http" },
         SocketAddr::new(reachable_ip(addr.ip()), addr.port())
     )
 }
 
 /// The public base URL: the flag when given (without a trailing slash), else the HTTP address.
-pub fn public_url(flag: Option<&str>, http_addr: SocketAddr) -> String {
+pub fn public_url(flag: Option<&str>, http_addr: SocketAddr, tls: bool) -> String {
     match flag {
         Some(url) => url.trim_end_matches('/').to_string(),
-        None => http_url(http_addr),
+        None => http_url(http_addr, tls),
     }
 }
 
@@ -152,34 +142,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn broker_urls_parse() {
-        let u: MqttUrl = "mqtt://broker.local:1884".parse().expect("valid");
-        assert_eq!((u.host.as_str(), u.port), ("broker.local", 1884));
-        let u: MqttUrl = "mqtt://10.0.0.1".parse().expect("valid");
-        assert_eq!(u.port, 1883);
-        let u: MqttUrl = "tcp://[::1]:1999".parse().expect("valid");
-        assert_eq!((u.host.as_str(), u.port), ("::1", 1999));
-        assert_eq!(u.to_string(), "mqtt://[::1]:1999");
-        for bad in [
-            "broker:1883",
-            "mqtts://x:1",
-            "mqtt://",
-            "mqtt://x:99999",
-            "mqtt://x:1/a",
-        ] {
-            assert!(bad.parse::<MqttUrl>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn public_url_defaults_to_a_reachable_http_address() {
         let any: SocketAddr = "0.0.0.0:7878".parse().expect("valid");
-        assert_eq!(public_url(None, any), "http://127.0.0.1:7878");
+        assert_eq!(public_url(None, any, false), "http://127.0.0.1:7878");
+        assert_eq!(public_url(None, any, true), "https://127.0.0.1:7878");
         assert_eq!(
-            public_url(Some("https://fleet.example.com/"), any),
+            public_url(Some("https://fleet.example.com/"), any, false),
             "https://fleet.example.com"
         );
         let v6: SocketAddr = "[::]:80".parse().expect("valid");
-        assert_eq!(http_url(v6), "http://[::1]:80");
+        assert_eq!(http_url(v6, false), "http://[::1]:80");
+        assert_eq!(
+            mqtt_url_for(any, true).to_string(),
+            "mqtts://127.0.0.1:7878"
+        );
     }
 }

@@ -10,6 +10,9 @@
 //! - [`mqtt`]: the bridge to the bus (status intake, desired-state publishing, cmd guard).
 //! - [`http`]: the HTTP API.
 //! - [`metrics`]: counters exported on `/metrics`.
+//! - [`trust`]: the controller key, device identities and enrollment, API tokens, Mosquitto
+//!   files.
+//! - [`tls`]: TLS configurations and the HTTPS listener.
 //! - [`server`]: wires everything together and handles shutdown.
 //! - [`demo`]: `fleetd demo`, the main job end to end on embedded defaults.
 
@@ -24,3 +27,5 @@ pub mod mqtt;
 pub mod server;
 pub mod store;
 pub mod system;
+pub mod tls;
+pub mod trust;

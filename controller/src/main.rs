@@ -26,6 +26,19 @@ enum Command {
     /// Run the main job end to end on embedded defaults: this controller with its embedded
     /// broker, three local agents and a sample HTTP service deployed as v1 then v2.
     Demo(fleet_controller::demo::DemoArgs),
+    /// Print a fresh token string (nothing is stored): a value for FLEETD_ADMIN_TOKEN, which
+    /// fleetd installs as an admin token at start (automation, docker-compose).
+    GenToken,
+    /// Create an admin API token in the data directory (fleetd must not be running) and print
+    /// it once; use it with `fleetctl --token` (or FLEET_TOKEN) to create the others.
+    Init {
+        /// Directory holding the database (as for serving).
+        #[arg(long, default_value = "./fleet-data")]
+        data_dir: std::path::PathBuf,
+        /// A name for the token.
+        #[arg(long, default_value = "admin")]
+        name: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,8 +47,46 @@ fn main() -> anyhow::Result<()> {
         // The demo drives separate processes and prints its own narrative: no logging setup,
         // no runtime of ours.
         Some(Command::Demo(args)) => fleet_controller::demo::run(args),
+        Some(Command::Init { data_dir, name }) => init(&data_dir, &name),
+        Some(Command::GenToken) => {
+            let hex = fleet_schema::trust::keys::new_secret_hex()?;
+            let id = fleet_schema::trust::keys::new_secret_hex()?;
+            println!("{}", fleet_schema::trust::tokens::api_token(&id[..8], &hex));
+            Ok(())
+        }
         None => run_server(cli.serve),
     }
+}
+
+/// `fleetd init`: a new admin token, printed on stdout (only there, only now).
+fn init(data_dir: &std::path::Path, name: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let path = data_dir.join("fleetd.redb");
+    let db = fleet_controller::db::Db::open(&path).with_context(|| {
+        format!(
+            "cannot open {} (is fleetd running on it? stop it first)",
+            path.display()
+        )
+    })?;
+    let (rec, token) = fleet_controller::trust::tokens::new_api_token(
+        &fleet_schema::trust::tokens::CreateToken {
+            name: name.to_string(),
+            scopes: vec![fleet_schema::trust::Scope::Admin],
+            apps: vec![],
+            expires_in: None,
+        },
+        fleet_controller::clock::now_ms(),
+    )?;
+    db.put_token(&rec)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{token}")?;
+    drop(out);
+    eprintln!(
+        "admin token {} ({name}) created: it is shown only now; give it to fleetctl with --token or FLEET_TOKEN",
+        rec.id
+    );
+    Ok(())
 }
 
 /// Sets up logging and limits, then serves.

@@ -28,13 +28,17 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one rejected payload. `topic` is the topic kind ("status", "cmd", "unknown"),
     /// `reason` a short machine-friendly reason ("empty", "truncated", ...).
-    pub fn reject(&self, topic: &str, reason: &str) {
+    /// Returns how many of that kind were counted so far (for bounded logging).
+    pub fn reject(&self, topic: &str, reason: &str) -> u64 {
         let mut map = self
             .rejected
             .lock()
             .expect("metrics lock is never poisoned");
-        *map.entry((topic.to_string(), reason.to_string()))
-            .or_insert(0) += 1;
+        let n = map
+            .entry((topic.to_string(), reason.to_string()))
+            .or_insert(0);
+        *n += 1;
+        *n
     }
 
     /// The number of rejections counted for `topic` (all reasons); for tests and logs.

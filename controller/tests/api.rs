@@ -277,16 +277,16 @@ fn deployment_errors_are_4xx_naming_the_problem() {
     assert_eq!(get(&f.url("/api/v1/devices/ghost")).0, 404);
 }
 
-/// Decodes a desired state from a cmd payload.
-fn desired(payload: &[u8]) -> DesiredState {
-    fleet_schema::decode(payload, DEFAULT_MAX_PAYLOAD).expect("cmd payload is a desired state")
-}
-
 #[test]
 fn deployments_publish_desired_state_and_survive_kill9() {
     let mut f = Fleetd::start();
     let mut status = device_status("dev-1", &[("site", "lab")]);
-    announce(&f, &status);
+    let mut sim = announce(&f, &status);
+    // Desired states are sealed for the device: only it can read them.
+    let desired = |dev: &support::device::SimDevice, payload: &[u8]| -> DesiredState {
+        dev.open_desired(payload)
+            .expect("cmd payload is a desired state sealed for dev-1")
+    };
     assert_eq!(upload(&f, "app", "1.0.0", b"v1").0, 201);
     assert_eq!(upload(&f, "app", "2.0.0", b"v2").0, 201);
 
@@ -308,7 +308,15 @@ fn deployments_publish_desired_state_and_survive_kill9() {
     let p = late
         .wait_for("fleet/dev-1/cmd", SECS, |p| p.retain)
         .expect("retained desired state on fleet/dev-1/cmd");
-    let state = desired(&p.payload);
+    assert!(
+        fleet_schema::decode::<DesiredState>(&p.payload, DEFAULT_MAX_PAYLOAD).is_err(),
+        "not readable without the device's key"
+    );
+    assert!(
+        !String::from_utf8_lossy(&p.payload).contains("/download?expires="),
+        "the download URL travels encrypted"
+    );
+    let state = desired(&sim, &p.payload);
     assert_eq!(state.generation, 1);
     assert_eq!(state.apps.len(), 1);
     let app = &state.apps[0];
@@ -332,10 +340,10 @@ fn deployments_publish_desired_state_and_survive_kill9() {
     assert!(d1 < d2, "ids sort by creation");
     let p = sub
         .wait_for("fleet/dev-1/cmd", SECS, |p| {
-            desired(&p.payload).generation == 2
+            desired(&sim, &p.payload).generation == 2
         })
         .expect("generation 2 published");
-    assert_eq!(desired(&p.payload).apps[0].version, "2.0.0");
+    assert_eq!(desired(&sim, &p.payload).apps[0].version, "2.0.0");
 
     let view =
         |f: &Fleetd, id: &str| parse_json(&get(&f.url(&format!("/api/v1/deployments/{id}"))).1);
@@ -356,7 +364,7 @@ fn deployments_publish_desired_state_and_survive_kill9() {
         health: Default::default(),
         health_message: None,
     }];
-    announce(&f, &status);
+    sim.publish_status(&status);
     assert!(
         wait_until(SECS, || view(&f, &d2)["state"] == "succeeded"),
         "deployment succeeds: {}",
@@ -376,7 +384,7 @@ fn deployments_publish_desired_state_and_survive_kill9() {
         let mut s = MqttClient::connect(f.mqtt_port, "test-sub-heal");
         s.subscribe("fleet/dev-1/cmd");
         s.wait_for("fleet/dev-1/cmd", Duration::from_millis(500), |p| {
-            p.retain && !p.payload.is_empty() && desired(&p.payload).generation == 2
+            p.retain && !p.payload.is_empty() && desired(&sim, &p.payload).generation == 2
         })
         .is_some()
     });
@@ -400,7 +408,7 @@ fn deployments_publish_desired_state_and_survive_kill9() {
     let p = sub
         .wait_for("fleet/dev-1/cmd", SECS, |_| true)
         .expect("desired state republished after restart (the embedded broker lost it)");
-    assert_eq!(desired(&p.payload).generation, 2);
+    assert_eq!(desired(&sim, &p.payload).generation, 2);
     assert_eq!(
         get_bytes(&fresh_download_url(&f, "app", "2.0.0"), &[]).2,
         b"v2"
@@ -411,17 +419,37 @@ fn deployments_publish_desired_state_and_survive_kill9() {
 fn bad_payloads_are_counted_and_harmless() {
     let f = Fleetd::start();
     let good = device_status("x", &[]);
+    let mut x = announce(&f, &good);
+    let before = parse_json(&get(&f.url("/api/v1/devices/x")).1);
+    let mut y = support::device::SimDevice::enroll(&f.access(), "y");
     let good_bytes = fleet_schema::encode(&good).expect("encodes");
+    let sealed_good = x.seal("fleet/x/status", &good_bytes);
+    // Any other client on the bus (here with a valid API token) trying every kind of junk.
     let mut c = MqttClient::connect(f.mqtt_port, "fuzzer");
-    let truncated = good_bytes[..good_bytes.len() / 2].to_vec();
-    let oversized = vec![0xA0u8; DEFAULT_MAX_PAYLOAD + 1000];
-    let wrong_device = fleet_schema::encode(&device_status("y", &[])).expect("encodes");
+    let truncated = sealed_good[..sealed_good.len() / 2].to_vec();
+    let oversized = vec![0xA0u8; DEFAULT_MAX_PAYLOAD + 10_000];
+    let mut offline = good.clone();
+    offline.online = false;
+    let by_y = y.seal(
+        "fleet/x/status",
+        &fleet_schema::encode(&offline).expect("encodes"),
+    );
+    let naming_y = x.seal(
+        "fleet/x/status",
+        &fleet_schema::encode(&device_status("y", &[])).expect("encodes"),
+    );
     for (topic, payload) in [
         ("fleet/x/status", b"\xff\x00garbage".to_vec()),
+        ("fleet/x/status", good_bytes.clone()),
         ("fleet/x/status", truncated.clone()),
         ("fleet/x/status", oversized.clone()),
         ("fleet/x/status", Vec::new()),
-        ("fleet/x/status", wrong_device),
+        ("fleet/x/status", by_y),
+        ("fleet/x/status", naming_y),
+        // A genuine status, then the same bytes replayed.
+        ("fleet/x/status", sealed_good.clone()),
+        ("fleet/x/status", sealed_good),
+        ("fleet/ghost/status", good_bytes),
         ("fleet/x/cmd", b"\xff\x00garbage".to_vec()),
         ("fleet/x/cmd", truncated),
         ("fleet/x/cmd", oversized),
@@ -431,11 +459,13 @@ fn bad_payloads_are_counted_and_harmless() {
     c.publish("fleet/x/cmd", Vec::new(), true);
 
     let wanted = [
-        r#"topic="status",reason="mistyped""#,
+        r#"topic="status",reason="unsigned""#,
         r#"topic="status",reason="too-large""#,
         r#"topic="status",reason="empty""#,
+        r#"topic="status",reason="wrong-signer""#,
         r#"topic="status",reason="device-mismatch""#,
-        r#"topic="cmd",reason="too-large""#,
+        r#"topic="status",reason="unknown-device""#,
+        r#"topic="status",reason="stale""#,
     ];
     let counted = wait_until(SECS, || {
         let m = f.metrics();
@@ -455,8 +485,15 @@ fn bad_payloads_are_counted_and_harmless() {
         .sum();
     assert!(cmd_rejections >= 3, "{}", f.metrics());
 
-    // Nothing was stored from the bad statuses, and fleetd is alive and well.
-    assert_eq!(get(&f.url("/api/v1/devices/x")).0, 404);
+    // Nothing changed from the bad statuses (y's offline status on x's topic included), no
+    // device appeared, and fleetd is alive and well.
+    let after = parse_json(&get(&f.url("/api/v1/devices/x")).1);
+    assert_eq!(after["online"], json!(true));
+    assert_eq!(
+        after["agent_version"], before["agent_version"],
+        "no bad status was applied"
+    );
+    assert_eq!(get(&f.url("/api/v1/devices/ghost")).0, 404);
     let (code, health) = get(&f.url("/api/v1/health"));
     assert_eq!(code, 200);
     assert_eq!(
@@ -464,7 +501,13 @@ fn bad_payloads_are_counted_and_harmless() {
         json!({"status":"ok","mqtt_connected":true})
     );
     // A valid status afterwards is still processed.
-    announce(&f, &good);
+    let mut changed = good.clone();
+    changed.agent_version = "newer".into();
+    x.publish_status(&changed);
+    assert!(wait_until(SECS, || parse_json(
+        &get(&f.url("/api/v1/devices/x")).1
+    )["agent_version"]
+        == json!("newer")));
     assert!(f.metrics().contains("fleetd_devices_online 1"));
 }
 
@@ -476,8 +519,7 @@ fn presence_is_retained_and_sigterm_stops_cleanly() {
     let online = sub
         .wait_for("fleet/_controller/status", SECS, |_| true)
         .expect("controller presence is retained");
-    let online: fleet_schema::ControllerStatus =
-        fleet_schema::decode(&online.payload, DEFAULT_MAX_PAYLOAD).expect("decodes");
+    let online = f.open_presence(&online.payload);
     assert!(online.online);
     assert_eq!(online.http_url.as_deref(), Some(f.http.as_str()));
     assert!(

@@ -16,7 +16,7 @@ use support::{get, parse_json, wait_until, Fleetd, MqttClient};
 #[test]
 fn a_device_offline_longer_than_the_url_lifetime_still_gets_its_artifact() {
     let fleetd = Fleetd::start_with_env(&[("FLEETD_DOWNLOAD_URL_TTL_SECS", "2")]);
-    let mut agent = Agent::start("dev-offline", &fleetd.mqtt_url(), &[]);
+    let mut agent = Agent::start("dev-offline", &fleetd.access(), &[]);
     wait_online(&fleetd, &[&agent]);
     agent.stop();
     upload_sample(&fleetd, "1.0.0");
@@ -28,8 +28,7 @@ fn a_device_offline_longer_than_the_url_lifetime_still_gets_its_artifact() {
     let p = sub
         .wait_for("fleet/dev-offline/cmd", Duration::from_secs(10), |_| true)
         .expect("desired state published");
-    let desired: fleet_schema::DesiredState =
-        fleet_schema::decode(&p.payload, fleet_schema::DEFAULT_MAX_PAYLOAD).expect("decodes");
+    let desired = agent.open_cmd(&p.payload);
     let url = desired.apps[0].artifact.url.clone();
     std::thread::sleep(Duration::from_millis(3500));
     let (status, body) = get(&url);
@@ -49,7 +48,7 @@ fn a_device_offline_longer_than_the_url_lifetime_still_gets_its_artifact() {
 #[test]
 fn rollback_to_the_previous_version_needs_no_download() {
     let fleetd = Fleetd::start();
-    let agent = Agent::start("dev-cache", &fleetd.mqtt_url(), &[]);
+    let agent = Agent::start("dev-cache", &fleetd.access(), &[]);
     wait_online(&fleetd, &[&agent]);
     upload_sample(&fleetd, "1.0.0");
     upload_sample(&fleetd, "2.0.0");
@@ -77,7 +76,7 @@ fn rollback_to_the_previous_version_needs_no_download() {
 #[test]
 fn archive_artifact_runs_its_entry_point() {
     let fleetd = Fleetd::start();
-    let agent = Agent::start("dev-archive", &fleetd.mqtt_url(), &[]);
+    let agent = Agent::start("dev-archive", &fleetd.access(), &[]);
     wait_online(&fleetd, &[&agent]);
     push_archive(
         &fleetd,
@@ -239,7 +238,7 @@ fn deb_packages_install_upgrade_and_roll_back_with_dpkg() {
     }
     let _cleanup = RemoveDeb;
     let fleetd = Fleetd::start();
-    let agent = Agent::start("dev-deb", &fleetd.mqtt_url(), &[]);
+    let agent = Agent::start("dev-deb", &fleetd.access(), &[]);
     wait_online(&fleetd, &[&agent]);
     let dir = tempfile::tempdir().expect("tempdir");
     for v in ["1.0.0", "2.0.0"] {
@@ -357,7 +356,7 @@ fn push_scripted_archive(fleetd: &Fleetd, version: &str, files: &[(&str, &str)])
 #[test]
 fn archive_install_and_pre_start_scripts_run_on_the_device() {
     let fleetd = Fleetd::start();
-    let agent = Agent::start("dev-scripts", &fleetd.mqtt_url(), &[]);
+    let agent = Agent::start("dev-scripts", &fleetd.access(), &[]);
     wait_online(&fleetd, &[&agent]);
     push_scripted_archive(
         &fleetd,

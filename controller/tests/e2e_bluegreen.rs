@@ -80,7 +80,7 @@ fn version_of(body: &str) -> Option<String> {
 #[test]
 fn blue_green_switches_a_served_port_without_refusing_a_connection() {
     let fleetd = Fleetd::start_with_env(&[("FLEETD_ROLLOUT_TICK_MS", "200")]);
-    let agent = Agent::start("bg-1", &fleetd.mqtt_url(), &[]);
+    let agent = Agent::start("bg-1", &fleetd.access(), &[]);
     wait_online(&fleetd, &[&agent]);
     let port = free_port();
     for v in ["1.0.0", "2.0.0"] {

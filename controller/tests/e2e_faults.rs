@@ -12,7 +12,7 @@ use support::{get, wait_until, Fleetd, MqttClient};
 #[test]
 fn tampered_artifact_is_refused_and_the_previous_version_keeps_running() {
     let fleetd = Fleetd::start();
-    let agent = Agent::start("tamper-1", &fleetd.mqtt_url(), &[]);
+    let agent = Agent::start("tamper-1", &fleetd.access(), &[]);
     wait_online(&fleetd, &[&agent]);
     upload_sample(&fleetd, "1.0.0");
     let d1 = deploy(&fleetd, "1.0.0", &["tamper-1"]);
@@ -60,7 +60,7 @@ fn tampered_artifact_is_refused_and_the_previous_version_keeps_running() {
 #[test]
 fn hostile_payloads_on_status_and_cmd_crash_nothing() {
     let fleetd = Fleetd::start();
-    let mut agent = Agent::start("hostile-1", &fleetd.mqtt_url(), &[]);
+    let mut agent = Agent::start("hostile-1", &fleetd.access(), &[]);
     wait_online(&fleetd, &[&agent]);
     upload_sample(&fleetd, "1.0.0");
     upload_sample(&fleetd, "2.0.0");
@@ -108,19 +108,27 @@ fn hostile_payloads_on_status_and_cmd_crash_nothing() {
     assert!(
         wait_until(Duration::from_secs(10), || agent
             .log()
-            .contains("rejected payload")),
-        "agent logged the rejected payloads:\n{}",
+            .contains("refused message")),
+        "agent logged the refused payloads:\n{}",
         agent.log()
     );
     assert_eq!(agent.app_pids(APP, "1.0.0").len(), 1, "app untouched");
 
     // The bus still works: the next deployment goes through, and an agent that restarts now
-    // still finds its desired state (the controller repaired the retained message).
+    // still finds its desired state (the controller repaired the retained message). A wiped
+    // agent has a new key: an operator resets the device so it may enroll again, and the
+    // controller seals the desired state for the new key.
     let d2 = deploy(&fleetd, "2.0.0", &["hostile-1"]);
     wait_deployment(&fleetd, &d2, "succeeded", &[&agent]);
     agent.kill9();
     support::procs::kill_processes_under(&agent.data_dir());
     std::fs::remove_dir_all(agent.data_dir()).expect("wipe the agent's data");
+    let (status, body) = support::post(
+        &fleetd.url("/api/v1/devices/hostile-1/reset"),
+        "application/json",
+        b"",
+    );
+    assert_eq!(status, 200, "reset: {body}");
     agent.restart();
     let ok = wait_until(Duration::from_secs(30), || {
         agent.app_pids(APP, "2.0.0").len() == 1 && deployment(&fleetd, &d2)["state"] == "succeeded"
@@ -135,7 +143,7 @@ fn hostile_payloads_on_status_and_cmd_crash_nothing() {
 #[test]
 fn an_agent_re_reports_when_the_controller_resends_the_generation_it_holds() {
     let fleetd = Fleetd::start();
-    let agent = Agent::start("repeat-1", &fleetd.mqtt_url(), &[]);
+    let agent = Agent::start("repeat-1", &fleetd.access(), &[]);
     wait_online(&fleetd, &[&agent]);
     upload_sample(&fleetd, "1.0.0");
     let d1 = deploy(&fleetd, "1.0.0", &["repeat-1"]);
@@ -148,7 +156,7 @@ fn an_agent_re_reports_when_the_controller_resends_the_generation_it_holds() {
         .expect("retained desired state");
     mqtt.subscribe("fleet/repeat-1/status");
     let decode = |p: &rumqttc::Publish| -> fleet_schema::DeviceStatus {
-        fleet_schema::decode(&p.payload, fleet_schema::DEFAULT_MAX_PAYLOAD).expect("status")
+        agent.open_report("fleet/repeat-1/status", &p.payload)
     };
     let first = mqtt
         .wait_for("fleet/repeat-1/status", Duration::from_secs(10), |_| true)

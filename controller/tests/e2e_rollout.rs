@@ -12,9 +12,10 @@ use support::fleet::{
 use support::{get, wait_until, Fleetd};
 
 /// Deploys v1 then v2 to three agents and checks every device ends on v2 with v1 gone.
-fn upgrade_three_devices(fleetd: &Fleetd, mqtt_url: &str) {
+fn upgrade_three_devices(fleetd: &Fleetd) {
+    let access = fleetd.access();
     let agents: Vec<Agent> = (1..=3)
-        .map(|i| Agent::start(&format!("dev-{i}"), mqtt_url, &[("site", "lab")]))
+        .map(|i| Agent::start(&format!("dev-{i}"), &access, &[("site", "lab")]))
         .collect();
     let refs: Vec<&Agent> = agents.iter().collect();
     let ids: Vec<&str> = agents.iter().map(|a| a.device_id.as_str()).collect();
@@ -77,8 +78,7 @@ fn upgrade_three_devices(fleetd: &Fleetd, mqtt_url: &str) {
 #[test]
 fn three_agents_upgrade_from_v1_to_v2_on_the_embedded_broker() {
     let fleetd = Fleetd::start();
-    let url = fleetd.mqtt_url();
-    upgrade_three_devices(&fleetd, &url);
+    upgrade_three_devices(&fleetd);
 }
 
 #[test]
@@ -86,14 +86,14 @@ fn three_agents_upgrade_from_v1_to_v2_on_mosquitto() {
     let Some(mosquitto) = Mosquitto::start() else {
         return;
     };
-    let fleetd = Fleetd::start_external(&mosquitto.url());
-    upgrade_three_devices(&fleetd, &mosquitto.url());
+    let fleetd = Fleetd::start_external(&mosquitto.broker());
+    upgrade_three_devices(&fleetd);
 }
 
 #[test]
 fn agent_killed_during_a_deployment_reaches_the_desired_version() {
     let fleetd = Fleetd::start();
-    let mut agent = Agent::start("killed-1", &fleetd.mqtt_url(), &[]);
+    let mut agent = Agent::start("killed-1", &fleetd.access(), &[]);
     wait_online(&fleetd, &[&agent]);
     upload_sample(&fleetd, "1.0.0");
     upload_sample(&fleetd, "2.0.0");
@@ -136,9 +136,9 @@ fn agent_killed_during_a_deployment_reaches_the_desired_version() {
 #[test]
 fn fleetd_killed_after_a_deployment_was_created_completes_it_after_restart() {
     let mut fleetd = Fleetd::start();
-    let url = fleetd.mqtt_url();
+    let access = fleetd.access();
     let agents: Vec<Agent> = (1..=2)
-        .map(|i| Agent::start(&format!("crash-{i}"), &url, &[]))
+        .map(|i| Agent::start(&format!("crash-{i}"), &access, &[]))
         .collect();
     let refs: Vec<&Agent> = agents.iter().collect();
     wait_online(&fleetd, &refs);

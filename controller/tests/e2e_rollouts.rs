@@ -240,7 +240,7 @@ fn a_rolling_update_never_updates_more_devices_than_max_unavailable() {
 #[test]
 fn a_device_joining_later_receives_the_release_of_its_group() {
     let fleetd = Fleetd::start_with_env(&TICK);
-    let first = Agent::start("late-1", &fleetd.mqtt_url(), &[("store", "17")]);
+    let first = Agent::start("late-1", &fleetd.access(), &[("store", "17")]);
     wait_online(&fleetd, &[&first]);
     upload_sample(&fleetd, "1.0.0");
     let (status, body) = post_json(
@@ -257,8 +257,8 @@ fn a_device_joining_later_receives_the_release_of_its_group() {
     let id = body["id"].as_str().expect("id").to_string();
     wait_deployment(&fleetd, &id, "succeeded", &[&first]);
 
-    let second = Agent::start("late-2", &fleetd.mqtt_url(), &[("store", "17")]);
-    let other = Agent::start("late-3", &fleetd.mqtt_url(), &[("store", "18")]);
+    let second = Agent::start("late-2", &fleetd.access(), &[("store", "17")]);
+    let other = Agent::start("late-3", &fleetd.access(), &[("store", "18")]);
     wait_online(&fleetd, &[&second, &other]);
     let got = wait_until(Duration::from_secs(60), || {
         second.app_pids(APP, "1.0.0").len() == 1
@@ -275,12 +275,12 @@ fn a_registered_application_carries_its_spec_and_placement() {
     let fleetd = Fleetd::start_with_env(&TICK);
     let pi = Agent::start(
         "place-pi",
-        &fleetd.mqtt_url(),
+        &fleetd.access(),
         &[("type", "pi"), ("ring", "p")],
     );
     let other = Agent::start(
         "place-x86",
-        &fleetd.mqtt_url(),
+        &fleetd.access(),
         &[("type", "x86"), ("ring", "p")],
     );
     wait_online(&fleetd, &[&pi, &other]);
@@ -310,12 +310,11 @@ fn a_registered_application_carries_its_spec_and_placement() {
     );
     let msg = sub
         .wait_for("fleet/place-pi/cmd", Duration::from_secs(10), |p| {
-            fleet_schema::decode::<fleet_schema::DesiredState>(&p.payload, 1 << 20)
-                .is_ok_and(|d| !d.apps.is_empty())
+            pi.try_open_cmd(&p.payload)
+                .is_some_and(|d| !d.apps.is_empty())
         })
         .expect("desired state published");
-    let desired: fleet_schema::DesiredState =
-        fleet_schema::decode(&msg.payload, 1 << 20).expect("decodes");
+    let desired = pi.open_cmd(&msg.payload);
     let spec = &desired.apps[0].spec;
     assert_eq!(spec.env.get("GREETING").map(String::as_str), Some("hi"));
     assert_eq!(spec.env.get("PORT").map(String::as_str), Some("0"));
@@ -329,12 +328,12 @@ fn a_registered_application_carries_its_spec_and_placement() {
     let id = body["id"].as_str().expect("id").to_string();
     let late_pi = Agent::start(
         "place-pi-late",
-        &fleetd.mqtt_url(),
+        &fleetd.access(),
         &[("type", "pi"), ("ring", "p")],
     );
     let late_x86 = Agent::start(
         "place-x86-late",
-        &fleetd.mqtt_url(),
+        &fleetd.access(),
         &[("type", "x86"), ("ring", "p")],
     );
     wait_online(&fleetd, &[&late_pi, &late_x86]);

@@ -22,17 +22,17 @@ fn step_devices(view: &Value, i: usize) -> Vec<String> {
 }
 
 /// The rollout hint in the (retained) desired state with 2.0.0 published to `device`.
-fn desired_hint(sub: &mut MqttClient, device: &str) -> Option<fleet_schema::BlueGreenHint> {
-    let topic = format!("fleet/{device}/cmd");
+fn desired_hint(sub: &mut MqttClient, agent: &Agent) -> Option<fleet_schema::BlueGreenHint> {
+    let topic = format!("fleet/{}/cmd", agent.device_id);
     sub.subscribe(&topic);
     let msg = sub
         .wait_for(&topic, Duration::from_secs(15), |p| {
-            fleet_schema::decode::<fleet_schema::DesiredState>(&p.payload, 1 << 20)
-                .is_ok_and(|d| d.apps.iter().any(|a| a.version == "2.0.0"))
+            agent
+                .try_open_cmd(&p.payload)
+                .is_some_and(|d| d.apps.iter().any(|a| a.version == "2.0.0"))
         })
         .expect("desired state with 2.0.0");
-    let desired: fleet_schema::DesiredState =
-        fleet_schema::decode(&msg.payload, 1 << 20).expect("decodes");
+    let desired = agent.open_cmd(&msg.payload);
     desired.apps.iter().find(|a| a.name == APP)?.rollout
 }
 
@@ -40,7 +40,7 @@ fn desired_hint(sub: &mut MqttClient, device: &str) -> Option<fleet_schema::Blue
 fn max_surge_devices_update_make_before_break_and_widen_the_batch() {
     let fleetd = Fleetd::start_with_env(&TICK);
     let agents: Vec<Agent> = (1..=3)
-        .map(|i| Agent::start(&format!("surge-{i}"), &fleetd.mqtt_url(), &[("ring", "s")]))
+        .map(|i| Agent::start(&format!("surge-{i}"), &fleetd.access(), &[("ring", "s")]))
         .collect();
     let refs: Vec<&Agent> = agents.iter().collect();
     wait_online(&fleetd, &refs);
@@ -68,8 +68,18 @@ fn max_surge_devices_update_make_before_break_and_widen_the_batch() {
     assert_eq!(first.len(), 2, "max_unavailable + max_surge: {view:#}");
     assert_eq!(step_devices(&view, 1).len(), 1, "{view:#}");
     let (in_place, surging) = (&first[0], &first[1]);
-    assert_eq!(desired_hint(&mut sub, in_place), None, "in place: {view:#}");
-    let hint = desired_hint(&mut sub, surging).expect("the surge device gets a hint");
+    let agent_of = |id: &str| {
+        agents
+            .iter()
+            .find(|a| a.device_id == id)
+            .expect("a step device is one of ours")
+    };
+    assert_eq!(
+        desired_hint(&mut sub, agent_of(in_place)),
+        None,
+        "in place: {view:#}"
+    );
+    let hint = desired_hint(&mut sub, agent_of(surging)).expect("the surge device gets a hint");
     assert_eq!((hint.validation_ms, hint.switch_delay_ms), (3_000, 0));
 
     // On the surge device the old version keeps running next to the new one for the grace

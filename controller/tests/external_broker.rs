@@ -5,27 +5,33 @@
 mod support;
 
 use fleet_broker::EmbeddedBroker;
-use fleet_schema::{ControllerStatus, DEFAULT_MAX_PAYLOAD};
+use fleet_schema::ControllerStatus;
 use std::time::Duration;
 use support::*;
 
 const SECS: Duration = Duration::from_secs(10);
 
-fn presence(payload: &[u8]) -> ControllerStatus {
-    fleet_schema::decode(payload, DEFAULT_MAX_PAYLOAD).expect("controller status decodes")
+/// Opens a presence message; it must be signed by the controller's key.
+fn presence(f: &Fleetd, payload: &[u8]) -> ControllerStatus {
+    f.open_presence(payload)
 }
 
 #[test]
 fn works_with_an_external_broker_and_reports_presence() {
-    let broker = EmbeddedBroker::start("127.0.0.1:0".parse().expect("addr")).expect("broker");
+    let broker = EmbeddedBroker::start(fleet_broker::BrokerOptions {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        check: None,
+        tls: None,
+    })
+    .expect("broker");
     let port = broker.local_addr().port();
     let mut watcher = MqttClient::connect(port, "presence-watcher");
     watcher.subscribe("fleet/_controller/status");
 
-    let mut f = Fleetd::start_external(&format!("mqtt://127.0.0.1:{port}"));
+    let mut f = Fleetd::start_external(&external::BrokerRef::plain(port));
     let first = watcher
         .wait_for("fleet/_controller/status", SECS, |p| {
-            presence(&p.payload).online
+            presence(&f, &p.payload).online
         })
         .expect("online presence");
     announce(&f, &device_status("ext-1", &[]));
@@ -34,7 +40,7 @@ fn works_with_an_external_broker_and_reports_presence() {
     f.kill9();
     watcher
         .wait_for("fleet/_controller/status", SECS, |p| {
-            !presence(&p.payload).online
+            !presence(&f, &p.payload).online
         })
         .expect("last will says offline");
 
@@ -42,17 +48,17 @@ fn works_with_an_external_broker_and_reports_presence() {
     f.restart();
     let again = watcher
         .wait_for("fleet/_controller/status", SECS, |p| {
-            presence(&p.payload).online
+            presence(&f, &p.payload).online
         })
         .expect("online again");
-    assert!(presence(&again.payload).at >= presence(&first.payload).at);
+    assert!(presence(&f, &again.payload).at >= presence(&f, &first.payload).at);
     assert_eq!(get(&f.url("/api/v1/devices/ext-1")).0, 200);
 
     // SIGTERM: a graceful stop publishes offline itself (a clean disconnect fires no will).
     assert!(f.terminate(), "clean exit; stderr:\n{}", f.stderr());
     let bye = watcher
         .wait_for("fleet/_controller/status", SECS, |p| {
-            !presence(&p.payload).online
+            !presence(&f, &p.payload).online
         })
         .expect("graceful offline presence");
     assert!(bye.retain || !bye.payload.is_empty());

@@ -14,7 +14,7 @@ use support::{parse_json, Fleetd};
 fn fleetctl(fleetd: &Fleetd, args: &[&str]) -> std::process::Output {
     Command::new(workspace_bin("fleetctl"))
         .env("FLEET_SERVER", &fleetd.http)
-        .env("FLEET_MQTT_URL", fleetd.mqtt_url())
+        .env("FLEET_TOKEN", support::admin_token())
         .args(args)
         .output()
         .expect("run fleetctl")
@@ -29,7 +29,7 @@ fn fleetctl_pushes_deploys_lists_and_watches_status() {
 
     // Live status stream, started before the device exists.
     let mut watch = Command::new(workspace_bin("fleetctl"))
-        .env("FLEET_MQTT_URL", fleetd.mqtt_url())
+        .env("FLEET_TOKEN", support::admin_token())
         .env("FLEET_SERVER", &fleetd.http)
         .args(["--output", "json", "status", "--watch"])
         .stdout(Stdio::piped())
@@ -44,7 +44,7 @@ fn fleetctl_pushes_deploys_lists_and_watches_status() {
         }
     });
 
-    let agent = Agent::start("ctl-1", &fleetd.mqtt_url(), &[("site", "ctl")]);
+    let agent = Agent::start("ctl-1", &fleetd.access(), &[("site", "ctl")]);
     wait_online(&fleetd, &[&agent]);
 
     let push = fleetctl(

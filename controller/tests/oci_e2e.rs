@@ -121,7 +121,7 @@ fn oci_images_load_run_upgrade_roll_back_and_leave_nothing_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = support::free_port();
     let fleetd = Fleetd::start();
-    let agent = Agent::start("dev-oci", &fleetd.mqtt_url(), &[]);
+    let agent = Agent::start("dev-oci", &fleetd.access(), &[]);
     wait_online(&fleetd, &[&agent]);
     let (_, body) = get(&fleetd.url("/api/v1/devices/dev-oci"));
     let dev = support::parse_json(&body);

@@ -161,7 +161,7 @@ fn registry_references_pull_run_upgrade_roll_back_and_leave_nothing_behind() {
     // A wildcard counters endpoint, so bridged containers reach it through the host alias.
     let agent = Agent::start_with_args(
         "dev-pull",
-        &fleetd.mqtt_url(),
+        &fleetd.access(),
         &[],
         &[
             "--metrics-listen",

@@ -97,7 +97,7 @@ fn rpm_packages_install_upgrade_and_roll_back_with_rpm() {
     let _erase = EraseRpm;
     let dir = tempfile::tempdir().expect("tempdir");
     let fleetd = Fleetd::start();
-    let agent = Agent::start("dev-rpm", &fleetd.mqtt_url(), &[]);
+    let agent = Agent::start("dev-rpm", &fleetd.access(), &[]);
     wait_online(&fleetd, &[&agent]);
     for v in ["1.0.0", "2.0.0"] {
         let rpm = build_rpm(dir.path(), v);

@@ -23,7 +23,7 @@ fn signature_policy_refuses_unsigned_unknown_and_mismatched_artifacts() {
     let pub_file = format!("{}.pub", key.display());
     let agent = Agent::start_with_args(
         "dev-strict",
-        &fleetd.mqtt_url(),
+        &fleetd.access(),
         &[],
         &["--trusted-key", &pub_file, "--require-signatures"],
     );
@@ -136,7 +136,7 @@ fn keys_rotate_an_agent_trusting_old_and_new_then_only_new() {
         "--trusted-key",
         new_pub,
     ];
-    let mut agent = Agent::start_with_args("dev-rotate", &fleetd.mqtt_url(), &[], &both);
+    let mut agent = Agent::start_with_args("dev-rotate", &fleetd.access(), &[], &both);
     wait_online(&fleetd, &[&agent]);
 
     // During the rotation the device trusts both keys: v1 signed by the old key and v2 signed

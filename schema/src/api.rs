@@ -328,6 +328,12 @@ pub struct DeviceView {
     pub apps: Vec<AppStatus>,
     /// Last time anything was heard from it, Unix milliseconds.
     pub last_seen: u64,
+    /// Where its enrollment stands (`accepted`, `revoked`, ...); absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<crate::trust::tokens::EnrollmentState>,
+    /// The last message its agent refused (forged, unsigned, replayed), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<crate::status::Refusal>,
 }
 
 /// One entry of `GET /api/v1/artifacts/{name}/versions`, in semantic-version order.

@@ -9,7 +9,7 @@
 
 use crate::open_enum;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 open_enum! {
     /// Which supervisor runs the app on the device.
@@ -50,9 +50,12 @@ pub struct ConfigFile {
     pub path: String,
     /// File content.
     pub content: String,
-    /// Unix permission bits (e.g. 0o640); 0o644 when absent.
+    /// Unix permission bits (e.g. 0o640); 0o644 when absent (0o600 for a secret file).
     #[serde(default)]
     pub mode: Option<u32>,
+    /// The content is secret: shown only to admin tokens, never logged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
 }
 
 /// How the app is started and kept running.
@@ -165,6 +168,10 @@ pub struct Resources {
 pub struct AppSpec {
     /// Environment variables given to the app.
     pub env: BTreeMap<String, String>,
+    /// Names of the variables in `env` whose values are secret (the manifest's
+    /// `configuration.secrets`): shown only to admin tokens, never logged.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub secret_env: BTreeSet<String>,
     /// Configuration files written before start.
     pub files: Vec<ConfigFile>,
     /// Runtime and restart policy.
@@ -173,6 +180,31 @@ pub struct AppSpec {
     pub healthcheck: Option<HealthCheck>,
     /// Limits and requests.
     pub resources: Resources,
+}
+
+/// What the API shows instead of a secret value.
+pub const REDACTED: &str = "<redacted>";
+
+impl AppSpec {
+    /// A copy with every secret value and secret file content replaced by [`REDACTED`], for
+    /// readers that may not see secrets (every API token below admin).
+    pub fn redacted(&self) -> AppSpec {
+        let mut out = self.clone();
+        for name in &self.secret_env {
+            if let Some(v) = out.env.get_mut(name) {
+                *v = REDACTED.to_string();
+            }
+        }
+        for f in out.files.iter_mut().filter(|f| f.secret) {
+            f.content = REDACTED.to_string();
+        }
+        out
+    }
+
+    /// True when the spec holds a secret value.
+    pub fn has_secrets(&self) -> bool {
+        !self.secret_env.is_empty() || self.files.iter().any(|f| f.secret)
+    }
 }
 
 #[cfg(test)]
@@ -199,6 +231,34 @@ mod tests {
         assert_eq!(rt.args, ["-v"]);
         assert_eq!(rt.install_script, None);
         assert_eq!(rt.pre_start_script, None);
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_nothing_else() {
+        let mut spec = AppSpec::default();
+        spec.env.insert("MODE".into(), "fast".into());
+        spec.env.insert("DB_PASSWORD".into(), "hunter2".into());
+        spec.secret_env.insert("DB_PASSWORD".into());
+        spec.files.push(ConfigFile {
+            path: "key.pem".into(),
+            content: "PRIVATE".into(),
+            mode: None,
+            secret: true,
+        });
+        spec.files.push(ConfigFile {
+            path: "app.conf".into(),
+            content: "x=1".into(),
+            mode: None,
+            secret: false,
+        });
+        assert!(spec.has_secrets());
+        let r = spec.redacted();
+        assert_eq!(r.env["MODE"], "fast");
+        assert_eq!(r.env["DB_PASSWORD"], REDACTED);
+        assert_eq!(r.files[0].content, REDACTED);
+        assert_eq!(r.files[1].content, "x=1");
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(!text.contains("hunter2") && !text.contains("PRIVATE"));
     }
 
     #[test]

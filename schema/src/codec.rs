@@ -91,6 +91,7 @@ mod tests {
             observed_generation: 3,
             apps: vec![],
             reported_at: 1,
+            refused: None,
         }
     }
 

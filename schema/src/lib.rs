@@ -14,18 +14,23 @@ pub mod desired;
 pub mod device_id;
 pub mod image_ref;
 pub mod manifest;
+pub mod mqtt_url;
 pub mod open_enum;
 pub mod signing;
 pub mod status;
 pub mod telemetry;
 pub mod topic;
+pub mod trust;
 
 pub use app_spec::AppSpec;
 pub use artifact::{ArtifactMeta, ArtifactType};
 pub use codec::{decode, encode, CodecError, DEFAULT_MAX_PAYLOAD};
 pub use desired::{ArtifactRef, BlueGreenHint, DesiredApp, DesiredState};
 pub use device_id::{DeviceId, DeviceIdError};
-pub use status::{AppPhase, AppStatus, ControllerStatus, DeviceStatus, HealthState, Inventory};
+pub use mqtt_url::{MqttUrl, MqttUrlError};
+pub use status::{
+    AppPhase, AppStatus, ControllerStatus, DeviceStatus, HealthState, Inventory, Refusal,
+};
 pub use telemetry::{
     AgentRequest, AppMetrics, DeviceMetrics, LogBatch, LogEntry, LogLevel, MetricsBatch,
 };

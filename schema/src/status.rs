@@ -129,6 +129,24 @@ pub struct DeviceStatus {
     /// When the agent produced this report.
     #[serde(default)]
     pub reported_at: UnixMillis,
+    /// The last message the agent refused (unsigned, forged, addressed to another device,
+    /// replayed), so an operator sees an attack or a misconfiguration in the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
+}
+
+/// A message an agent refused, and how many it refused since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Refusal {
+    /// The topic it came on.
+    pub topic: String,
+    /// Why it was refused.
+    pub reason: String,
+    /// When, ms.
+    pub at: UnixMillis,
+    /// Messages refused since the agent started.
+    pub count: u64,
 }
 
 /// The controller's retained presence message.

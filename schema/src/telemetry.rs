@@ -119,6 +119,10 @@ pub struct LogBatch {
     pub entries: Vec<LogEntry>,
     /// Lines dropped by rate limits or full buffers since the previous batch.
     pub dropped: u64,
+    /// Part of the answer to a log-history request (not live output); an answer of no lines is
+    /// one empty batch, so the asker knows the device answered.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub history: bool,
 }
 
 /// Lines of history an [`AgentRequest::LogHistory`] returns when it names no count.

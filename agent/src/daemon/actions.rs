@@ -74,7 +74,10 @@ impl Daemon {
 
     fn start_download(&mut self, app: String, artifact: ArtifactRef) {
         let version = artifact.version.clone();
-        tracing::info!(%app, %version, url = %artifact.url, "downloading");
+        // The query of a download URL is a credential (signature, presigned S3 parameters):
+        // logged without it.
+        let shown = artifact.url.split('?').next().unwrap_or_default();
+        tracing::info!(%app, %version, url = %shown, "downloading");
         let st = self.apps.entry(app.clone()).or_default();
         st.obs.job = Some(Job {
             version: version.clone(),
@@ -89,14 +92,20 @@ impl Daemon {
         let cancel = self.cancel.clone();
         let trust = self.cfg.artifacts.trust.clone();
         let inventory = self.inventory.clone();
-        let controller = self.controller_url.clone();
+        let controller = download_refresh::Controller {
+            base: Some(self.cfg.server.clone()),
+            credential: Some(fleet_schema::trust::tokens::device_credential(
+                self.cfg.device_id.as_str(),
+                &self.trust.record.mqtt_password,
+            )),
+        };
         tokio::task::spawn_blocking(move || {
             // Refuse before downloading anything the device must not install.
             let result = match crate::verify::check(&artifact, &trust, &inventory) {
                 Err(refusal) => Err(Some(refusal.to_string())),
                 Ok(()) => match download_refresh::fetch_artifact(
                     &artifact,
-                    controller.as_deref(),
+                    &controller,
                     &partial,
                     &cancel,
                 ) {
@@ -260,7 +269,12 @@ impl Daemon {
             .telem
             .metrics_base
             .as_ref()
-            .map(|base| ("FLEET_METRICS_URL".to_string(), format!("{base}{app}")))
+            .map(|base| {
+                (
+                    "FLEET_METRICS_URL".to_string(),
+                    self.telem.counters.url_for(base, app),
+                )
+            })
             .into_iter()
             .collect();
         extra_env.extend(super::traffic::port_env(&ports, &app_spec.runtime.ports));

@@ -1,7 +1,10 @@
-//! Incoming bus traffic: connects, desired states and controller presence. Every payload is
-//! decoded with the bounded codec; anything unusable is logged as a rejected payload, counted,
-//! and leaves the agent's state untouched.
+//! Incoming bus traffic: connects, desired states, controller presence and requests. Every
+//! payload must first pass [`Daemon::open_sealed`] (signed by the pinned controller key for
+//! this topic, addressed to this device, decrypted with its bus key, not replayed), then the
+//! bounded codec; anything unusable is refused, logged, counted, shown in the status, and leaves
+//! the agent's state untouched.
 
+use super::trust::Kind;
 use super::Daemon;
 use crate::bus::{BusEvent, PubCmd};
 use fleet_schema::artifact::{validate_name, validate_version};
@@ -23,22 +26,30 @@ impl Daemon {
             BusEvent::Disconnected => {
                 let _ = self.publisher.send(PubCmd::Disconnected);
             }
+            BusEvent::CredentialsRefused => self.reenroll(),
             BusEvent::Message { topic, payload } => match Topic::parse(&topic) {
-                Ok(Topic::Cmd(dev)) if dev == self.cfg.device_id => self.on_desired(&payload),
-                Ok(Topic::ControllerStatus) => self.on_controller(&payload),
-                Ok(Topic::Req(dev)) if dev == self.cfg.device_id => self.on_request(&payload),
+                Ok(Topic::Cmd(dev)) if dev == self.cfg.device_id => {
+                    if let Some(body) = self.open_sealed(&topic, &payload, Kind::Desired) {
+                        self.on_desired(&body);
+                    }
+                }
+                Ok(Topic::ControllerStatus) => {
+                    if let Some(body) = self.open_sealed(&topic, &payload, Kind::Presence) {
+                        self.on_controller(&body);
+                    }
+                }
+                Ok(Topic::Req(dev)) if dev == self.cfg.device_id => {
+                    if let Some(body) = self.open_sealed(&topic, &payload, Kind::Request) {
+                        self.on_request(&body);
+                    }
+                }
                 _ => tracing::debug!(%topic, "ignoring message on unexpected topic"),
             },
         }
     }
 
     fn reject(&mut self, topic: &str, reason: &str) {
-        self.rejected_payloads += 1;
-        tracing::warn!(
-            %topic,
-            rejected_total = self.rejected_payloads,
-            "rejected payload: {reason}"
-        );
+        self.refuse(topic, reason);
     }
 
     fn on_desired(&mut self, payload: &[u8]) {
@@ -62,12 +73,17 @@ impl Daemon {
             let _ = self.publisher.send(PubCmd::RepublishAfter(Duration::ZERO));
             return;
         }
-        if desired.generation <= have {
-            tracing::debug!(
-                generation = desired.generation,
-                have,
-                "ignoring desired state that is not newer"
+        if desired.generation < have {
+            // Signed by the controller but older: a replay, or a stale retained copy.
+            return self.reject(
+                &topic,
+                &format!(
+                    "desired state generation {} is older than the generation {have} this device holds",
+                    desired.generation
+                ),
             );
+        }
+        if desired.generation == have {
             return;
         }
         if let Err(e) = self.store.set_desired(&desired) {

@@ -11,6 +11,7 @@ mod startup;
 mod status;
 mod telemetry;
 mod traffic;
+mod trust;
 mod units;
 
 use crate::backoff::Backoff;
@@ -83,6 +84,8 @@ pub enum Event {
         /// The verdict.
         result: Result<(), String>,
     },
+    /// The answer to a re-enrollment request.
+    Reenrolled(crate::identity::enroll::Attempt),
     /// A report of the task following a systemd unit (see `daemon/units.rs`).
     Unit {
         /// App name.
@@ -164,15 +167,87 @@ pub struct Daemon {
     traffic: BTreeMap<String, BTreeMap<u16, crate::forward::Forwarder>>,
     /// Apps that run as systemd units.
     units: units::Units,
+    /// Pinned controller key, bus key, refusals, re-enrollment.
+    trust: trust::AgentTrust,
 }
 
-/// Runs the agent until SIGTERM or SIGINT, then stops the apps and goes offline.
+/// Completes on SIGTERM or SIGINT, naming which.
+async fn stop_signal() -> std::io::Result<&'static str> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    })
+}
+
+/// Runs the agent until SIGTERM or SIGINT, then stops the apps and goes offline. A device that
+/// has not enrolled yet enrolls first (and exits cleanly if stopped while waiting).
 pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
     let (event_tx, mut event_rx) = mpsc::unbounded_channel();
     let (bus_tx, mut bus_rx) = mpsc::unbounded_channel();
     let (pub_tx, pub_rx) = mpsc::unbounded_channel();
     let mut units = units::Units::new(&cfg.systemd);
     let inventory = units.inventory(&cfg.data_dir, &cfg.labels);
+    let key = Arc::new(
+        crate::identity::load_or_create_key(&crate::layout::device_key(&cfg.data_dir))
+            .map_err(std::io::Error::other)?,
+    );
+    let record_path = crate::layout::enrollment(&cfg.data_dir);
+    let existing = crate::identity::record::EnrollmentRecord::load(&record_path)
+        .map_err(std::io::Error::other)?;
+    let mut asker = crate::identity::enroll::Asker {
+        server: cfg.server.clone(),
+        device: cfg.device_id.clone(),
+        key: key.clone(),
+        token: cfg.enroll_token.as_ref().map(|t| t.0.clone()),
+        pinned: None,
+        last_at: existing.as_ref().map_or(0, |r| r.last_request_at),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let record = match existing {
+        Some(r) => r,
+        None => {
+            tracing::info!(device = %cfg.device_id, key_id = key.id(), server = %cfg.server, token = cfg.enroll_token.is_some(), "not enrolled yet; enrolling");
+            let stop = async {
+                let _ = stop_signal().await;
+            };
+            let Some(rec) =
+                crate::identity::enroll_until_accepted(asker.clone(), inventory.clone(), stop)
+                    .await
+            else {
+                tracing::info!("stopped before enrollment completed");
+                return Ok(());
+            };
+            rec.save(&record_path).map_err(std::io::Error::other)?;
+            rec
+        }
+    };
+    asker.pinned = Some(record.controller().map_err(std::io::Error::other)?);
+    asker.last_at = record.last_request_at;
+    let creds = bus::Credentials {
+        username: record.mqtt_username.clone(),
+        password: record.mqtt_password.clone(),
+    };
+    let (creds_tx, creds_rx) = watch::channel(creds.clone());
+    let signer = Arc::new(crate::identity::signer::Signer::new(
+        key.clone(),
+        crate::layout::bus_epoch(&cfg.data_dir),
+    ));
+    let session = bus::Session {
+        device: cfg.device_id.clone(),
+        url: cfg.mqtt.clone(),
+        tls: if cfg.mqtt.tls {
+            Some(crate::tls::client_config(&cfg.tls).map_err(std::io::Error::other)?)
+        } else {
+            None
+        },
+        signer: signer.clone(),
+    };
+    let trust = trust::AgentTrust::new(record, asker, creds_tx).map_err(std::io::Error::other)?;
+    let counters_secret =
+        crate::identity::load_or_create_secret(&crate::layout::counters_secret(&cfg.data_dir))
+            .map_err(std::io::Error::other)?;
     let cfg_telemetry = cfg.telemetry.clone();
     let spool = match Spool::open(&cfg.data_dir.join("spool"), cfg.telemetry.spool) {
         Ok(s) => Some(s),
@@ -182,10 +257,7 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
         }
     };
     let (status_tx, status_rx) = watch::channel(bus::offline_status(&cfg.device_id));
-    let (client, eventloop) = rumqttc::AsyncClient::new(
-        bus::options(&cfg.device_id, &cfg.mqtt_host, cfg.mqtt_port),
-        64,
-    );
+    let (client, eventloop) = rumqttc::AsyncClient::new(bus::options(&session, &creds), 64);
     let mut daemon = Daemon {
         cfg,
         store,
@@ -201,10 +273,11 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
         controller_url: None,
         cancel: Arc::new(AtomicBool::new(false)),
         shutting_down: false,
-        telem: telemetry::Telem::new(cfg_telemetry, Instant::now()),
+        telem: telemetry::Telem::new(cfg_telemetry, counters_secret, Instant::now()),
         launcher: std::env::current_exe().ok(),
         traffic: BTreeMap::new(),
         units,
+        trust,
     };
     match crate::telemetry::counters::serve(
         &daemon.cfg.telemetry.metrics_listen,
@@ -220,10 +293,11 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
     }
     daemon.restore(Instant::now());
     daemon.step(Instant::now());
-    let poll = tokio::spawn(bus::poll_loop(eventloop, bus_tx));
+    let poll = tokio::spawn(bus::poll_loop(eventloop, session, creds_rx, bus_tx));
     let publisher = tokio::spawn(bus::publisher(
         client,
         daemon.cfg.device_id.clone(),
+        signer,
         status_rx,
         pub_rx,
         spool,
@@ -334,6 +408,7 @@ impl Daemon {
                 token,
                 event,
             } => self.on_unit(&app, &version, token, event, now),
+            Event::Reenrolled(outcome) => self.on_reenrolled(outcome),
         }
     }
 

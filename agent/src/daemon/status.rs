@@ -87,6 +87,7 @@ impl Daemon {
             observed_generation: self.desired.as_ref().map_or(0, |d| d.generation),
             apps: report::app_statuses(self.desired.as_ref(), &self.observed()),
             reported_at: 0,
+            refused: self.trust.refused.clone(),
         }
     }
 

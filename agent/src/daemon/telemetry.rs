@@ -53,10 +53,11 @@ pub(super) struct Telem {
 }
 
 impl Telem {
-    /// Fresh telemetry state; the first metrics go out one interval after `now`.
-    pub(super) fn new(settings: Settings, now: Instant) -> Self {
+    /// Fresh telemetry state; the first metrics go out one interval after `now`. App counter
+    /// keys derive from `counters_secret`.
+    pub(super) fn new(settings: Settings, counters_secret: [u8; 32], now: Instant) -> Self {
         Self {
-            counters: Counters::default(),
+            counters: Counters::with_secret(counters_secret),
             metrics_base: None,
             ring: Ring::new(settings.log_ring),
             bucket: TokenBucket::new(settings.log_rate, settings.log_rate.saturating_mul(5), now),
@@ -133,12 +134,12 @@ impl Daemon {
         }
         let pending = std::mem::take(&mut self.telem.pending);
         let dropped = std::mem::take(&mut self.telem.dropped);
-        self.send_log_batches(&pending, dropped);
+        self.send_log_batches(&pending, dropped, false);
     }
 
     /// Publishes `entries` on the logs topic in batches of at most [`MAX_BATCH`] (one empty
     /// batch when there are none, so `dropped` is still reported); `dropped` rides on the first.
-    fn send_log_batches(&self, entries: &[LogEntry], mut dropped: u64) {
+    fn send_log_batches(&self, entries: &[LogEntry], mut dropped: u64, history: bool) {
         let mut chunks: Vec<Vec<LogEntry>> = entries.chunks(MAX_BATCH).map(<[_]>::to_vec).collect();
         if chunks.is_empty() {
             chunks.push(Vec::new());
@@ -148,6 +149,7 @@ impl Daemon {
                 device_id: self.cfg.device_id.to_string(),
                 entries,
                 dropped: std::mem::take(&mut dropped),
+                history,
             };
             self.send_telemetry(Topic::Logs(self.cfg.device_id.clone()), &batch);
         }
@@ -171,9 +173,8 @@ impl Daemon {
         let req: AgentRequest = match fleet_schema::decode(payload, DEFAULT_MAX_PAYLOAD) {
             Ok(r) => r,
             Err(e) => {
-                self.rejected_payloads += 1;
-                tracing::warn!(error = %e, "rejected request payload");
-                return;
+                let topic = Topic::Req(self.cfg.device_id.clone()).to_string();
+                return self.refuse(&topic, &e.to_string());
             }
         };
         match req {
@@ -182,7 +183,7 @@ impl Daemon {
                 let n = usize::try_from(lines).unwrap_or(usize::MAX);
                 let recent = self.telem.ring.recent(app.as_deref(), n);
                 tracing::info!(app = ?app, lines = recent.len(), "sending log history");
-                self.send_log_batches(&recent, 0);
+                self.send_log_batches(&recent, 0, true);
             }
             AgentRequest::Unsupported => tracing::debug!("ignoring unknown request kind"),
         }

@@ -156,7 +156,10 @@ impl Daemon {
             ("FLEET_APP_DIR".into(), vdir.to_string_lossy().into_owned()),
         ];
         if let Some(base) = &self.telem.metrics_base {
-            env.push(("FLEET_METRICS_URL".into(), format!("{base}{app}")));
+            env.push((
+                "FLEET_METRICS_URL".into(),
+                self.telem.counters.url_for(base, app),
+            ));
         }
         env.extend(super::traffic::port_env(&ports, &rt.ports));
         let text = systemd::render_unit(&UnitInput {

@@ -96,11 +96,13 @@ mod tests {
                 path: "conf/app.toml".into(),
                 content: "port = 1\n".into(),
                 mode: Some(0o600),
+                secret: false,
             },
             ConfigFile {
                 path: abs.to_string_lossy().into_owned(),
                 content: "x".into(),
                 mode: None,
+                secret: false,
             },
         ];
         write_all(dir.path(), &files).expect("writes");

@@ -3,6 +3,11 @@
 //! `curl -X POST --data '{"requests":10,"errors":1}' $FLEET_METRICS_URL`. The latest value of
 //! each counter is published in the app's `AppMetrics.custom_metrics`, where the rollout's
 //! error-rate trigger reads it.
+//!
+//! Each app's URL carries a key only that app is given (`/v1/metrics/<app>/<key>`, the key an
+//! HMAC of the app's name under a secret the agent keeps in `<data>/counters.secret`), so one
+//! app cannot forge another's error rate to trigger or block a rollback. The key survives agent
+//! restarts, so apps the agent adopts keep reporting.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,11 +25,48 @@ pub const MAX_APPS: usize = 64;
 pub const PATH_PREFIX: &str = "/v1/metrics/";
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Latest counters per app, shared between the endpoint and the metrics sampler.
-#[derive(Debug, Clone, Default)]
-pub struct Counters(Arc<Mutex<BTreeMap<String, BTreeMap<String, f64>>>>);
+/// Latest counters per app, shared between the endpoint and the metrics sampler, with the
+/// secret the per-app keys derive from.
+#[derive(Clone, Default)]
+pub struct Counters(
+    Arc<Mutex<BTreeMap<String, BTreeMap<String, f64>>>>,
+    Arc<[u8; 32]>,
+);
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Counters")
+    }
+}
 
 impl Counters {
+    /// Counters whose app keys derive from `secret`.
+    pub fn with_secret(secret: [u8; 32]) -> Counters {
+        Counters(Arc::default(), Arc::new(secret))
+    }
+
+    /// The key of `app` (32 hex characters).
+    pub fn key_for(&self, app: &str) -> String {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.1.as_ref());
+        let tag = ring::hmac::sign(&key, app.as_bytes());
+        hex::encode(&tag.as_ref()[..16])
+    }
+
+    /// The URL `app` posts its counters to, given the endpoint's base URL.
+    pub fn url_for(&self, base: &str, app: &str) -> String {
+        format!("{base}{app}/{}", self.key_for(app))
+    }
+
+    fn key_matches(&self, app: &str, key: &str) -> bool {
+        let want = self.key_for(app);
+        want.len() == key.len()
+            && want
+                .bytes()
+                .zip(key.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
     /// Merges reported values into the app's counters (bounded).
     pub fn merge(&self, app: &str, values: BTreeMap<String, f64>) -> Result<(), &'static str> {
         let mut all = self.0.lock().map_err(|_| "counter store poisoned")?;
@@ -59,14 +101,20 @@ fn handle(req: &[u8], counters: &Counters) -> (u16, &'static str) {
     let mut lines = head.lines();
     let mut first = lines.next().unwrap_or_default().split_whitespace();
     let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
-    let Some(app) = path.strip_prefix(PATH_PREFIX) else {
+    let Some(rest) = path.strip_prefix(PATH_PREFIX) else {
         return (404, "Not Found");
     };
     if method != "POST" {
         return (405, "Method Not Allowed");
     }
+    let Some((app, key)) = rest.split_once('/') else {
+        return (401, "Unauthorized");
+    };
     if fleet_schema::artifact::validate_name(app).is_err() {
         return (400, "Bad Request");
+    }
+    if !counters.key_matches(app, key) {
+        return (403, "Forbidden");
     }
     let values: BTreeMap<String, f64> = match serde_json::from_slice(body) {
         Ok(v) => v,
@@ -122,7 +170,7 @@ async fn serve_one(mut s: TcpStream, counters: Counters) {
 }
 
 /// Binds `listen` (a 127.0.0.1 address) and serves in a background task; returns the base URL
-/// apps get in FLEET_METRICS_URL (`http://127.0.0.1:PORT/v1/metrics/<app>` after the app).
+/// (apps get `Counters::url_for` of it in FLEET_METRICS_URL).
 pub async fn serve(listen: &str, counters: Counters) -> std::io::Result<String> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -147,15 +195,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_are_parsed_and_bounded() {
-        let c = Counters::default();
-        let req = b"POST /v1/metrics/web HTTP/1.1\r\nContent-Length: 27\r\n\r\n{\"requests\":10,\"errors\":1}";
-        assert_eq!(handle(req, &c).0, 204);
+    fn requests_are_parsed_bounded_and_keyed_per_app() {
+        let c = Counters::with_secret([7; 32]);
+        let web = c.key_for("web");
+        let post = |path: &str, body: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let req = post(
+            &format!("/v1/metrics/web/{web}"),
+            r#"{"requests":10,"errors":1}"#,
+        );
+        assert_eq!(handle(req.as_bytes(), &c).0, 204);
         assert_eq!(c.get("web").get("errors"), Some(&1.0));
-        assert_eq!(handle(b"GET /v1/metrics/web HTTP/1.1\r\n\r\n", &c).0, 405);
+        // Another app's key, no key, a key for another secret: refused, nothing stored.
+        let db = c.key_for("db");
+        let forged = post(&format!("/v1/metrics/web/{db}"), r#"{"errors":1000}"#);
+        assert_eq!(handle(forged.as_bytes(), &c).0, 403);
+        assert_eq!(handle(post("/v1/metrics/web", "{}").as_bytes(), &c).0, 401);
+        let other = Counters::with_secret([8; 32]).key_for("web");
+        assert_eq!(
+            handle(
+                post(&format!("/v1/metrics/web/{other}"), "{}").as_bytes(),
+                &c
+            )
+            .0,
+            403
+        );
+        assert_eq!(c.get("web").get("errors"), Some(&1.0));
+        assert_eq!(
+            handle(
+                format!("GET /v1/metrics/web/{web} HTTP/1.1\r\n\r\n").as_bytes(),
+                &c
+            )
+            .0,
+            405
+        );
         assert_eq!(handle(b"POST /other HTTP/1.1\r\n\r\n", &c).0, 404);
         assert_eq!(
-            handle(b"POST /v1/metrics/web HTTP/1.1\r\n\r\nnot json", &c).0,
+            handle(
+                post(&format!("/v1/metrics/web/{web}"), "not json").as_bytes(),
+                &c
+            )
+            .0,
             400
         );
         assert_eq!(
@@ -169,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_real_http_post_is_stored() {
-        let c = Counters::default();
+        let c = Counters::with_secret([1; 32]);
         let base = serve("127.0.0.1:0", c.clone()).await.expect("binds");
         let addr = base
             .trim_start_matches("http://")
@@ -178,7 +262,8 @@ mod tests {
         let mut s = TcpStream::connect(&addr).await.expect("connects");
         let body = r#"{"requests": 5}"#;
         let req = format!(
-            "POST {PATH_PREFIX}svc HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {PATH_PREFIX}svc/{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            c.key_for("svc"),
             body.len()
         );
         s.write_all(req.as_bytes()).await.expect("writes");

@@ -1,10 +1,14 @@
 //! Harness for the agent's runtime tests: an embedded MQTT broker, a real `fleet-agent`
-//! process whose data directory is prepared with an installed app and an accepted desired
-//! state (so no download is needed), a bus observer, and cleanup that leaves no process behind.
+//! process whose data directory is prepared with an installed app, an accepted desired state
+//! (so no download is needed) and an enrollment (a device key, the pinned key of this test
+//! process's stand-in controller, a bus key), a bus observer, and cleanup that leaves no process
+//! behind. The test plays the controller: it seals what it sends to the agent with that key.
 #![allow(dead_code)]
 
+use fleet_agent::identity::record::EnrollmentRecord;
 use fleet_agent::layout;
 use fleet_agent::store::{AppRecord, Store};
+use fleet_schema::trust::{seal, BusKey, SealParams, SigningKey, Stamp};
 use fleet_schema::{AppSpec, ArtifactRef, DesiredApp, DesiredState};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::os::unix::fs::PermissionsExt;
@@ -85,6 +89,34 @@ impl Drop for Broker {
     }
 }
 
+/// Writes a private (0600) file.
+fn write_private(path: &std::path::Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("open private file");
+    f.write_all(bytes).expect("write private file");
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A free local port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -130,6 +162,25 @@ pub fn desired(device: &str, generation: u64, apps: &[TestApp]) -> DesiredState 
     }
 }
 
+/// The key of the controller the agents of this test process pinned.
+pub fn controller_key() -> &'static SigningKey {
+    static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate().expect("keygen").0)
+}
+
+/// The payload of a sealed message, without checking its signature (observers of the bus; the
+/// agent's signatures are checked by fleetd's tests and `signed_reports` below).
+pub fn body_of(payload: &[u8]) -> Option<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(with = "serde_bytes")]
+        b: Vec<u8>,
+    }
+    fleet_schema::decode::<Envelope>(payload, 4 << 20)
+        .ok()
+        .map(|e| e.b)
+}
+
 /// A real agent process.
 pub struct AgentProc {
     /// Device id.
@@ -137,6 +188,10 @@ pub struct AgentProc {
     dir: tempfile::TempDir,
     child: Option<Child>,
     args: Vec<String>,
+    /// The device's key (written into its data directory before it starts).
+    pub key: SigningKey,
+    bus: BusKey,
+    stamp: std::sync::atomic::AtomicU64,
 }
 
 impl AgentProc {
@@ -169,11 +224,28 @@ impl AgentProc {
                     .expect("app record");
             }
         }
+        // Enrolled beforehand, as a device provisioned at the factory would be.
+        let (key, pkcs8) = SigningKey::generate().expect("keygen");
+        write_private(&layout::device_key(&data), &pkcs8);
+        let bus = BusKey(fleet_schema::trust::keys::random_bytes().expect("random"));
+        let record = EnrollmentRecord {
+            controller_key: hex::encode(controller_key().public()),
+            bus_key: bus.to_hex(),
+            mqtt_username: device.to_string(),
+            mqtt_password: "unused-by-an-open-broker".into(),
+            enrolled_at: 1,
+            last_request_at: 1,
+        };
+        record
+            .save(&layout::enrollment(&data))
+            .expect("enrollment record");
         let mut args = vec![
             "--device-id".to_string(),
             device.to_string(),
             "--mqtt-url".into(),
             format!("mqtt://127.0.0.1:{mqtt_port}"),
+            "--server".into(),
+            "http://127.0.0.1:9".into(),
             "--data-dir".into(),
             data.to_string_lossy().into_owned(),
         ];
@@ -183,6 +255,9 @@ impl AgentProc {
             dir,
             child: None,
             args,
+            key,
+            bus,
+            stamp: std::sync::atomic::AtomicU64::new(1),
         };
         a.spawn();
         a
@@ -217,6 +292,37 @@ impl AgentProc {
             .spawn()
             .expect("spawn agent");
         self.child = Some(child);
+    }
+
+    /// Seals `body` for `topic` as the controller would for this device: signed by the
+    /// pinned controller key, addressed to the device's key, encrypted under its bus key.
+    pub fn sealed(&self, topic: &str, body: &[u8]) -> Vec<u8> {
+        seal(
+            SealParams {
+                topic,
+                signer: controller_key(),
+                to: Some(self.key.id()),
+                stamp: Stamp {
+                    epoch: 1,
+                    seq: self.stamp.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                },
+                encrypt: Some(&self.bus),
+            },
+            body,
+        )
+        .expect("seals")
+    }
+
+    /// A desired state, sealed for this device's `cmd` topic.
+    pub fn cmd(&self, desired: &DesiredState) -> Vec<u8> {
+        let topic = format!("fleet/{}/cmd", self.device);
+        self.sealed(&topic, &fleet_schema::encode(desired).expect("encode"))
+    }
+
+    /// A request, sealed for this device's `req` topic.
+    pub fn req(&self, req: &fleet_schema::AgentRequest) -> Vec<u8> {
+        let topic = format!("fleet/{}/req", self.device);
+        self.sealed(&topic, &fleet_schema::encode(req).expect("encode"))
     }
 
     /// The data directory.
@@ -371,7 +477,8 @@ impl Observer {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok((t, payload)) if t == topic => {
-                    if let Ok(v) = fleet_schema::decode::<T>(&payload, 4 << 20) {
+                    let body = body_of(&payload).unwrap_or(payload);
+                    if let Ok(v) = fleet_schema::decode::<T>(&body, 4 << 20) {
                         if let Some(r) = f(&v) {
                             return r;
                         }
@@ -397,7 +504,8 @@ impl Observer {
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
             if t == topic {
-                if let Ok(v) = fleet_schema::decode::<T>(&payload, 4 << 20) {
+                let body = body_of(&payload).unwrap_or(payload);
+                if let Ok(v) = fleet_schema::decode::<T>(&body, 4 << 20) {
                     out.push(v);
                 }
             }

@@ -20,7 +20,7 @@ pub fn apply(g: &Global, file: &Path) -> Result<()> {
         fleet_schema::manifest::parse_yaml(&text)
     };
     parsed.with_context(|| format!("{} is not a valid application manifest", file.display()))?;
-    let api = ApiClient::new(&g.server);
+    let api = ApiClient::new(g)?;
     let ct = if json {
         "application/json"
     } else {

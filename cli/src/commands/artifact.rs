@@ -24,14 +24,7 @@ pub fn push(g: &Global, args: &PushArgs) -> Result<()> {
         .iter()
         .map(|p| Platform::parse(p))
         .collect::<Result<_, _>>()?;
-    let mut labels = std::collections::BTreeMap::new();
-    for l in &args.labels {
-        let (k, v) = l
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .with_context(|| format!("--label {l:?} must be KEY=VALUE"))?;
-        labels.insert(k.to_string(), v.to_string());
-    }
+    let labels = crate::args::labels(&args.labels)?;
     let requirements = match &args.requirements {
         None => Default::default(),
         Some(text) => {
@@ -123,9 +116,25 @@ pub fn push(g: &Global, args: &PushArgs) -> Result<()> {
     let content_type = framing.content_type();
     let body_len = framing.body_len(len);
 
+    let api = ApiClient::new(g)?;
+    // fleetd refuses an upload it may not accept before reading the body, which a client sending
+    // a large file only sees as a broken pipe: ask first who we are.
+    let me: fleet_schema::trust::tokens::WhoAmI = api.get("/api/v1/whoami")?;
+    if !me.may_deploy(&args.name) {
+        bail!(
+            "token {} ({}) may not push {:?}: it needs scope deploy{} (fleetctl token create)",
+            me.id.as_deref().unwrap_or("?"),
+            me.name.as_deref().unwrap_or("?"),
+            args.name,
+            if me.apps.is_empty() {
+                String::new()
+            } else {
+                format!(" and is limited to {}", me.apps.join(", "))
+            }
+        );
+    }
     let bar = upload_bar(g.output, len);
     let mut hashing = HashingReader::new(bar.wrap_read(reader));
-    let api = ApiClient::new(&g.server);
     let answer: Result<ArtifactMeta> = {
         let mut body = framing.into_reader(&mut hashing);
         api.post_stream("/api/v1/artifacts", &content_type, body_len, &mut body)
@@ -227,7 +236,7 @@ pub fn show(g: &Global, name: &str, version: &str) -> Result<()> {
     validate_name(name).map_err(anyhow::Error::msg)?;
     validate_version(version).map_err(anyhow::Error::msg)?;
     let meta: ArtifactMeta =
-        ApiClient::new(&g.server).get(&format!("/api/v1/artifacts/{name}/{version}"))?;
+        ApiClient::new(g)?.get(&format!("/api/v1/artifacts/{name}/{version}"))?;
     match g.output {
         Output::Json => print_json(&meta),
         Output::Table => {
@@ -256,7 +265,7 @@ fn names_of(value: &serde_json::Value) -> Vec<String> {
 
 /// Lists artifact names (with their version count and latest version in table output).
 pub fn list(g: &Global) -> Result<()> {
-    let api = ApiClient::new(&g.server);
+    let api = ApiClient::new(g)?;
     let value: serde_json::Value = api.get("/api/v1/artifacts")?;
     let names = names_of(&value);
     if g.output == Output::Json {
@@ -287,7 +296,7 @@ fn versions_path(name: &str) -> String {
 /// Lists the versions of one artifact in semantic-version order.
 pub fn versions(g: &Global, name: &str) -> Result<()> {
     validate_name(name).map_err(anyhow::Error::msg)?;
-    let api = ApiClient::new(&g.server);
+    let api = ApiClient::new(g)?;
     let versions: Vec<ArtifactMeta> = api.get(&versions_path(name))?;
     if g.output == Output::Json {
         return print_json(&versions);

@@ -134,7 +134,7 @@ pub fn deploy(g: &Global, args: &DeployArgs) -> Result<()> {
             match_expressions: Vec::new(),
         },
     };
-    let api = ApiClient::new(&g.server);
+    let api = ApiClient::new(g)?;
     let created: DeploymentCreated = api.post_json("/api/v1/deployments", &request)?;
     if !args.wait {
         return match g.output {
@@ -240,7 +240,7 @@ fn device_table(view: &DeploymentView, keep: impl Fn(&DeviceProgress) -> bool) -
 
 /// Shows one deployment with a per-device table.
 pub fn show(g: &Global, id: &str) -> Result<()> {
-    let api = ApiClient::new(&g.server);
+    let api = ApiClient::new(g)?;
     let view: DeploymentView = api.get(&format!("/api/v1/deployments/{id}"))?;
     if g.output == Output::Json {
         return print_json(&view);
@@ -267,7 +267,7 @@ pub fn show(g: &Global, id: &str) -> Result<()> {
 
 /// Lists deployments, newest first.
 pub fn list(g: &Global) -> Result<()> {
-    let api = ApiClient::new(&g.server);
+    let api = ApiClient::new(g)?;
     let mut views: Vec<DeploymentView> = api.get("/api/v1/deployments")?;
     if g.output == Output::Json {
         return print_json(&views);

@@ -1,39 +1,82 @@
-//! `fleetctl logs DEVICE [--app A] [--lines N] [-f]`: an app's recent output and, with `-f`,
-//! new lines as they come. It subscribes to `fleet/<device>/logs`, then asks the agent for its
-//! recent history with an `AgentRequest::LogHistory` on `fleet/<device>/req`; the answer is a
-//! `LogBatch` on the logs topic like any other. Clean session, random client id: nothing is
-//! left on the broker.
+//! `fleetctl logs DEVICE [--app A] [--lines N] [-f]`: a device's recent app output and, with
+//! `-f`, new lines as they come, from `GET /api/v1/devices/{id}/logs` (newline-delimited JSON
+//! `LogBatch`es). fleetd asks the agent with a request it signs and relays only batches it
+//! verified against the device's key; tools never talk to devices directly.
 
+use super::print_json_line;
+use crate::api::{encode, query, ApiClient, HttpFailure};
 use crate::display;
-use crate::mqtt;
-use crate::{Global, LogsArgs, Output};
+use crate::{Global, Output};
 use anyhow::{bail, Context, Result};
-use fleet_schema::{
-    decode, encode, AgentRequest, DeviceId, LogBatch, LogEntry, Topic, DEFAULT_MAX_PAYLOAD,
-};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::hash::{BuildHasher, Hasher};
-use std::time::Duration;
+use clap::Args;
+use fleet_schema::{LogBatch, LogEntry};
 
-/// Without -f: how long to wait for the agent's history answer.
-const HISTORY_WAIT: Duration = Duration::from_secs(5);
-/// Without -f: stop once the history started arriving and nothing came for this long.
-const QUIET: Duration = Duration::from_millis(500);
+/// Arguments of `logs`.
+#[derive(Args, Debug)]
+#[command(after_long_help = "\
+Output (table): one line per log line, `HH:MM:SS LEVEL APP: MESSAGE` (UTC). --output json: each \
+LogEntry as a JSON line ({\"timestamp\", \"app\", \"stream\", \"level\", \"message\"}). When the \
+agent dropped lines (rate limit, full buffer), `(N lines dropped ...)` goes to stderr.
+Without -f, fleetctl fails when the device does not answer within a few seconds (fleetd's 504).")]
+pub struct LogsArgs {
+    /// The device.
+    #[arg(value_parser = crate::args::device_id)]
+    pub device: String,
+    /// Only this app's lines.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// How many recent lines to ask the agent for (fleetd asks for at most 1000).
+    #[arg(long, default_value_t = 100)]
+    pub lines: u32,
+    /// Keep printing new lines until interrupted.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}
+
+/// The API path for these arguments.
+fn path(args: &LogsArgs) -> String {
+    let mut q: Vec<(&str, String)> = Vec::new();
+    if let Some(app) = &args.app {
+        q.push(("app", app.clone()));
+    }
+    q.push(("lines", args.lines.to_string()));
+    if args.follow {
+        q.push(("follow", "true".into()));
+    }
+    format!("/api/v1/devices/{}/logs{}", encode(&args.device), query(&q))
+}
 
 /// Runs `logs`.
 pub fn logs(g: &Global, args: &LogsArgs) -> Result<()> {
-    let device = DeviceId::parse(&args.device).context("invalid device id")?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(run(g, args, device))
-}
-
-fn client_id() -> String {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("fleetctl-logs-{:016x}", h.finish())
+    let api = ApiClient::new(g)?;
+    let lines = match api.get_lines(&path(args)) {
+        Ok(lines) => lines,
+        Err(e)
+            if e.downcast_ref::<HttpFailure>()
+                .is_some_and(|f| f.status == 504) =>
+        {
+            bail!(
+                "no answer from device {} (is its agent online?): {e}",
+                args.device
+            )
+        }
+        Err(e) => return Err(e),
+    };
+    for l in lines {
+        let l = l?;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let batch: LogBatch = serde_json::from_str(&l).with_context(|| {
+            let start: String = l.chars().take(200).collect();
+            format!("fleetd sent a log batch that is not LogBatch JSON: {start}")
+        })?;
+        print_batch(g.output, &batch)?;
+    }
+    if args.follow {
+        bail!("fleetd closed the log stream of {}", args.device);
+    }
+    Ok(())
 }
 
 /// One printed line (table output).
@@ -47,101 +90,38 @@ pub fn line(e: &LogEntry) -> String {
     )
 }
 
-fn print_batch(output: Output, batch: &LogBatch, app: Option<&str>) -> Result<()> {
-    for e in batch
-        .entries
-        .iter()
-        .filter(|e| app.is_none_or(|a| e.app == a))
-    {
+fn print_batch(output: Output, batch: &LogBatch) -> Result<()> {
+    for e in &batch.entries {
         match output {
-            Output::Json => println!("{}", serde_json::to_string(e)?),
+            Output::Json => print_json_line(e)?,
             Output::Table => println!("{}", line(e)),
         }
     }
     if batch.dropped > 0 {
-        eprintln!(
-            "({} lines dropped by the agent's rate limit)",
-            batch.dropped
-        );
+        eprintln!("{}", dropped_note(batch.dropped));
     }
     Ok(())
 }
 
-async fn run(g: &Global, args: &LogsArgs, device: DeviceId) -> Result<()> {
-    let (host, port) = mqtt::parse_url(&g.mqtt_url)?;
-    let mut opts = MqttOptions::new(client_id(), host, port);
-    opts.set_clean_session(true);
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
-    let (client, mut events) = AsyncClient::new(opts, 16);
-    let logs_topic = Topic::Logs(device.clone()).to_string();
-    let req_topic = Topic::Req(device).to_string();
-    let request = encode(&AgentRequest::LogHistory {
-        app: args.app.clone(),
-        lines: args.lines,
-    })
-    .context("encoding the history request")?;
-    let mut connected = false;
-    let mut got_any = false;
-    let started = tokio::time::Instant::now();
-    loop {
-        let event = if args.follow {
-            events.poll().await
-        } else {
-            let budget = if got_any {
-                QUIET
-            } else {
-                HISTORY_WAIT.saturating_sub(started.elapsed())
-            };
-            match tokio::time::timeout(budget, events.poll()).await {
-                Ok(event) => event,
-                Err(_) if got_any => return Ok(()),
-                Err(_) if connected => {
-                    bail!(
-                        "no answer from device {} (is its agent online?)",
-                        args.device
-                    )
-                }
-                Err(_) => bail!("no answer from the MQTT broker at {}", g.mqtt_url),
-            }
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                connected = true;
-                client
-                    .try_subscribe(logs_topic.clone(), QoS::AtMostOnce)
-                    .context("subscribing to the device's logs")?;
-            }
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
-                client
-                    .try_publish(req_topic.clone(), QoS::AtLeastOnce, false, request.clone())
-                    .context("asking for the log history")?;
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == logs_topic => {
-                match decode::<LogBatch>(&p.payload, DEFAULT_MAX_PAYLOAD) {
-                    Ok(batch) => {
-                        got_any = true;
-                        print_batch(g.output, &batch, args.app.as_deref())?;
-                    }
-                    Err(e) => eprintln!("warning: unreadable log batch: {e}"),
-                }
-            }
-            Ok(_) => {}
-            Err(e) if !connected => {
-                bail!("cannot connect to the MQTT broker at {}: {e}", g.mqtt_url)
-            }
-            Err(e) => {
-                eprintln!("warning: lost the MQTT connection ({e}); reconnecting");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
+/// The stderr note for a batch with dropped lines.
+fn dropped_note(n: u64) -> String {
+    format!("({n} lines dropped by the agent's rate limit or a full buffer)")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use fleet_schema::LogLevel;
+
+    fn parse(args: &[&str]) -> Result<LogsArgs, clap::Error> {
+        let mut full = vec!["fleetctl", "logs"];
+        full.extend_from_slice(args);
+        match crate::Cli::try_parse_from(full)?.command {
+            crate::Command::Logs(a) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
 
     #[test]
     fn lines_show_level_app_and_message() {
@@ -152,7 +132,23 @@ mod tests {
             level: LogLevel::Warn,
             message: "slow request".into(),
         };
-        let l = line(&e);
-        assert!(l.ends_with("warn  web: slow request"), "{l}");
+        assert_eq!(line(&e), "00:00:00 warn  web: slow request");
+        assert_eq!(
+            dropped_note(3),
+            "(3 lines dropped by the agent's rate limit or a full buffer)"
+        );
+    }
+
+    #[test]
+    fn arguments_make_the_query() {
+        let a = parse(&["rpi-1", "--app", "web ui", "--lines", "20", "-f"]).expect("parses");
+        assert_eq!(
+            path(&a),
+            "/api/v1/devices/rpi-1/logs?app=web%20ui&lines=20&follow=true"
+        );
+        let a = parse(&["rpi-1"]).expect("parses");
+        assert_eq!(path(&a), "/api/v1/devices/rpi-1/logs?lines=100");
+        assert!(parse(&["../etc"]).is_err());
+        assert!(parse(&[]).is_err());
     }
 }

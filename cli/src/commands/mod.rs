@@ -2,11 +2,17 @@
 
 pub mod apply;
 pub mod artifact;
+pub mod broker;
+pub mod certs;
 pub mod deploy;
+pub mod device_actions;
 pub mod devices;
+pub mod enroll;
 pub mod logs;
 pub mod signing;
 pub mod status;
+pub mod status_changes;
+pub mod tokens;
 pub mod watch;
 
 use anyhow::{Context, Result};
@@ -16,6 +22,13 @@ use std::io::IsTerminal;
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).context("encoding JSON output")?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Prints `value` as one compact JSON line on stdout (for streams: JSON lines).
+pub fn print_json_line<T: Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string(value).context("encoding JSON output")?;
     println!("{text}");
     Ok(())
 }

@@ -130,7 +130,7 @@ fn meta_path(name: &str, version: &str) -> Result<String> {
 /// Signs a stored version's manifest and records the signature in fleetd.
 pub fn sign(g: &Global, args: &SignArgs) -> Result<()> {
     let path = meta_path(&args.name, &args.version)?;
-    let api = ApiClient::new(&g.server);
+    let api = ApiClient::new(g)?;
     let meta: ArtifactMeta = api.get(&path)?;
     let sig = signing::sign(&read_private_key(&args.key)?, &meta.signed_manifest())?;
     let key_id = sig.key_id.clone();
@@ -159,7 +159,7 @@ pub fn verify(g: &Global, args: &VerifyArgs) -> Result<()> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let meta: ArtifactMeta = ApiClient::new(&g.server).get(&path)?;
+    let meta: ArtifactMeta = ApiClient::new(g)?.get(&path)?;
     check(&meta, &trusted, args.file.as_deref(), g.output)
 }
 

@@ -1,257 +1,189 @@
-//! `fleetctl status [--watch]`: device status straight from the bus. It subscribes to
-//! `fleet/+/status` with a clean session and a random client id, so it never disturbs agents or
-//! the controller and leaves nothing behind on the broker.
+//! `fleetctl status [--watch]`: device status as fleetd verified it (`GET /api/v1/devices`).
+//! Tools cannot verify agents' signed messages themselves, so fleetctl never reads the bus:
+//! it shows what fleetd accepted. `--watch` polls every second and prints one line per change
+//! ([`super::status_changes`]).
 
+use super::{print_json, print_json_line};
+use crate::api::{ApiClient, HttpFailure};
 use crate::display;
-use crate::mqtt;
 use crate::table::Table;
-use crate::{Global, Output, StatusArgs};
-use anyhow::{bail, Context, Result};
-use fleet_schema::topic::DeviceTopicKind;
-use fleet_schema::{decode, DeviceStatus, Topic, DEFAULT_MAX_PAYLOAD};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hasher};
+use crate::{Global, Output};
+use anyhow::Result;
+use clap::Args;
+use fleet_schema::api::DeviceView;
+use fleet_schema::Refusal;
 use std::time::Duration;
 
-/// Without --watch: stop once no retained status arrived for this long.
-const QUIET: Duration = Duration::from_millis(1000);
-/// Without --watch: never wait longer than this for the snapshot.
-const SNAPSHOT_LIMIT: Duration = Duration::from_secs(10);
+use super::status_changes::{line, Tracker};
+
+/// How often `--watch` asks fleetd.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Arguments of `status`.
+#[derive(Args, Debug)]
+#[command(after_long_help = "\
+Output (table): DEVICE, ONLINE (yes/no), ENROLLMENT (accepted, pending, rejected, revoked, or -), \
+GEN (observed/desired generation), APPS (name@version phase [health] ...; ...), REFUSED (the last \
+message the agent refused: reason, topic, when, how many since it started; or -).
+--output json: the API's device list (DeviceView objects, with `enrollment` and `refused`).
+
+With --watch, one line per change, `HH:MM:SS  DEVICE  WHAT` (UTC), WHAT being one of: online, \
+offline, enrollment STATE, APP@VERSION PHASE [HEALTH] (running V) error: E, APP removed, \
+refused a message on TOPIC: REASON (N since the agent started), removed. The first poll reports \
+every device as new. With --output json each change is a JSON line {\"at\", \"device\", \
+\"change\": \"online\"|\"offline\"|\"enrollment\"|\"app\"|\"app-removed\"|\"refused\"|\"removed\", ...}.")]
+pub struct StatusArgs {
+    /// Keep polling fleetd every second and print one line per change until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+}
 
 /// Runs `status`: a snapshot table, or with `--watch` one line per change until interrupted.
 pub fn status(g: &Global, args: &StatusArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(run(g, args.watch))
-}
-
-fn client_id() -> String {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("fleetctl-{:016x}", h.finish())
-}
-
-/// What a decoded message means for the output.
-enum Seen {
-    /// A status that differs from the last one seen for its device.
-    Changed(Box<DeviceStatus>),
-    /// Same as before (apart from the report time), or not a status topic.
-    Nothing,
-}
-
-/// Remembers the last status per device so only changes are printed.
-#[derive(Default)]
-struct Tracker {
-    last: BTreeMap<String, DeviceStatus>,
-}
-
-impl Tracker {
-    /// Folds one message; `Err` carries the warning for an undecodable payload.
-    fn observe(&mut self, topic: &str, payload: &[u8]) -> Result<Seen, String> {
-        let Ok(Topic::Status(device)) = Topic::parse(topic) else {
-            return Ok(Seen::Nothing);
-        };
-        if payload.is_empty() {
-            // A retained status was deleted; nothing to show.
-            return Ok(Seen::Nothing);
-        }
-        let status: DeviceStatus = decode(payload, DEFAULT_MAX_PAYLOAD)
-            .map_err(|e| format!("undecodable status on {topic}: {e}"))?;
-        if status.device_id != device.as_str() {
-            return Err(format!(
-                "status on {topic} names device {:?}; ignored",
-                status.device_id
-            ));
-        }
-        let mut key = status.clone();
-        key.reported_at = 0;
-        let changed = self.last.get(device.as_str()) != Some(&key);
-        self.last.insert(device.as_str().to_string(), key);
-        Ok(if changed {
-            Seen::Changed(Box::new(status))
-        } else {
-            Seen::Nothing
-        })
+    let api = ApiClient::new(g)?;
+    if args.watch {
+        return watch(g, &api);
     }
-}
-
-/// One human line for a status: time, device, presence, generation, apps.
-fn line(s: &DeviceStatus, received_ms: u64) -> String {
-    let at = if s.reported_at > 0 {
-        s.reported_at
-    } else {
-        received_ms
-    };
-    if !s.online && s.apps.is_empty() && s.inventory.is_none() {
-        return format!("{}  {}  offline", display::clock(at), s.device_id);
+    let mut devices: Vec<DeviceView> = api.get("/api/v1/devices")?;
+    devices.sort_by(|a, b| a.id.cmp(&b.id));
+    if g.output == Output::Json {
+        return print_json(&devices);
     }
-    format!(
-        "{}  {}  {}  gen {}  {}",
-        display::clock(at),
-        s.device_id,
-        if s.online { "online" } else { "offline" },
-        s.observed_generation,
-        display::apps(&s.apps)
-    )
-}
-
-async fn run(g: &Global, watch: bool) -> Result<()> {
-    let (host, port) = mqtt::parse_url(&g.mqtt_url)?;
-    let mut opts = MqttOptions::new(client_id(), host, port);
-    opts.set_clean_session(true);
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
-    let (client, mut events) = AsyncClient::new(opts, 16);
-    let filter = DeviceTopicKind::Status.all_devices_filter();
-    let mut tracker = Tracker::default();
-    let mut connected = false;
-    let started = tokio::time::Instant::now();
-    loop {
-        let event = if watch {
-            events.poll().await
-        } else {
-            let budget = SNAPSHOT_LIMIT.saturating_sub(started.elapsed()).min(QUIET);
-            match tokio::time::timeout(budget, events.poll()).await {
-                Ok(event) => event,
-                Err(_) if connected => break,
-                Err(_) => bail!(
-                    "no answer from the MQTT broker at {} (set --mqtt-url or FLEET_MQTT_URL)",
-                    g.mqtt_url
-                ),
-            }
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                connected = true;
-                client
-                    .try_subscribe(filter.clone(), QoS::AtLeastOnce)
-                    .context("subscribing to device status")?;
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                match tracker.observe(&p.topic, &p.payload) {
-                    Ok(Seen::Changed(s)) if watch => print_change(g.output, &s)?,
-                    Ok(_) => {}
-                    Err(warning) => eprintln!("warning: {warning}"),
-                }
-            }
-            Ok(_) => {}
-            Err(e) if !connected => bail!(
-                "cannot connect to the MQTT broker at {}: {e} (set --mqtt-url or FLEET_MQTT_URL)",
-                g.mqtt_url
-            ),
-            Err(e) => {
-                eprintln!(
-                    "warning: lost the MQTT connection to {} ({e}); reconnecting",
-                    g.mqtt_url
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-    print_snapshot(g.output, &tracker)
-}
-
-fn print_change(output: Output, s: &DeviceStatus) -> Result<()> {
-    match output {
-        Output::Json => println!("{}", serde_json::to_string(s)?),
-        Output::Table => println!("{}", line(s, display::now_ms())),
-    }
-    Ok(())
-}
-
-fn print_snapshot(output: Output, tracker: &Tracker) -> Result<()> {
-    let statuses: Vec<&DeviceStatus> = tracker.last.values().collect();
-    if output == Output::Json {
-        return super::print_json(&statuses);
-    }
-    if statuses.is_empty() {
-        println!("no device status on the bus");
+    if devices.is_empty() {
+        println!("no devices yet (a device appears once it enrolls and its agent reports)");
         return Ok(());
     }
-    let mut t = Table::new(&["DEVICE", "ONLINE", "GEN", "APPS"]);
-    for s in statuses {
+    print!("{}", table(&devices, display::now_ms()).render());
+    Ok(())
+}
+
+fn watch(g: &Global, api: &ApiClient) -> Result<()> {
+    let mut tracker = Tracker::default();
+    let mut first = true;
+    let mut failing: Option<String> = None;
+    loop {
+        match api.get::<Vec<DeviceView>>("/api/v1/devices") {
+            Ok(devices) => {
+                if failing.take().is_some() {
+                    eprintln!("fleetd answers again");
+                }
+                for change in tracker.update(devices, display::now_ms()) {
+                    match g.output {
+                        Output::Json => print_json_line(&change)?,
+                        Output::Table => println!("{}", line(&change)),
+                    }
+                }
+            }
+            // A bad server, token or CA shows at once; so does losing the right to read.
+            Err(e) if first => return Err(e),
+            Err(e)
+                if e.downcast_ref::<HttpFailure>()
+                    .is_some_and(|f| matches!(f.status, 401 | 403)) =>
+            {
+                return Err(e)
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if failing.as_deref() != Some(msg.as_str()) {
+                    eprintln!("warning: {msg}; retrying every second");
+                    failing = Some(msg);
+                }
+            }
+        }
+        first = false;
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The REFUSED cell: reason, topic, when and how many, or "-".
+fn refused(r: Option<&Refusal>, now: u64) -> String {
+    match r {
+        None => "-".into(),
+        Some(r) => format!(
+            "{} on {} ({}, {} since the agent started)",
+            r.reason,
+            r.topic,
+            display::ago(now, r.at),
+            r.count
+        ),
+    }
+}
+
+fn table(devices: &[DeviceView], now: u64) -> Table {
+    let mut t = Table::new(&["DEVICE", "ONLINE", "ENROLLMENT", "GEN", "APPS", "REFUSED"]);
+    for d in devices {
         t.row(vec![
-            s.device_id.clone(),
-            if s.online { "yes" } else { "no" }.into(),
-            s.observed_generation.to_string(),
-            display::apps(&s.apps),
+            d.id.clone(),
+            if d.online { "yes" } else { "no" }.into(),
+            super::devices::enrollment(d),
+            format!("{}/{}", d.observed_generation, d.desired_generation),
+            display::apps(&d.apps),
+            refused(d.refused.as_ref(), now),
         ]);
     }
-    print!("{}", t.render());
-    Ok(())
+    t
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleet_schema::{encode, AppPhase, AppStatus};
+    use clap::Parser;
+    use fleet_schema::trust::tokens::EnrollmentState;
+    use fleet_schema::{AppPhase, AppStatus};
 
-    fn status(online: bool, version: &str, at: u64) -> DeviceStatus {
-        DeviceStatus {
-            device_id: "dev-1".into(),
-            online,
-            agent_version: "0.1.0".into(),
+    #[test]
+    fn snapshot_rows() {
+        let d = DeviceView {
+            id: "dev-1".into(),
+            online: true,
+            labels: Default::default(),
             inventory: None,
-            observed_generation: 3,
+            agent_version: "0.1.0".into(),
+            desired_generation: 3,
+            observed_generation: 2,
             apps: vec![AppStatus {
                 name: "web".into(),
-                version: version.into(),
-                phase: AppPhase::Running,
+                version: "2.0.0".into(),
+                phase: AppPhase::Installing,
                 restart_count: 0,
                 last_error: None,
-                running_version: None,
+                running_version: Some("1.0.0".into()),
                 deployment_id: None,
                 health: Default::default(),
                 health_message: None,
             }],
-            reported_at: at,
-        }
-    }
-
-    #[test]
-    fn only_changes_are_reported() {
-        let mut t = Tracker::default();
-        let topic = "fleet/dev-1/status";
-        let first = encode(&status(true, "1.0.0", 1)).expect("encodes");
-        let same_later = encode(&status(true, "1.0.0", 2)).expect("encodes");
-        let newer = encode(&status(true, "2.0.0", 3)).expect("encodes");
-        assert!(matches!(t.observe(topic, &first), Ok(Seen::Changed(_))));
-        assert!(matches!(t.observe(topic, &same_later), Ok(Seen::Nothing)));
-        assert!(matches!(t.observe(topic, &newer), Ok(Seen::Changed(_))));
-        assert!(matches!(
-            t.observe("fleet/dev-1/metrics", &newer),
-            Ok(Seen::Nothing)
-        ));
-    }
-
-    #[test]
-    fn garbage_is_a_warning_not_a_failure() {
-        let mut t = Tracker::default();
-        let warning = t
-            .observe("fleet/dev-1/status", b"\xff\x00garbage")
-            .err()
-            .expect("garbage is refused");
-        assert!(warning.contains("fleet/dev-1/status"), "{warning}");
-        let foreign = encode(&status(true, "1.0.0", 1)).expect("encodes");
-        assert!(t.observe("fleet/dev-2/status", &foreign).is_err());
-    }
-
-    #[test]
-    fn lines_show_versions_and_offline_wills() {
-        let l = line(&status(true, "2.0.0", 3_723_000), 0);
-        assert_eq!(l, "01:02:03  dev-1  online  gen 3  web@2.0.0 running");
-        let will = DeviceStatus {
-            device_id: "dev-1".into(),
-            online: false,
-            agent_version: String::new(),
-            inventory: None,
-            observed_generation: 0,
-            apps: Vec::new(),
-            reported_at: 0,
+            last_seen: 1,
+            enrollment: Some(EnrollmentState::Accepted),
+            refused: Some(Refusal {
+                topic: "fleet/dev-1/desired".into(),
+                reason: "bad signature".into(),
+                at: 1_000,
+                count: 1,
+            }),
         };
-        assert_eq!(line(&will, 1_000), "00:00:01  dev-1  offline");
+        let mut bare = d.clone();
+        bare.id = "dev-2".into();
+        bare.online = false;
+        bare.apps.clear();
+        bare.enrollment = None;
+        bare.refused = None;
+        assert_eq!(
+            table(&[d, bare], 121_000).render(),
+            "DEVICE  ONLINE  ENROLLMENT  GEN  APPS                                  REFUSED\n\
+             dev-1   yes     accepted    2/3  web@2.0.0 installing (running 1.0.0)  \
+             bad signature on fleet/dev-1/desired (2m ago, 1 since the agent started)\n\
+             dev-2   no      -           2/3  -                                     -\n"
+        );
+    }
+
+    #[test]
+    fn watch_is_a_flag() {
+        let cli = crate::Cli::try_parse_from(["fleetctl", "status", "--watch", "--output", "json"])
+            .expect("parses");
+        assert_eq!(cli.global.output, Output::Json);
+        match cli.command {
+            crate::Command::Status(a) => assert!(a.watch),
+            other => panic!("parsed as {other:?}"),
+        }
     }
 }

@@ -17,7 +17,7 @@ pub fn is_active(state: &str) -> bool {
 
 /// Sends an operator action and prints the deployment afterwards.
 pub fn action(g: &Global, id: &str, action: &str, gradual: bool) -> Result<()> {
-    let api = ApiClient::new(&g.server);
+    let api = ApiClient::new(g)?;
     let q = if gradual { "?mode=gradual" } else { "" };
     let view: DeploymentView = api.post_json(
         &format!("/api/v1/deployments/{id}/{action}{q}"),
@@ -60,7 +60,7 @@ fn print_rollout(view: &DeploymentView) {
 
 /// Shows a deployment's rollout status once.
 pub fn status(g: &Global, id: &str) -> Result<()> {
-    let api = ApiClient::new(&g.server);
+    let api = ApiClient::new(g)?;
     let view: DeploymentView = api.get(&format!("/api/v1/deployments/{id}"))?;
     if g.output == Output::Json {
         return print_json(&view);
@@ -75,7 +75,7 @@ pub fn status(g: &Global, id: &str) -> Result<()> {
 
 /// Follows a deployment with one progress bar per step until it stops changing.
 pub fn watch(g: &Global, id: &str) -> Result<()> {
-    let api = ApiClient::new(&g.server);
+    let api = ApiClient::new(g)?;
     let path = format!("/api/v1/deployments/{id}");
     let multi = MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()

@@ -2,17 +2,20 @@
 //! by target resolution.
 
 use super::{decode, encode, Db, DbError, DeviceRecord, DESIRED, DEVICES};
+use fleet_schema::trust::Stamp;
 use fleet_schema::{DesiredState, DeviceStatus, Inventory, UnixMillis};
 use redb::{ReadableDatabase, ReadableTable};
 use std::collections::BTreeMap;
 
-/// One decoded, validated status waiting to be written.
+/// One decoded, verified status waiting to be written.
 #[derive(Debug, Clone)]
 pub struct StatusUpdate {
     /// The status (its `device_id` matches the topic it came on).
     pub status: DeviceStatus,
     /// When the controller received it.
     pub received_at: UnixMillis,
+    /// The id of the device key that signed it, and its stamp.
+    pub signed: (String, Stamp),
 }
 
 /// What one committed batch changed.
@@ -24,6 +27,9 @@ pub struct StatusBatchOutcome {
     pub online_delta: i64,
     /// Online devices reporting an older generation than the one desired for them.
     pub behind: Vec<String>,
+    /// Statuses not newer than the last one accepted from the same key (replays, or
+    /// redeliveries after a newer status): left out.
+    pub stale: u64,
 }
 
 /// True when an online device reports having accepted less than the desired generation: it
@@ -60,18 +66,26 @@ impl Db {
             let desired = txn.open_table(DESIRED)?;
             for update in batch {
                 let id = update.status.device_id.clone();
+                let prev: Option<DeviceRecord> = match table.get(id.as_str())? {
+                    Some(v) => decode("devices", &id, v.value()).ok(),
+                    None => None,
+                };
+                if prev
+                    .as_ref()
+                    .is_some_and(|p| !p.accepts(&update.signed.0, update.signed.1))
+                {
+                    outcome.stale += 1;
+                    continue;
+                }
                 let generation =
                     generation_of(&id, desired.get(id.as_str())?.as_ref().map(|v| v.value()));
                 if is_behind(&update.status, generation) && !outcome.behind.contains(&id) {
                     outcome.behind.push(id.clone());
                 }
-                let prev: Option<DeviceRecord> = match table.get(id.as_str())? {
-                    Some(v) => decode("devices", &id, v.value()).ok(),
-                    None => None,
-                };
                 let was_online = prev.as_ref().is_some_and(|p| p.online);
                 let before = prev.as_ref().map(|p| fit_key(p.status.as_ref()));
-                let rec = DeviceRecord::apply(prev, update.status, update.received_at);
+                let mut rec = DeviceRecord::apply(prev, update.status, update.received_at);
+                rec.stamp = Some(update.signed);
                 fleet_changed |= before != Some(fit_key(rec.status.as_ref()));
                 outcome.online_delta += i64::from(rec.online) - i64::from(was_online);
                 table.insert(id.as_str(), encode(&rec)?.as_slice())?;
@@ -134,6 +148,28 @@ impl Db {
         Ok(changed)
     }
 
+    /// Marks one device offline (its enrollment was revoked or reset); false when unknown.
+    pub fn mark_offline(&self, id: &str) -> Result<bool, DbError> {
+        let txn = self.raw().begin_write()?;
+        let changed = {
+            let mut table = txn.open_table(DEVICES)?;
+            let rec: Option<DeviceRecord> = match table.get(id)? {
+                Some(v) => Some(decode("devices", id, v.value())?),
+                None => None,
+            };
+            match rec {
+                Some(mut rec) if rec.online => {
+                    rec.online = false;
+                    table.insert(id, encode(&rec)?.as_slice())?;
+                    true
+                }
+                _ => false,
+            }
+        };
+        txn.commit()?;
+        Ok(changed)
+    }
+
     /// One device's record, if it was ever seen.
     pub fn device(&self, id: &str) -> Result<Option<DeviceRecord>, DbError> {
         let txn = self.raw().begin_read()?;
@@ -177,7 +213,7 @@ mod tests {
     use super::*;
     use fleet_schema::DeviceStatus;
 
-    fn status(id: &str, online: bool) -> StatusUpdate {
+    fn status_at(id: &str, online: bool, seq: u64) -> StatusUpdate {
         StatusUpdate {
             status: DeviceStatus {
                 device_id: id.into(),
@@ -187,9 +223,33 @@ mod tests {
                 observed_generation: 0,
                 apps: vec![],
                 reported_at: 0,
+                refused: None,
             },
             received_at: 1,
+            signed: ("key".into(), Stamp { epoch: 1, seq }),
         }
+    }
+
+    /// A status with a stamp newer than every earlier one.
+    fn status(id: &str, online: bool) -> StatusUpdate {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(1);
+        status_at(id, online, SEQ.fetch_add(1, Ordering::SeqCst))
+    }
+
+    #[test]
+    fn replayed_statuses_are_left_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("t.redb")).expect("opens");
+        let out = db
+            .apply_statuses(vec![status_at("a", true, 5), status_at("a", false, 5)])
+            .expect("applies");
+        assert_eq!((out.applied, out.stale), (1, 1));
+        let out = db
+            .apply_statuses(vec![status_at("a", false, 4)])
+            .expect("applies");
+        assert_eq!((out.applied, out.stale), (0, 1));
+        assert!(db.device("a").expect("reads").expect("present").online);
     }
 
     #[test]

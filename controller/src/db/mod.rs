@@ -8,7 +8,9 @@
 //! - `deployments`: [`DeploymentRecord`];
 //! - `counters`: monotonic counters (deployment sequence);
 //! - `applications`: registered application versions (validated manifests), `name/version`;
-//! - `groups`: named device groups (static lists or label selectors).
+//! - `groups`: named device groups (static lists or label selectors);
+//! - `identities`, `tokens`, `enroll_tokens`, `meta`: enrolled device keys and credentials,
+//!   API and enrollment tokens (hashes only), small named values (`crate::trust`).
 //!
 //! redb calls block, so async code goes through [`Db::call`], which runs them on the blocking
 //! thread pool.
@@ -20,12 +22,14 @@ mod devices;
 mod phases;
 mod records;
 mod rollouts;
+mod trust;
 
 pub use applications::{ApplicationRecord, Registered};
 pub use deployments::{DesiredBytes, NewDeployment};
 pub use devices::{is_behind, StatusBatchOutcome, StatusUpdate};
 pub use records::{DeploymentRecord, DeviceRecord};
 pub use rollouts::RolloutOpError;
+pub use trust::EnrollWrite;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
@@ -114,6 +118,10 @@ impl Db {
             txn.open_table(COUNTERS)?;
             txn.open_table(applications::APPLICATIONS)?;
             txn.open_table(applications::GROUPS)?;
+            txn.open_table(trust::IDENTITIES)?;
+            txn.open_table(trust::TOKENS)?;
+            txn.open_table(trust::ENROLL_TOKENS)?;
+            txn.open_table(trust::META)?;
         }
         txn.commit()?;
         let db = Db {

@@ -3,6 +3,7 @@
 use crate::engine::rollout::Rollout;
 use fleet_schema::api::TargetSpec;
 use fleet_schema::manifest::Placement;
+use fleet_schema::trust::Stamp;
 use fleet_schema::{ArtifactRef, DesiredApp, DeviceStatus, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -20,6 +21,10 @@ pub struct DeviceRecord {
     pub last_seen: UnixMillis,
     /// Its last full (online) status; an offline will never replaces it.
     pub status: Option<DeviceStatus>,
+    /// The stamp of the last status accepted, with the id of the key that signed it: a status
+    /// signed by the same key must carry a newer stamp (replays are refused).
+    #[serde(default)]
+    pub stamp: Option<(String, Stamp)>,
 }
 
 impl DeviceRecord {
@@ -32,6 +37,7 @@ impl DeviceRecord {
             first_seen: now,
             last_seen: now,
             status: None,
+            stamp: None,
         });
         rec.last_seen = now;
         rec.online = status.online;
@@ -39,6 +45,15 @@ impl DeviceRecord {
             rec.status = Some(status);
         }
         rec
+    }
+
+    /// Whether a status signed by `key_id` with `stamp` is newer than the last one accepted
+    /// (always, after the device's key changed).
+    pub fn accepts(&self, key_id: &str, stamp: Stamp) -> bool {
+        match &self.stamp {
+            Some((k, last)) if k == key_id => stamp > *last,
+            _ => true,
+        }
     }
 
     /// The labels the agent reported (selectors match these).
@@ -118,7 +133,21 @@ mod tests {
                 vec![]
             },
             reported_at: 0,
+            refused: None,
         }
+    }
+
+    #[test]
+    fn only_newer_stamps_of_the_same_key_are_accepted() {
+        let mut rec = DeviceRecord::apply(None, status(true), 10);
+        let s = |epoch, seq| Stamp { epoch, seq };
+        assert!(rec.accepts("k", s(1, 1)));
+        rec.stamp = Some(("k".into(), s(2, 5)));
+        assert!(!rec.accepts("k", s(2, 5)));
+        assert!(!rec.accepts("k", s(1, 9)));
+        assert!(rec.accepts("k", s(2, 6)));
+        assert!(rec.accepts("k", Stamp::will(2)));
+        assert!(rec.accepts("new-key", s(0, 1)));
     }
 
     #[test]

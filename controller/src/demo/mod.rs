@@ -1,9 +1,10 @@
-//! `fleetd demo`: FleetD's main job on embedded defaults, in one command. It starts a real
-//! controller (this same binary, with its embedded broker and local store) and three real agents
-//! as separate processes, each with its own data directory, then drives them exactly as an
-//! operator or CI job would, with `fleetctl`: upload the sample HTTP service as v1, deploy it,
-//! upload v2, deploy it, until every device runs v2. Ctrl-C stops everything and leaves no
-//! process behind.
+//! `fleetd demo`: FleetD's main job on embedded defaults, in one command. It makes a development
+//! CA and certificates, starts a real controller (this same binary, with its embedded broker and
+//! local store, HTTPS and MQTT over TLS, authentication on) and three real agents as separate
+//! processes, each with its own data directory, that enroll with a token the demo's operator
+//! creates; then it drives them exactly as an operator or CI job would, with `fleetctl`: upload
+//! the sample HTTP service as v1, deploy it, upload v2, deploy it, until every device runs v2.
+//! Ctrl-C stops everything and leaves no process behind.
 
 mod procs;
 
@@ -78,29 +79,80 @@ fn scenario(
 ) -> Result<()> {
     let http = pick_addr(&args.http_listen)?;
     let mqtt = pick_addr(&args.mqtt_listen)?;
+    let certs = dir.join("certs");
+    step("making a development CA and TLS certificates");
+    let mut ctl = Ctl {
+        bin: bins.fleetctl.clone(),
+        server: String::new(),
+        token: String::new(),
+        ca: certs.join("ca.pem"),
+    };
+    ctl.run(&["certs", "dev", "--out", &certs.to_string_lossy()])?;
+    ctl.token = new_admin_token(&dir.join("admin.token"))?;
     step(&format!(
-        "starting fleetd: HTTP {http}, embedded MQTT broker {mqtt}, data in {}",
+        "starting fleetd: HTTPS {http}, embedded MQTT broker over TLS {mqtt}, data in {}",
         dir.join("controller").display()
     ));
-    let (server, mqtt_url) = procs.start_fleetd(bins, &http, &mqtt)?;
+    let (server, mqtt_url) = procs.start_fleetd(bins, &http, &mqtt, &certs, &ctl.token)?;
+    ctl.server = server.clone();
     println!("  logs: {}", dir.join("fleetd.log").display());
-    println!("  try:  FLEET_SERVER={server} FLEET_MQTT_URL={mqtt_url} fleetctl devices");
+    println!(
+        "  try:  FLEET_SERVER={server} FLEET_CA={} FLEET_TOKEN=$(cat {}) fleetctl devices",
+        ctl.ca.display(),
+        dir.join("admin.token").display()
+    );
 
-    step(&format!("starting {} agents", args.devices));
+    step("the operator creates an enrollment token for the demo devices");
+    let created = ctl.capture(&[
+        "--output",
+        "json",
+        "enroll",
+        "create",
+        "--name",
+        "demo",
+        "--label",
+        "demo=true",
+        "--uses",
+        &args.devices.to_string(),
+    ])?;
+    let enroll_token = serde_json::from_str::<serde_json::Value>(&created)
+        .ok()
+        .and_then(|v| v["token"].as_str().map(str::to_string))
+        .context("fleetctl enroll create printed no token")?;
+    let token_file = dir.join("enroll.token");
+    std::fs::write(&token_file, format!("{enroll_token}\n"))
+        .with_context(|| format!("writing {}", token_file.display()))?;
+    println!(
+        "  written to {} (agents read it with --enroll-token-file)",
+        token_file.display()
+    );
+
+    step(&format!(
+        "starting {} agents; they enroll, then connect",
+        args.devices
+    ));
     let devices: Vec<String> = (1..=args.devices).map(|i| format!("demo-{i}")).collect();
+    let join = procs::Join {
+        server: &server,
+        mqtt_url: &mqtt_url,
+        ca: &ctl.ca,
+        token_file: &token_file,
+    };
     for d in &devices {
-        procs.start_agent(bins, d, &mqtt_url)?;
+        procs.start_agent(bins, d, &join)?;
         println!("  {d}: data in {}", dir.join("agents").join(d).display());
     }
     wait_until(stop, Duration::from_secs(60), "agents to register", || {
-        let out = fleetctl_capture(bins, &server, &["--output", "json", "devices"])?;
+        let out = ctl
+            .capture(&["--output", "json", "devices"])?
+            .replace(' ', "");
         let online = devices
             .iter()
             .filter(|d| out.contains(&format!("\"id\":\"{d}\"")))
             .count();
         Ok(online == devices.len())
     })?;
-    fleetctl(bins, &server, &["devices"])?;
+    ctl.run(&["devices"])?;
 
     let v1 = dir.join("artifacts").join(format!("{APP}-1.0.0"));
     let v2 = dir.join("artifacts").join(format!("{APP}-2.0.0"));
@@ -110,39 +162,31 @@ fn scenario(
             bail!("interrupted");
         }
         step(&format!("CI uploads {APP} {version}"));
-        fleetctl(
-            bins,
-            &server,
-            &[
-                "artifact",
-                "push",
-                &file.to_string_lossy(),
-                "--name",
-                APP,
-                "--version",
-                version,
-                "--type",
-                "binary",
-                "--platform",
-                &host_platform(),
-            ],
-        )?;
+        ctl.run(&[
+            "artifact",
+            "push",
+            &file.to_string_lossy(),
+            "--name",
+            APP,
+            "--version",
+            version,
+            "--type",
+            "binary",
+            "--platform",
+            &host_platform(),
+        ])?;
         step(&format!("deploying {APP} {version} to every demo device"));
-        fleetctl(
-            bins,
-            &server,
-            &[
-                "deploy",
-                "--app",
-                APP,
-                "--version",
-                version,
-                "--selector",
-                "demo=true",
-                "--wait",
-            ],
-        )?;
-        fleetctl(bins, &server, &["devices"])?;
+        ctl.run(&[
+            "deploy",
+            "--app",
+            APP,
+            "--version",
+            version,
+            "--selector",
+            "demo=true",
+            "--wait",
+        ])?;
+        ctl.run(&["devices"])?;
     }
 
     step(&format!("all {} devices run {APP} 2.0.0", devices.len()));
@@ -194,27 +238,55 @@ fn step(msg: &str) {
     println!("\n==> {msg}");
 }
 
-fn fleetctl(bins: &Binaries, server: &str, args: &[&str]) -> Result<()> {
-    println!("$ fleetctl {}", args.join(" "));
-    let status = Command::new(&bins.fleetctl)
-        .args(["--server", server])
-        .args(args)
-        .status()
-        .context("running fleetctl")?;
-    if !status.success() {
-        bail!("fleetctl {} failed ({status})", args.join(" "));
-    }
-    Ok(())
+/// How the demo calls `fleetctl`: the server, the admin token and the CA to trust.
+struct Ctl {
+    bin: PathBuf,
+    server: String,
+    token: String,
+    ca: PathBuf,
 }
 
-fn fleetctl_capture(bins: &Binaries, server: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(&bins.fleetctl)
-        .args(["--server", server])
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .context("running fleetctl")?;
-    Ok(String::from_utf8_lossy(&out.stdout).replace(' ', ""))
+impl Ctl {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.env("FLEET_SERVER", &self.server)
+            .env("FLEET_TOKEN", &self.token)
+            .env("FLEET_CA", &self.ca)
+            .args(args);
+        cmd
+    }
+
+    /// Runs fleetctl, printing the command line (never the token) and its output.
+    fn run(&self, args: &[&str]) -> Result<()> {
+        println!("$ fleetctl {}", args.join(" "));
+        let status = self.command(args).status().context("running fleetctl")?;
+        if !status.success() {
+            bail!("fleetctl {} failed ({status})", args.join(" "));
+        }
+        Ok(())
+    }
+
+    /// Runs fleetctl quietly and returns its standard output.
+    fn capture(&self, args: &[&str]) -> Result<String> {
+        let out = self
+            .command(args)
+            .stderr(Stdio::null())
+            .output()
+            .context("running fleetctl")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// A fresh admin token for the demo's controller, kept in `path` (0600) for the operator.
+fn new_admin_token(path: &Path) -> Result<String> {
+    let hex = |n: usize| -> Result<String> {
+        let s = fleet_schema::trust::keys::new_secret_hex().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(s[..n].to_string())
+    };
+    let token = fleet_schema::trust::tokens::api_token(&hex(8)?, &hex(64)?);
+    crate::trust::controller_key::write_private(path, format!("{token}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
 }
 
 fn wait_until(

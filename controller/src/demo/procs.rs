@@ -44,6 +44,14 @@ impl Binaries {
     }
 }
 
+/// What an agent needs to join the demo's controller.
+pub(super) struct Join<'a> {
+    pub(super) server: &'a str,
+    pub(super) mqtt_url: &'a str,
+    pub(super) ca: &'a Path,
+    pub(super) token_file: &'a Path,
+}
+
 /// Children of the demo, stopped in reverse order of start.
 pub(super) struct Processes {
     dir: PathBuf,
@@ -69,12 +77,19 @@ impl Processes {
         bins: &Binaries,
         http: &str,
         mqtt: &str,
+        certs: &Path,
+        admin_token: &str,
     ) -> Result<(String, String)> {
         let log = self.log_file("fleetd.log")?;
         let mut child = Command::new(&bins.fleetd)
             .arg("--data-dir")
             .arg(self.dir.join("controller"))
             .args(["--http-listen", http, "--mqtt-listen", mqtt])
+            .arg("--tls-cert")
+            .arg(certs.join("server.pem"))
+            .arg("--tls-key")
+            .arg(certs.join("server.key"))
+            .env("FLEETD_ADMIN_TOKEN", admin_token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -106,13 +121,19 @@ impl Processes {
         &mut self,
         bins: &Binaries,
         device: &str,
-        mqtt_url: &str,
+        join: &Join<'_>,
     ) -> Result<()> {
         let base = self.dir.join("agents").join(device);
         std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
         let log = self.log_file(&format!("agents/{device}/agent.log"))?;
         let child = Command::new(&bins.agent)
-            .args(["--device-id", device, "--mqtt-url", mqtt_url, "--data-dir"])
+            .args(["--device-id", device, "--mqtt-url", join.mqtt_url])
+            .args(["--server", join.server])
+            .arg("--ca")
+            .arg(join.ca)
+            .arg("--enroll-token-file")
+            .arg(join.token_file)
+            .arg("--data-dir")
             .arg(base.join("data"))
             .args(["--label", "demo=true", "--label", &format!("name={device}")])
             .stdin(Stdio::null())

@@ -69,6 +69,8 @@ pub struct DeployContext<'a> {
     pub metrics: &'a Metrics,
     /// Base URL devices download from.
     pub public_url: &'a str,
+    /// Which devices are enrolled (only they can be targeted).
+    pub trust: &'a crate::trust::Trust,
 }
 
 /// Parses a JSON request body; unknown fields (also inside the strategy and the target) are
@@ -142,8 +144,11 @@ pub async fn create(
         .call(|db| db.devices())
         .await
         .map_err(DeployError::internal)?;
+    // A device whose enrollment was revoked (or reset) keeps its last record but can no longer
+    // be targeted: it would never receive its desired state.
     let known: BTreeMap<String, BTreeMap<String, String>> = records
         .iter()
+        .filter(|(id, _)| ctx.trust.device(id).is_some())
         .map(|(id, rec)| (id.clone(), rec.labels()))
         .collect();
     let mut devices = target::resolve_with_group(&req.target, group.as_ref(), &known)?;

@@ -159,6 +159,7 @@ pub struct DriverMemory {
 pub fn drive_once(
     db: &Db,
     errors: &ErrorWindows,
+    enrolled: &dyn Fn(&str) -> bool,
     now: u64,
     mem: &mut DriverMemory,
 ) -> Result<Vec<String>, DbError> {
@@ -178,7 +179,7 @@ pub fn drive_once(
     if due && !joinable.is_empty() {
         mem.seen_epoch = epoch;
         mem.last_full_at = now;
-        out.extend(add_late_joiners(db, &joinable, now)?);
+        out.extend(add_late_joiners(db, &joinable, enrolled, now)?);
     }
     for id in active {
         let Some(rec) = db.deployment(&id)? else {
@@ -212,13 +213,20 @@ pub fn drive_once(
     Ok(out)
 }
 
-/// Adds late joiners to the deployments `ids` (those whose phase takes them).
-fn add_late_joiners(db: &Db, ids: &[String], now: u64) -> Result<Vec<String>, DbError> {
+/// Adds late joiners to the deployments `ids` (those whose phase takes them); only enrolled
+/// devices join (a revoked device's last record stays, but receives nothing).
+fn add_late_joiners(
+    db: &Db,
+    ids: &[String],
+    enrolled: &dyn Fn(&str) -> bool,
+    now: u64,
+) -> Result<Vec<String>, DbError> {
     let mut records = Vec::with_capacity(ids.len());
     for id in ids {
         records.extend(db.deployment(id)?);
     }
-    let devices = db.devices()?;
+    let mut devices = db.devices()?;
+    devices.retain(|id, _| enrolled(id));
     let mut out = Vec::new();
     for (id, j) in late_joiners(db, &records, &devices)? {
         if !j.unfit.is_empty() {
@@ -245,6 +253,7 @@ pub async fn run(
     db: Db,
     queue: Arc<PublishQueue>,
     errors: Arc<ErrorWindows>,
+    trust: Arc<crate::trust::Trust>,
     every: Duration,
     shutdown: CancellationToken,
 ) {
@@ -257,11 +266,12 @@ pub async fn run(
         let now = crate::clock::now_ms();
         let errs = errors.clone();
         let mem = memory.clone();
+        let trust = trust.clone();
         let pass = move |db: &Db| {
             let mut mem = mem
                 .lock()
                 .expect("the driver memory lock is never poisoned");
-            drive_once(db, &errs, now, &mut mem)
+            drive_once(db, &errs, &|d| trust.device(d).is_some(), now, &mut mem)
         };
         match db.call(pass).await {
             Ok(devices) if !devices.is_empty() => queue.mark_devices(devices),

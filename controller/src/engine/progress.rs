@@ -116,6 +116,7 @@ mod tests {
             agent_version: String::new(),
             inventory: None,
             observed_generation: observed,
+            refused: None,
             apps: vec![AppStatus {
                 name: "app".into(),
                 version: version.into(),

@@ -126,5 +126,7 @@ pub fn device_view(rec: &DeviceRecord, desired_generation: u64) -> DeviceView {
         observed_generation: status.map_or(0, |s| s.observed_generation),
         apps: status.map(|s| s.apps.clone()).unwrap_or_default(),
         last_seen: rec.last_seen,
+        enrollment: None,
+        refused: status.and_then(|s| s.refused.clone()),
     }
 }

@@ -4,16 +4,22 @@
 
 use super::{ApiFailure, AppState};
 use crate::db::Registered;
+use crate::trust::Principal;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
+use axum::{Extension, Json};
 use fleet_schema::api::{ApplicationView, GroupSpec};
 use fleet_schema::manifest::{self, ManifestError};
 
-fn view(rec: crate::db::ApplicationRecord) -> ApplicationView {
+/// The API view; secret configuration values are shown to admin tokens only.
+fn view(rec: crate::db::ApplicationRecord, caller: &Principal) -> ApplicationView {
+    let mut application = rec.application;
+    if !caller.sees_secrets() {
+        application.spec = application.spec.redacted();
+    }
     ApplicationView {
-        application: rec.application,
+        application,
         registered_at: rec.registered_at,
     }
 }
@@ -22,6 +28,7 @@ fn view(rec: crate::db::ApplicationRecord) -> ApplicationView {
 /// registered, 409 when the version exists with another manifest, 400 naming the field.
 pub async fn register(
     State(st): State<AppState>,
+    Extension(caller): Extension<Principal>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ApplicationView>), ApiFailure> {
@@ -38,14 +45,15 @@ pub async fn register(
         manifest::parse_yaml(text)
     };
     let app = parsed.map_err(|e: ManifestError| ApiFailure::bad_request(e.to_string()))?;
+    caller.require_app(&app.name)?;
     let now = crate::clock::now_ms();
     let out = st
         .db
         .call(move |db| db.register_application(app, now))
         .await?;
     match out {
-        Registered::Created(rec) => Ok((StatusCode::CREATED, Json(view(rec)))),
-        Registered::Unchanged(rec) => Ok((StatusCode::OK, Json(view(rec)))),
+        Registered::Created(rec) => Ok((StatusCode::CREATED, Json(view(rec, &caller)))),
+        Registered::Unchanged(rec) => Ok((StatusCode::OK, Json(view(rec, &caller)))),
         Registered::Conflict(rec) => Err(ApiFailure::new(
             StatusCode::CONFLICT,
             format!(
@@ -57,19 +65,23 @@ pub async fn register(
 }
 
 /// `GET /api/v1/applications`: every registered application version.
-pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<ApplicationView>>, ApiFailure> {
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Principal>,
+) -> Result<Json<Vec<ApplicationView>>, ApiFailure> {
     let all = st.db.call(|db| db.applications()).await?;
-    Ok(Json(all.into_iter().map(view).collect()))
+    Ok(Json(all.into_iter().map(|r| view(r, &caller)).collect()))
 }
 
 /// `GET /api/v1/applications/{name}/{version}`.
 pub async fn get_one(
     State(st): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<ApplicationView>, ApiFailure> {
     let (n, v) = (name.clone(), version.clone());
     let rec = st.db.call(move |db| db.application(&n, &v)).await?;
-    rec.map(|r| Json(view(r))).ok_or_else(|| {
+    rec.map(|r| Json(view(r, &caller))).ok_or_else(|| {
         ApiFailure::not_found(format!("application {name}@{version} is not registered"))
     })
 }

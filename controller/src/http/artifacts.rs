@@ -2,11 +2,12 @@
 
 use super::{ApiFailure, AppState};
 use crate::store::parse_range;
+use crate::trust::Principal;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use fleet_schema::api::{ApiError, ArtifactSummary, DownloadUrl};
 use fleet_schema::ArtifactMeta;
 use tokio_util::io::ReaderStream;
@@ -63,8 +64,28 @@ pub async fn get_one(
 /// when the URL in their (possibly long retained) desired state has expired.
 pub async fn fresh_url(
     State(st): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<DownloadUrl>, ApiFailure> {
+    if let Principal::Device(device) = &caller {
+        // A device may only ask for the artifacts its desired state names.
+        let id = device.clone();
+        let desired = st.db.call(move |db| db.desired(&id)).await?;
+        let wanted = desired.is_some_and(|d| {
+            d.apps
+                .iter()
+                .any(|a| a.artifact.name == name && a.artifact.version == version)
+        });
+        if !wanted {
+            return Err(ApiFailure::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "device {device} may only ask for the artifacts of its desired state; {} is not one of them",
+                    ArtifactMeta::make_id(&name, &version)
+                ),
+            ));
+        }
+    }
     let meta = meta_of(&st, &name, &version).await?;
     let link = st.store.download_link(&meta, &st.public_url).await?;
     Ok(Json(DownloadUrl {
@@ -133,9 +154,11 @@ pub async fn download(
 /// `Signature`) to a stored version, replacing one by the same key; 200 with the metadata.
 pub async fn add_signature(
     State(st): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<ArtifactMeta>, ApiFailure> {
+    caller.require_app(&name)?;
     let sig: fleet_schema::artifact::Signature = serde_json::from_slice(&body).map_err(|e| {
         ApiFailure::bad_request(format!(
             "body must be JSON {{key_id, algorithm, signature}}: {e}"

@@ -5,24 +5,32 @@ use crate::db::RolloutOpError;
 use crate::engine::deploy::{self, DeployContext};
 use crate::engine::rollout::ops::{self, Op};
 use crate::engine::view::deployment_view;
+use crate::trust::Principal;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
-use fleet_schema::api::{DeploymentCreated, DeploymentView};
+use axum::{Extension, Json};
+use fleet_schema::api::{CreateDeployment, DeploymentCreated, DeploymentView};
 
 /// `POST /api/v1/deployments`: the body is JSON `CreateDeployment`, whatever the content type
 /// says (`curl -d` sends form encoding by default).
 pub async fn create(
     State(st): State<AppState>,
+    Extension(caller): Extension<Principal>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<DeploymentCreated>), ApiFailure> {
+    // The full validation comes in `deploy::create`; the application is needed first to check
+    // the caller may deploy it.
+    if let Ok(req) = serde_json::from_slice::<CreateDeployment>(&body) {
+        caller.require_app(&req.application)?;
+    }
     let ctx = DeployContext {
         db: &st.db,
         store: st.store.as_ref(),
         queue: &st.queue,
         metrics: &st.metrics,
         public_url: &st.public_url,
+        trust: &st.trust,
     };
     let created = deploy::create(&ctx, &body).await?;
     Ok((StatusCode::CREATED, Json(created)))
@@ -83,9 +91,15 @@ pub struct ActionQuery {
 /// promote. 409 when the deployment's phase does not allow it.
 pub async fn action(
     State(st): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path((id, action)): Path<(String, String)>,
     Query(q): Query<ActionQuery>,
 ) -> Result<Json<DeploymentView>, ApiFailure> {
+    let key = id.clone();
+    let rec = st.db.call(move |db| db.deployment(&key)).await?;
+    if let Some(rec) = rec {
+        caller.require_app(&rec.application)?;
+    }
     let gradual = match q.mode.as_deref() {
         None | Some("immediate") => false,
         Some("gradual") => true,

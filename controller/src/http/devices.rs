@@ -8,13 +8,21 @@ use fleet_schema::api::DeviceView;
 
 /// `GET /api/v1/devices`: every device ever seen, sorted by id.
 pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<DeviceView>>, ApiFailure> {
-    let (devices, desired) = st
+    let (devices, desired, identities) = st
         .db
-        .call(|db| Ok((db.devices()?, db.desired_all()?)))
+        .call(|db| Ok((db.devices()?, db.desired_all()?, db.identities()?)))
         .await?;
+    let states: std::collections::HashMap<String, _> = identities
+        .into_iter()
+        .map(|r| (r.device_id, r.state))
+        .collect();
     let views = devices
         .values()
-        .map(|rec| device_view(rec, desired.get(&rec.id).map_or(0, |d| d.generation)))
+        .map(|rec| {
+            let mut v = device_view(rec, desired.get(&rec.id).map_or(0, |d| d.generation));
+            v.enrollment = states.get(&rec.id).copied();
+            v
+        })
         .collect();
     Ok(Json(views))
 }
@@ -25,10 +33,12 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, ApiFailure> {
     let key = id.clone();
-    let (rec, desired) = st
+    let (rec, desired, identity) = st
         .db
-        .call(move |db| Ok((db.device(&key)?, db.desired(&key)?)))
+        .call(move |db| Ok((db.device(&key)?, db.desired(&key)?, db.identity(&key)?)))
         .await?;
     let rec = rec.ok_or_else(|| ApiFailure::not_found(format!("device {id:?} was never seen")))?;
-    Ok(Json(device_view(&rec, desired.map_or(0, |d| d.generation))))
+    let mut view = device_view(&rec, desired.map_or(0, |d| d.generation));
+    view.enrollment = identity.map(|r| r.state);
+    Ok(Json(view))
 }

@@ -1,13 +1,18 @@
 //! The HTTP API (axum). Every error answer is JSON `{"error": "..."}` naming what was wrong.
-//! Routes are grouped by resource: [`artifacts`] (with [`upload`]), [`deployments`],
-//! [`devices`], and [`ops`] (health, metrics).
+//! Every route passes [`auth::guard`], whose one table says who may call it. Routes are grouped
+//! by resource: [`artifacts`] (with [`upload`]), [`deployments`], [`applications`],
+//! [`devices`] (with [`logs`]), [`trust`] (enrollment, tokens, broker files) and [`ops`]
+//! (health, metrics).
 
 pub mod applications;
 pub mod artifacts;
+pub mod auth;
 pub mod deployments;
 pub mod devices;
 mod error;
+pub mod logs;
 pub mod ops;
+pub mod trust;
 pub mod upload;
 
 pub use error::ApiFailure;
@@ -17,8 +22,9 @@ use crate::metrics::Metrics;
 use crate::mqtt::PublishQueue;
 use crate::store::ArtifactStore;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::Router;
+use fleet_schema::LogBatch;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -41,6 +47,12 @@ pub struct AppState {
     pub max_upload_bytes: u64,
     /// Vulnerability-scan hook run on uploads, if configured.
     pub scan: Option<Arc<crate::store::scan::ScanHook>>,
+    /// Keys, identities and tokens.
+    pub trust: Arc<crate::trust::Trust>,
+    /// Verified log batches from devices, for followers.
+    pub logs: tokio::sync::broadcast::Sender<Arc<LogBatch>>,
+    /// Bound on enrollment requests waiting for an operator.
+    pub max_pending_enrollments: usize,
 }
 
 /// Builds the API router.
@@ -97,6 +109,29 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/devices", get(devices::list))
         .route("/api/v1/devices/{id}", get(devices::get_one))
+        .route("/api/v1/devices/{id}/logs", get(logs::device_logs))
+        .route("/api/v1/devices/{id}/{action}", post(trust::device_action))
+        .route("/api/v1/enroll", post(trust::enroll))
+        .route("/api/v1/whoami", get(trust::whoami))
+        .route("/api/v1/enrollments", get(trust::enrollments))
+        .route(
+            "/api/v1/tokens",
+            get(trust::list_tokens).post(trust::create_token),
+        )
+        .route("/api/v1/tokens/{id}", delete(trust::revoke_token))
+        .route(
+            "/api/v1/enrollment-tokens",
+            get(trust::list_enroll_tokens).post(trust::create_enroll_token),
+        )
+        .route(
+            "/api/v1/enrollment-tokens/{id}",
+            delete(trust::revoke_enroll_token),
+        )
+        .route("/api/v1/broker/mosquitto", get(trust::mosquitto_config))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
         .fallback(error::no_route)
         .with_state(state)
 }

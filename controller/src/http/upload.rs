@@ -5,10 +5,12 @@
 use super::{ApiFailure, AppState};
 use crate::store::scan::{ScanHook, ScanOutcome};
 use crate::store::{NewArtifact, StagedBlob, StoreOutcome};
+use crate::trust::Principal;
 use axum::body::Bytes;
 use axum::extract::multipart::{Field, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use fleet_schema::api::UploadMetadata;
 use fleet_schema::artifact::{validate_name, validate_version, Platform, Signature};
@@ -24,6 +26,7 @@ const MAX_METADATA_BYTES: usize = 64 * 1024;
 /// identical re-upload, 409 when the version exists with different bytes.
 pub async fn upload(
     State(st): State<AppState>,
+    Extension(caller): Extension<Principal>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<ArtifactMeta>), ApiFailure> {
     let mut multipart = multipart.map_err(|e| {
@@ -58,7 +61,9 @@ pub async fn upload(
                 let parsed: UploadMetadata = serde_json::from_slice(&text).map_err(|e| {
                     ApiFailure::bad_request(format!("invalid `metadata` JSON: {e}"))
                 })?;
-                metadata = Some(validate(parsed).map_err(ApiFailure::bad_request)?);
+                let valid = validate(parsed).map_err(ApiFailure::bad_request)?;
+                caller.require_app(&valid.name)?;
+                metadata = Some(valid);
             }
             "" => return Err(ApiFailure::bad_request("multipart part without a name")),
             other => {

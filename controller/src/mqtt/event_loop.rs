@@ -1,11 +1,13 @@
 //! The poll task: drives the rumqttc connection, reconnects with jittered backoff, and routes
 //! incoming messages to the status writer and the guard. It never publishes.
 
-use super::inbound::{classify, Inbound};
+use super::inbound::{classify, Inbound, SeenStamps};
 use super::{Backoff, PublishQueue};
 use crate::db::StatusUpdate;
 use crate::metrics::Metrics;
+use crate::trust::Trust;
 use fleet_schema::topic::DeviceTopicKind;
+use fleet_schema::LogBatch;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,6 +35,10 @@ pub struct LoopContext {
     pub guard_tx: mpsc::Sender<CmdMessage>,
     /// Error-rate windows fed from metrics batches.
     pub errors: Arc<crate::engine::error_window::ErrorWindows>,
+    /// Keys and identities every message is verified against.
+    pub trust: Arc<Trust>,
+    /// Verified log batches, for live followers.
+    pub logs: tokio::sync::broadcast::Sender<Arc<LogBatch>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Connection state for the ready line and the health endpoint.
@@ -44,6 +50,7 @@ pub struct LoopContext {
 /// Polls until a disconnect requested at shutdown (or until an error after shutdown began).
 pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
     let mut backoff = Backoff::default();
+    let mut seen = SeenStamps::default();
     let mut failures: u64 = 0;
     loop {
         match eventloop.poll().await {
@@ -58,7 +65,9 @@ pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
                 ctx.connected.send_replace(true);
                 tokio::spawn(on_connect(ctx.client.clone(), ctx.queue.clone()));
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => route(&ctx, &p.topic, p.payload).await,
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                route(&ctx, &mut seen, &p.topic, p.payload).await
+            }
             Ok(Event::Outgoing(Outgoing::Disconnect)) if ctx.shutdown.is_cancelled() => break,
             Ok(_) => {}
             Err(e) => {
@@ -77,6 +86,13 @@ pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
                     _ = tokio::time::sleep(delay) => {}
                     _ = ctx.shutdown.cancelled() => break,
                 }
+                // A new connection gets a new epoch and a last will stamped for it, so agents
+                // can tell this connection's presence from a replay of an older one.
+                if let Some(will) =
+                    super::options::last_will(&ctx.trust, ctx.trust.new_connection())
+                {
+                    eventloop.mqtt_options.set_last_will(will);
+                }
             }
         }
     }
@@ -90,6 +106,7 @@ async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>) {
         DeviceTopicKind::Status,
         DeviceTopicKind::Cmd,
         DeviceTopicKind::Metrics,
+        DeviceTopicKind::Logs,
     ]
     .map(|k| rumqttc::SubscribeFilter::new(k.all_devices_filter(), QoS::AtLeastOnce));
     if let Err(e) = client.subscribe_many(filters).await {
@@ -100,12 +117,13 @@ async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>) {
 }
 
 /// Routes one incoming message; rejections are logged and counted, never fatal.
-async fn route(ctx: &LoopContext, topic: &str, payload: axum::body::Bytes) {
-    match classify(topic, payload) {
-        Inbound::Status(status) => {
+async fn route(ctx: &LoopContext, seen: &mut SeenStamps, topic: &str, payload: axum::body::Bytes) {
+    match classify(&ctx.trust, seen, topic, payload) {
+        Inbound::Status(v) => {
             let update = StatusUpdate {
-                status,
+                status: v.status,
                 received_at: crate::clock::now_ms(),
+                signed: (v.key_id, v.stamp),
             };
             if ctx.status_tx.send(update).await.is_err() {
                 tracing::warn!(topic, "status writer stopped; status dropped");
@@ -121,10 +139,17 @@ async fn route(ctx: &LoopContext, topic: &str, payload: axum::body::Bytes) {
             }
         }
         Inbound::Metrics(batch) => ctx.errors.record(&batch, crate::clock::now_ms()),
+        Inbound::Logs(batch) => {
+            // No follower is fine: the batch is dropped.
+            let _ = ctx.logs.send(Arc::new(batch));
+        }
         Inbound::Ignored => {}
         Inbound::Rejected(r) => {
-            tracing::warn!(topic, reason = r.reason, detail = %r.detail, "rejected MQTT payload");
-            ctx.metrics.reject(r.topic, r.reason);
+            let n = ctx.metrics.reject(r.topic, r.reason);
+            // Bounded logging: the first few of each kind, then every thousandth.
+            if n <= 5 || n.is_multiple_of(1000) {
+                tracing::warn!(topic, reason = r.reason, detail = %r.detail, count = n, "rejected MQTT payload");
+            }
         }
     }
 }

@@ -1,14 +1,21 @@
-//! The cmd guard. The controller subscribes to `fleet/+/cmd`; a message that differs from the
-//! desired state in the database (an empty payload deleting the retained message, garbage,
-//! someone else's state) is answered by republishing the database copy, at most once per
-//! device per second. The controller's own echo is byte-identical and ignored.
+//! The cmd guard. The controller subscribes to `fleet/+/cmd`; a message that is not the
+//! desired state in the database, sealed by the controller for that device (an empty payload
+//! deleting the retained message, garbage, a forged or replayed state), is answered by
+//! republishing the database copy, at most once per device per second. Agents refuse such
+//! messages anyway (they are not signed by the controller, or not newer); the repair puts the
+//! right state back for devices that connect later. The controller's own echo is recognised by
+//! the hash of what it published and ignored.
 
 use super::event_loop::CmdMessage;
-use super::inbound::codec_reason;
+use super::inbound::{codec_reason, seal_reason};
 use super::PublishQueue;
 use crate::db::Db;
 use crate::metrics::Metrics;
-use fleet_schema::{DesiredState, DEFAULT_MAX_PAYLOAD};
+use crate::trust::registry::ActiveDevice;
+use crate::trust::Trust;
+use fleet_schema::signing::TrustedKey;
+use fleet_schema::trust::{open, OpenParams};
+use fleet_schema::{DesiredState, Topic, DEFAULT_MAX_PAYLOAD};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,22 +26,51 @@ use tokio_util::sync::CancellationToken;
 /// Least time between two repairs of the same device's retained message.
 pub const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How a cmd payload that differs from the database copy came about.
+/// How a cmd payload that is not our last publish came about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Difference {
-    /// A valid desired state for this device with a lower generation: most likely the echo of
-    /// our own previous publish arriving after a newer commit. Repaired, not counted.
+    /// Sealed by us for this device with the stored content (an earlier publish of the same
+    /// state, e.g. before a restart): nothing to do.
+    Ours,
+    /// Sealed by us for this device with a lower generation: most likely the echo of our own
+    /// previous publish arriving after a newer commit. Repaired, not counted.
     Stale,
     /// Anything else: counted as rejected with this reason, and repaired.
     Foreign(&'static str),
 }
 
-/// Classifies a payload that differs from the stored bytes (pure).
-pub fn judge(stored: &DesiredState, payload: &[u8]) -> Difference {
-    match fleet_schema::decode::<DesiredState>(payload, DEFAULT_MAX_PAYLOAD) {
+/// Classifies a cmd payload against the stored desired state (pure).
+pub fn judge(
+    controller: &TrustedKey,
+    device: &ActiveDevice,
+    stored: &DesiredState,
+    payload: &[u8],
+) -> Difference {
+    if payload.is_empty() {
+        return Difference::Foreign("empty");
+    }
+    let Ok(dev) = fleet_schema::DeviceId::parse(&stored.device_id) else {
+        return Difference::Foreign("device-mismatch");
+    };
+    let topic = Topic::Cmd(dev).to_string();
+    let opened = match open(
+        OpenParams {
+            topic: &topic,
+            signer: controller,
+            me: Some(&device.key.id),
+            decrypt: Some(&device.bus_key),
+        },
+        payload,
+        DEFAULT_MAX_PAYLOAD + 4096,
+    ) {
+        Ok(o) => o,
+        Err(e) => return Difference::Foreign(seal_reason(&e)),
+    };
+    match fleet_schema::decode::<DesiredState>(&opened.body, DEFAULT_MAX_PAYLOAD) {
         Err(e) => Difference::Foreign(codec_reason(&e)),
         Ok(d) if d.device_id != stored.device_id => Difference::Foreign("device-mismatch"),
         Ok(d) if d.generation < stored.generation => Difference::Stale,
+        Ok(d) if d == *stored => Difference::Ours,
         Ok(_) => Difference::Foreign("differs"),
     }
 }
@@ -87,6 +123,7 @@ impl RepairLimiter {
 pub async fn run(
     mut rx: mpsc::Receiver<CmdMessage>,
     db: Db,
+    trust: Arc<Trust>,
     queue: Arc<PublishQueue>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -105,7 +142,7 @@ pub async fn run(
             }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
-                check(msg, &db, &queue, &metrics, &mut limiter).await;
+                check(msg, &db, &trust, &queue, &metrics, &mut limiter).await;
             }
         }
     }
@@ -115,44 +152,39 @@ pub async fn run(
 async fn check(
     msg: CmdMessage,
     db: &Db,
+    trust: &Trust,
     queue: &PublishQueue,
     metrics: &Metrics,
     limiter: &mut RepairLimiter,
 ) {
+    if queue.is_last_published(&msg.device, &msg.payload) {
+        return;
+    }
     let device = msg.device.clone();
-    let stored = match db.call(move |db| db.desired_bytes(&device)).await {
+    let stored = match db.call(move |db| db.desired(&device)).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, device = %msg.device, "cmd guard cannot read the database");
             return;
         }
     };
-    let Some(stored) = stored else {
-        let reason = match fleet_schema::decode::<DesiredState>(&msg.payload, DEFAULT_MAX_PAYLOAD) {
-            Err(e) => codec_reason(&e),
-            Ok(_) => "no-desired-state",
-        };
-        tracing::warn!(device = %msg.device, reason, "cmd message for a device without desired state; left alone");
-        metrics.reject("cmd", reason);
-        return;
-    };
-    if stored == msg.payload {
-        return;
-    }
-    let stored_state = match fleet_schema::decode::<DesiredState>(&stored, usize::MAX) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, device = %msg.device, "stored desired state does not decode");
-            return;
+    let (Some(stored), Some(active)) = (stored, trust.device(&msg.device)) else {
+        let n = metrics.reject("cmd", "no-desired-state");
+        if n <= 5 || n.is_multiple_of(1000) {
+            tracing::warn!(device = %msg.device, "cmd message for a device without desired state or enrollment; left alone");
         }
+        return;
     };
-    match judge(&stored_state, &msg.payload) {
+    match judge(&trust.key().trusted(), &active, &stored, &msg.payload) {
+        Difference::Ours => return,
         Difference::Stale => {
             tracing::debug!(device = %msg.device, "older desired state seen on cmd; republishing")
         }
         Difference::Foreign(reason) => {
-            tracing::warn!(device = %msg.device, reason, "cmd message differs from the database; republishing");
-            metrics.reject("cmd", reason);
+            let n = metrics.reject("cmd", reason);
+            if n <= 5 || n.is_multiple_of(1000) {
+                tracing::warn!(device = %msg.device, reason, "cmd message is not the controller's current desired state; republishing");
+            }
         }
     }
     if limiter.request(&msg.device, Instant::now()) {
@@ -176,18 +208,43 @@ mod tests {
 
     #[test]
     fn judges_differences() {
+        use fleet_schema::trust::{seal, BusKey, SealParams, SigningKey, Stamp};
+        let ctl = SigningKey::generate().expect("keygen").0;
+        let dev_key = SigningKey::generate().expect("keygen").0;
+        let active = ActiveDevice {
+            key: dev_key.trusted(),
+            bus_key: BusKey([3; 32]),
+            password_hash: String::new(),
+            labels: Default::default(),
+        };
         let stored = state("d", 3);
-        let enc = |s: &DesiredState| fleet_schema::encode(s).expect("encodes");
-        assert_eq!(judge(&stored, &enc(&state("d", 2))), Difference::Stale);
+        let sealed_by = |signer: &SigningKey, s: &DesiredState| {
+            seal(
+                SealParams {
+                    topic: "fleet/d/cmd",
+                    signer,
+                    to: Some(dev_key.id()),
+                    stamp: Stamp::default(),
+                    encrypt: Some(&active.bus_key),
+                },
+                &fleet_schema::encode(s).expect("encodes"),
+            )
+            .expect("seals")
+        };
+        let j = |bytes: &[u8]| judge(&ctl.trusted(), &active, &stored, bytes);
+        assert_eq!(j(&sealed_by(&ctl, &state("d", 3))), Difference::Ours);
+        assert_eq!(j(&sealed_by(&ctl, &state("d", 2))), Difference::Stale);
         assert_eq!(
-            judge(&stored, &enc(&state("d", 4))),
+            j(&sealed_by(&ctl, &state("d", 4))),
             Difference::Foreign("differs")
         );
         assert_eq!(
-            judge(&stored, &enc(&state("e", 1))),
-            Difference::Foreign("device-mismatch")
+            j(&sealed_by(&dev_key, &state("d", 9))),
+            Difference::Foreign("wrong-signer")
         );
-        assert_eq!(judge(&stored, b""), Difference::Foreign("empty"));
+        let plain = fleet_schema::encode(&state("d", 9)).expect("encodes");
+        assert_eq!(j(&plain), Difference::Foreign("unsigned"));
+        assert_eq!(j(b""), Difference::Foreign("empty"));
     }
 
     #[test]

@@ -9,24 +9,29 @@
 //! - [`catch_up`] periodically republishes to online devices reporting an old generation;
 //! - a short task per (re)connect subscribes and queues the full republish.
 //!
-//! [`inbound`] holds the pure classification of incoming messages.
+//! - [`kick`] disconnects devices whose enrollment was revoked or reset.
+//!
+//! [`inbound`] holds the classification of incoming messages, which verifies every device
+//! message against the device's enrolled key.
 
 mod backoff;
 pub mod catch_up;
 pub mod event_loop;
 pub mod guard;
 pub mod inbound;
-mod options;
+pub mod kick;
+pub mod options;
 pub mod publisher;
 pub mod status_writer;
 
 pub use backoff::Backoff;
-pub use options::{mqtt_options, CLIENT_ID, MAX_PACKET_SIZE};
+pub use options::{mqtt_options, Connection, CLIENT_ID, MAX_PACKET_SIZE};
 pub use publisher::PublishQueue;
 
-use crate::config::MqttUrl;
 use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::trust::Trust;
+use fleet_schema::LogBatch;
 use rumqttc::AsyncClient;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -54,16 +59,33 @@ pub struct Bridge {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-/// Starts the bridge's tasks. `http_url` goes into the controller's presence message.
-pub fn start(
-    url: &MqttUrl,
-    http_url: String,
-    db: Db,
-    metrics: Arc<Metrics>,
-    errors: Arc<crate::engine::error_window::ErrorWindows>,
-    shutdown: CancellationToken,
-) -> Bridge {
-    let options = mqtt_options(url);
+/// What the bridge needs besides the database.
+pub struct BridgeParts {
+    /// Where and as whom to connect.
+    pub conn: Connection,
+    /// fleetd's HTTP base URL, for the presence message.
+    pub http_url: String,
+    /// Keys and identities.
+    pub trust: Arc<Trust>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Error-rate windows.
+    pub errors: Arc<crate::engine::error_window::ErrorWindows>,
+    /// Where verified log batches go.
+    pub logs: tokio::sync::broadcast::Sender<Arc<LogBatch>>,
+}
+
+/// Starts the bridge's tasks.
+pub fn start(parts: BridgeParts, db: Db, shutdown: CancellationToken) -> Bridge {
+    let BridgeParts {
+        conn,
+        http_url,
+        trust,
+        metrics,
+        errors,
+        logs,
+    } = parts;
+    let options = mqtt_options(&conn, &trust);
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
     let (connected_tx, connected) = watch::channel(false);
     let queue = Arc::new(PublishQueue::default());
@@ -81,6 +103,7 @@ pub fn start(
         tokio::spawn(guard::run(
             guard_rx,
             db.clone(),
+            trust.clone(),
             queue.clone(),
             metrics.clone(),
             shutdown.clone(),
@@ -89,10 +112,12 @@ pub fn start(
             queue.clone(),
             client.clone(),
             db,
+            trust.clone(),
             metrics.clone(),
             http_url,
             shutdown.clone(),
         )),
+        tokio::spawn(kick::run(conn, trust.clone(), shutdown.clone())),
     ];
     let ctx = event_loop::LoopContext {
         client: client.clone(),
@@ -100,6 +125,8 @@ pub fn start(
         status_tx,
         guard_tx,
         errors,
+        trust,
+        logs,
         metrics,
         connected: connected_tx,
         shutdown,

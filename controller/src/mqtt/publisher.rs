@@ -2,12 +2,18 @@
 //! published ([`PublishQueue`]); the task reads the current bytes from the database when it
 //! publishes, so repeated requests coalesce, a full republish of a large fleet needs no memory
 //! beyond the set of device ids, and what goes out is always the committed copy.
+//!
+//! Everything is sealed on the way out (`fleet_schema::trust::seal`): a desired state is signed
+//! by the controller's key, addressed to the device's key and encrypted under its bus key; the
+//! presence message and requests are signed. A device that is not enrolled (or was revoked) gets
+//! nothing.
 
 use crate::db::Db;
 use crate::metrics::Metrics;
-use fleet_schema::{ControllerStatus, DeviceId, Topic};
+use crate::trust::Trust;
+use fleet_schema::{AgentRequest, ControllerStatus, DeviceId, Topic};
 use rumqttc::{AsyncClient, QoS};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -22,6 +28,7 @@ struct Pending {
     devices: BTreeSet<String>,
     all: bool,
     controller_at: Option<u64>,
+    requests: Vec<(DeviceId, AgentRequest)>,
 }
 
 /// Requests for the publisher task; cheap to call from anywhere, never blocks on the network.
@@ -29,9 +36,44 @@ struct Pending {
 pub struct PublishQueue {
     pending: Mutex<Pending>,
     notify: Notify,
+    /// sha256 of the last sealed desired state published per device (the guard's echo check).
+    published: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 impl PublishQueue {
+    /// Send a one-off request to a device (signed and encrypted like its desired state).
+    pub fn request(&self, device: DeviceId, req: AgentRequest) {
+        self.pending
+            .lock()
+            .expect("publish queue lock is never poisoned")
+            .requests
+            .push((device, req));
+        self.notify.notify_one();
+    }
+
+    /// True when `payload` is exactly the last desired state we published for `device`.
+    pub fn is_last_published(&self, device: &str, payload: &[u8]) -> bool {
+        self.published
+            .lock()
+            .expect("published map lock is never poisoned")
+            .get(device)
+            .is_some_and(|h| *h == digest(payload))
+    }
+
+    fn record_published(&self, device: &str, payload: &[u8]) {
+        self.published
+            .lock()
+            .expect("published map lock is never poisoned")
+            .insert(device.to_string(), digest(payload));
+    }
+
     /// Publish these devices' desired states.
     pub fn mark_devices(&self, ids: impl IntoIterator<Item = String>) {
         self.pending
@@ -85,6 +127,7 @@ pub async fn run(
     queue: Arc<PublishQueue>,
     client: AsyncClient,
     db: Db,
+    trust: Arc<Trust>,
     metrics: Arc<Metrics>,
     http_url: String,
     shutdown: CancellationToken,
@@ -96,14 +139,36 @@ pub async fn run(
         }
         let pending = queue.take();
         if let Some(at) = pending.controller_at {
-            match fleet_schema::encode(&controller_status(true, &http_url, at)) {
+            let topic = Topic::ControllerStatus.to_string();
+            let sealed = fleet_schema::encode(&controller_status(true, &http_url, at))
+                .map_err(|e| e.to_string())
+                .and_then(|b| trust.seal_public(&topic, &b).map_err(|e| e.to_string()));
+            match sealed {
                 Ok(bytes) => {
-                    let topic = Topic::ControllerStatus.to_string();
-                    if !publish(&client, &shutdown, topic, bytes).await {
+                    if !publish(&client, &shutdown, topic, bytes, true).await {
                         return;
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "cannot encode controller status"),
+                Err(e) => tracing::error!(error = %e, "cannot seal the controller's presence"),
+            }
+        }
+        for (device, req) in pending.requests {
+            let topic = Topic::Req(device.clone()).to_string();
+            let sealed = fleet_schema::encode(&req)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    trust
+                        .seal_for_device(&topic, device.as_str(), trust.next_stamp(), &b)
+                        .ok_or_else(|| format!("device {device} is not enrolled"))?
+                        .map_err(|e| e.to_string())
+                });
+            match sealed {
+                Ok(bytes) => {
+                    if !publish(&client, &shutdown, topic, bytes, false).await {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "request not sent"),
             }
         }
         let mut ids = pending.devices;
@@ -135,7 +200,20 @@ pub async fn run(
                         continue;
                     }
                 };
-                if !publish(&client, &shutdown, Topic::Cmd(device).to_string(), bytes).await {
+                let topic = Topic::Cmd(device).to_string();
+                let sealed = match trust.seal_for_device(&topic, &id, trust.next_stamp(), &bytes) {
+                    None => {
+                        tracing::debug!(device = %id, "not enrolled: desired state not published");
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, device = %id, "cannot seal desired state");
+                        continue;
+                    }
+                    Some(Ok(sealed)) => sealed,
+                };
+                queue.record_published(&id, &sealed);
+                if !publish(&client, &shutdown, topic, sealed, true).await {
                     return;
                 }
                 metrics.desired_published.fetch_add(1, Ordering::Relaxed);
@@ -145,16 +223,18 @@ pub async fn run(
     }
 }
 
-/// Publishes retained at QoS 1; false when the task must stop (shutdown or client gone).
+/// Publishes at QoS 1 (retained or not); false when the task must stop (shutdown or client
+/// gone).
 async fn publish(
     client: &AsyncClient,
     shutdown: &CancellationToken,
     topic: String,
     payload: Vec<u8>,
+    retain: bool,
 ) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => false,
-        r = client.publish(topic, QoS::AtLeastOnce, true, payload) => match r {
+        r = client.publish(topic, QoS::AtLeastOnce, retain, payload) => match r {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "MQTT client stopped; publisher ends");

@@ -40,6 +40,9 @@ pub async fn run(
                 metrics
                     .devices_online
                     .fetch_add(outcome.online_delta, Ordering::Relaxed);
+                for _ in 0..outcome.stale {
+                    metrics.reject("status", "stale");
+                }
                 tracing::debug!(statuses = n, "device statuses committed");
                 let due = catch_up.admit(outcome.behind, Instant::now());
                 if !due.is_empty() {

@@ -7,13 +7,14 @@ mod shutdown;
 
 pub use shutdown::wait_for_signal;
 
-use crate::config::{http_url, public_url, MqttUrl, ServeArgs};
+use crate::config::{http_url, mqtt_url_for, public_url, MqttUrl, SecurityArgs, ServeArgs};
 use crate::db::{Db, DbError};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::store::StoreError;
-use fleet_broker::{BrokerError, EmbeddedBroker};
+use crate::trust::{self, Trust, TrustError};
+use fleet_broker::{BrokerError, BrokerOptions, EmbeddedBroker};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -62,6 +63,15 @@ pub enum ServeError {
     /// A startup task failed.
     #[error("startup task failed: {0}")]
     Task(String),
+    /// Keys, identities or tokens cannot be loaded.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// A TLS file is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The security settings do not fit together.
+    #[error("{0}")]
+    Settings(String),
 }
 
 /// Where a ready controller can be reached (for the ready line and for tests).
@@ -69,6 +79,8 @@ pub enum ServeError {
 pub struct Ready {
     /// The address the HTTP API listens on.
     pub http_addr: SocketAddr,
+    /// Whether the API is served over HTTPS.
+    pub https: bool,
     /// The broker the controller is connected to.
     pub mqtt: MqttUrl,
 }
@@ -78,7 +90,7 @@ impl Ready {
     pub fn line(&self) -> String {
         format!(
             "fleetd ready http={} mqtt={}",
-            http_url(self.http_addr),
+            http_url(self.http_addr, self.https),
             self.mqtt
         )
     }
@@ -121,17 +133,79 @@ pub async fn run(
         &args.data_dir,
         std::time::Duration::from_secs(args.download_url_ttl_secs),
     )?;
+    let sec = &args.security;
+    let trust = Arc::new(open_trust(&db, &args, sec).await?);
+    {
+        let (db2, trust2, dir) = (db.clone(), trust.clone(), args.data_dir.clone());
+        let env_token = std::env::var(trust::tokens::ADMIN_TOKEN_ENV).ok();
+        db.call(move |_| {
+            Ok(trust::tokens::bootstrap(
+                &db2,
+                &trust2,
+                &dir,
+                env_token.as_deref(),
+            ))
+        })
+        .await?
+        .map_err(|e| ServeError::Settings(e.to_string()))?;
+    }
+    let server_tls = match (&sec.tls_cert, &sec.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(
+            cert,
+            key,
+            sec.tls_client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
 
-    let (mqtt_url, _broker) = match &args.mqtt_url {
-        Some(url) => (url.clone(), None),
+    // The bus: our own connection goes to `bus_url`; devices are told `public_mqtt`.
+    let (bus_url, public_mqtt, bus_tls, mut broker) = match &args.mqtt_url {
+        Some(url) => {
+            let tls = match (url.tls, &sec.mqtt_ca) {
+                (true, Some(ca)) => {
+                    let client = sec
+                        .mqtt_client_cert
+                        .as_deref()
+                        .zip(sec.mqtt_client_key.as_deref());
+                    Some(crate::tls::client_config(ca, client)?)
+                }
+                (true, None) => {
+                    return Err(ServeError::Settings(format!(
+                        "--mqtt-url {url} uses TLS: give the broker's CA with --mqtt-ca"
+                    )))
+                }
+                (false, _) => None,
+            };
+            (url.clone(), url.clone(), tls, None)
+        }
         None => {
-            let listen = args.mqtt_listen;
-            let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(listen))
+            let check: Option<fleet_broker::ConnectCheck> = if trust.insecure() {
+                None
+            } else {
+                let t = trust.clone();
+                Some(Arc::new(move |id: &str, user: &str, pass: &str| {
+                    t.authorize_connect(id, user, pass)
+                }))
+            };
+            let opts = BrokerOptions {
+                listen: args.mqtt_listen,
+                check,
+                tls: server_tls.clone(),
+            };
+            let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(opts))
                 .await
                 .map_err(|e| ServeError::Task(e.to_string()))??;
-            (MqttUrl::from_addr(broker.local_addr()), Some(broker))
+            (
+                mqtt_url_for(broker.internal_addr(), false),
+                mqtt_url_for(broker.local_addr(), server_tls.is_some()),
+                None,
+                Some(broker),
+            )
         }
     };
+    if let Some(front) = broker.as_mut().and_then(EmbeddedBroker::take_front) {
+        tokio::spawn(front.run());
+    }
 
     let listener = tokio::net::TcpListener::bind(args.http_listen)
         .await
@@ -145,27 +219,54 @@ pub async fn run(
             addr: args.http_listen,
             reason,
         })?;
-    let public = public_url(args.public_url.as_deref(), http_addr);
+    let https = server_tls.is_some();
+    let public = public_url(args.public_url.as_deref(), http_addr, https);
 
     let metrics = Arc::new(Metrics::default());
     metrics.devices_online.store(0, Ordering::Relaxed);
     let token = CancellationToken::new();
     let errors = Arc::new(crate::engine::error_window::ErrorWindows::default());
+    let logs = http::logs::log_channel();
+    let mut conn = mqtt::Connection::controller(bus_url, &trust, bus_tls);
+    if let Some(user) = &sec.mqtt_username {
+        conn.username = user.clone();
+    }
     let mut bridge = mqtt::start(
-        &mqtt_url,
-        public.clone(),
+        mqtt::BridgeParts {
+            conn,
+            http_url: public.clone(),
+            trust: trust.clone(),
+            metrics: metrics.clone(),
+            errors: errors.clone(),
+            logs: logs.clone(),
+        },
         db.clone(),
-        metrics.clone(),
-        errors.clone(),
         token.clone(),
     );
     bridge.tasks.push(tokio::spawn(crate::engine::driver::run(
         db.clone(),
         bridge.queue.clone(),
         errors,
+        trust.clone(),
         rollout_tick(),
         token.clone(),
     )));
+    if let Some(dir) = &sec.mosquitto_dir {
+        bridge.tasks.push(tokio::spawn(trust::broker_files::run(
+            trust::broker_files::BrokerFiles {
+                dir: dir.clone(),
+                reload: sec.mosquitto_reload.clone(),
+            },
+            db.clone(),
+            trust.clone(),
+            token.clone(),
+        )));
+    }
+    if trust.insecure() {
+        bridge
+            .tasks
+            .push(tokio::spawn(warn_insecure(token.clone())));
+    }
 
     let state = AppState {
         db,
@@ -186,14 +287,33 @@ pub async fn run(
                 )
             })
             .map(Arc::new),
+        trust: trust.clone(),
+        logs,
+        max_pending_enrollments: sec.max_pending_enrollments,
     };
     let http_token = token.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(async move { http_token.cancelled().await })
-            .await
-    });
-    tracing::info!(http = %http_addr, mqtt = %mqtt_url, "serving");
+    let router = http::router(state);
+    let http_task = match server_tls {
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls).map_err(|reason| {
+                ServeError::HttpBind {
+                    addr: args.http_listen,
+                    reason,
+                }
+            })?;
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { http_token.cancelled().await })
+                    .await
+            })
+        }
+        None => tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { http_token.cancelled().await })
+                .await
+        }),
+    };
+    tracing::info!(http = %http_addr, https, mqtt = %public_mqtt, controller_key = trust.key().id(), insecure = trust.insecure(), "serving");
 
     tokio::pin!(stop);
     let mut connected = bridge.connected.clone();
@@ -204,11 +324,59 @@ pub async fn run(
     if ready {
         on_ready(&Ready {
             http_addr,
-            mqtt: mqtt_url.clone(),
+            https,
+            mqtt: public_mqtt.clone(),
         });
         stop.await;
     }
 
     tracing::info!("shutting down");
-    shutdown::graceful(bridge, token, http_task).await
+    shutdown::graceful(bridge, &trust, token, http_task).await
+}
+
+/// Opens the trust state. The controller's own broker password: from
+/// `--mqtt-password-file`; for an external broker without one, generated once and kept in the
+/// database (so the Mosquitto password file stays valid across restarts); for the embedded
+/// broker, fresh at every start.
+async fn open_trust(db: &Db, args: &ServeArgs, sec: &SecurityArgs) -> Result<Trust, ServeError> {
+    let password = match &sec.mqtt_password_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ServeError::Settings(format!("--mqtt-password-file {}: {e}", path.display()))
+                })?
+                .trim()
+                .to_string(),
+        ),
+        None if args.mqtt_url.is_some() => Some(
+            db.call(|db| {
+                const KEY: &str = "controller-mqtt-password";
+                if let Some(v) = db.meta(KEY)? {
+                    return Ok(String::from_utf8_lossy(&v).into_owned());
+                }
+                let fresh = fleet_schema::trust::keys::new_secret_hex()
+                    .map_err(|e| DbError::Encode(e.to_string()))?;
+                db.put_meta(KEY, fresh.as_bytes())?;
+                Ok(fresh)
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    let (db2, dir, insecure) = (db.clone(), args.data_dir.clone(), sec.insecure);
+    tokio::task::spawn_blocking(move || Trust::open(&db2, &dir, insecure, password))
+        .await
+        .map_err(|e| ServeError::Task(e.to_string()))?
+        .map_err(ServeError::from)
+}
+
+/// With `--insecure`: a loud warning at start and every five minutes.
+async fn warn_insecure(shutdown: CancellationToken) {
+    loop {
+        tracing::warn!("INSECURE MODE: MQTT connections and API calls are NOT authenticated (--insecure). Anyone who reaches this controller can read and change the fleet's deployments. Messages stay signed, so devices still refuse anything not from this controller. Use only on a trusted lab network.");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(300)) => {}
+        }
+    }
 }

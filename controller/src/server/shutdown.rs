@@ -34,6 +34,7 @@ pub async fn wait_for_signal() {
 /// Stops everything started by `run`.
 pub(super) async fn graceful(
     bridge: Bridge,
+    trust: &crate::trust::Trust,
     token: CancellationToken,
     http_task: JoinHandle<std::io::Result<()>>,
 ) -> Result<(), ServeError> {
@@ -43,13 +44,14 @@ pub(super) async fn graceful(
         http_url: None,
         ..offline
     };
-    if let Ok(payload) = fleet_schema::encode(&offline) {
-        let publish = bridge.client.publish(
-            Topic::ControllerStatus.to_string(),
-            QoS::AtLeastOnce,
-            true,
-            payload,
-        );
+    let topic = Topic::ControllerStatus.to_string();
+    let sealed = fleet_schema::encode(&offline)
+        .map_err(|e| e.to_string())
+        .and_then(|b| trust.seal_public(&topic, &b).map_err(|e| e.to_string()));
+    if let Ok(payload) = sealed {
+        let publish = bridge
+            .client
+            .publish(topic, QoS::AtLeastOnce, true, payload);
         if !matches!(
             tokio::time::timeout(STEP_TIMEOUT, publish).await,
             Ok(Ok(()))

@@ -3,6 +3,7 @@
 //! a process behind.
 
 use super::procs::{kill_processes_under, processes_under, signal, workspace_bin};
+use super::Access;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 pub struct Agent {
     /// The device id it runs as.
     pub device_id: String,
-    mqtt_url: String,
+    access: Access,
     labels: Vec<(String, String)>,
     extra_args: Vec<String>,
     dir: tempfile::TempDir,
@@ -19,22 +20,23 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts an agent for `device_id` against the broker at `mqtt_url`.
-    pub fn start(device_id: &str, mqtt_url: &str, labels: &[(&str, &str)]) -> Self {
-        Self::start_with_args(device_id, mqtt_url, labels, &[])
+    /// Starts an agent for `device_id` that enrolls with (and then joins) the fleetd of
+    /// `access`.
+    pub fn start(device_id: &str, access: &Access, labels: &[(&str, &str)]) -> Self {
+        Self::start_with_args(device_id, access, labels, &[])
     }
 
     /// Starts an agent with extra command-line flags (e.g. `--trusted-key`).
     pub fn start_with_args(
         device_id: &str,
-        mqtt_url: &str,
+        access: &Access,
         labels: &[(&str, &str)],
         args: &[&str],
     ) -> Self {
         let mut agent = Self {
             extra_args: args.iter().map(|a| a.to_string()).collect(),
             device_id: device_id.to_string(),
-            mqtt_url: mqtt_url.to_string(),
+            access: access.clone(),
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -52,11 +54,17 @@ impl Agent {
             .append(true)
             .open(self.log_path())
             .expect("open agent log");
+        let token_file = self.dir.path().join("enroll.token");
+        std::fs::write(&token_file, &self.access.enroll_token).expect("write the enrollment token");
         let mut cmd = Command::new(workspace_bin("fleet-agent"));
         cmd.arg("--device-id")
             .arg(&self.device_id)
             .arg("--mqtt-url")
-            .arg(&self.mqtt_url)
+            .arg(&self.access.mqtt_url)
+            .arg("--server")
+            .arg(&self.access.server)
+            .arg("--enroll-token-file")
+            .arg(&token_file)
             .arg("--data-dir")
             .arg(self.data_dir());
         for (k, v) in &self.labels {
@@ -68,6 +76,66 @@ impl Agent {
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log);
         self.child = Some(cmd.spawn().expect("spawn fleet-agent"));
+    }
+
+    /// Opens a desired state published for this agent's device, with the keys in its data
+    /// directory (its device key and the bus key from its enrollment record).
+    pub fn open_cmd(&self, payload: &[u8]) -> fleet_schema::DesiredState {
+        self.try_open_cmd(payload)
+            .expect("desired state sealed for this device")
+    }
+
+    /// Like [`Agent::open_cmd`], `None` when the payload is not a desired state sealed for it.
+    pub fn try_open_cmd(&self, payload: &[u8]) -> Option<fleet_schema::DesiredState> {
+        let data = self.data_dir();
+        let key = fleet_schema::trust::SigningKey::from_pkcs8(
+            &std::fs::read(data.join("device.key")).expect("device key"),
+        )
+        .expect("device key parses");
+        let rec: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(data.join("enrollment.json")).expect("enrollment record"),
+        )
+        .expect("enrollment record parses");
+        let bus = fleet_schema::trust::BusKey::from_hex(rec["bus_key"].as_str().expect("bus_key"))
+            .expect("bus key");
+        let controller = fleet_schema::signing::TrustedKey::from_hex(
+            rec["controller_key"].as_str().expect("controller_key"),
+        )
+        .expect("controller key");
+        let topic = format!("fleet/{}/cmd", self.device_id);
+        let opened = fleet_schema::trust::open(
+            fleet_schema::trust::OpenParams {
+                topic: &topic,
+                signer: &controller,
+                me: Some(key.id()),
+                decrypt: Some(&bus),
+            },
+            payload,
+            fleet_schema::DEFAULT_MAX_PAYLOAD + 4096,
+        )
+        .ok()?;
+        fleet_schema::decode(&opened.body, fleet_schema::DEFAULT_MAX_PAYLOAD).ok()
+    }
+
+    /// Opens a report (status, metrics, logs) this agent published on `topic`, checking it is
+    /// sealed by the agent's device key.
+    pub fn open_report<T: serde::de::DeserializeOwned>(&self, topic: &str, payload: &[u8]) -> T {
+        let key = fleet_schema::trust::SigningKey::from_pkcs8(
+            &std::fs::read(self.data_dir().join("device.key")).expect("device key"),
+        )
+        .expect("device key parses");
+        let opened = fleet_schema::trust::open(
+            fleet_schema::trust::OpenParams {
+                topic,
+                signer: &key.trusted(),
+                me: None,
+                decrypt: None,
+            },
+            payload,
+            fleet_schema::DEFAULT_MAX_PAYLOAD + 4096,
+        )
+        .expect("report sealed by the agent's key");
+        fleet_schema::decode(&opened.body, fleet_schema::DEFAULT_MAX_PAYLOAD).expect("decodes")
     }
 
     /// The agent's data directory.

@@ -13,6 +13,7 @@ use std::time::Duration;
 pub fn fleetctl(fleetd: &Fleetd, args: &[&str]) -> (bool, String) {
     let out = Command::new(workspace_bin("fleetctl"))
         .env("FLEET_SERVER", fleetd.url(""))
+        .env("FLEET_TOKEN", super::admin_token())
         .args(args)
         .output()
         .expect("run fleetctl");

@@ -31,25 +31,105 @@ pub fn require_tool(name: &str, candidates: &[&str]) -> Option<PathBuf> {
     None
 }
 
-/// A Mosquitto broker on an ephemeral port, killed on drop.
+/// A broker fleetd is pointed at with `--mqtt-url`, and, for a Mosquitto with FleetD's files,
+/// where fleetd keeps them and how it reloads the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerRef {
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// The directory of `fleet.passwd` and `fleet.acl`, and the broker's pid (for SIGHUP).
+    files: Option<(PathBuf, u32)>,
+    /// A file with the password fleetd connects with (so tests can act as the broker's admin).
+    password_file: Option<PathBuf>,
+}
+
+impl BrokerRef {
+    /// A broker without FleetD's files (an embedded broker the test started, say).
+    pub fn plain(port: u16) -> BrokerRef {
+        BrokerRef {
+            port,
+            files: None,
+            password_file: None,
+        }
+    }
+
+    /// The broker's URL.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// fleetd's flags for this broker.
+    pub fn fleetd_args(&self) -> Vec<String> {
+        let mut args = vec!["--mqtt-url".to_string(), self.url()];
+        if let Some((dir, pid)) = &self.files {
+            args.push("--mosquitto-dir".into());
+            args.push(dir.to_string_lossy().into_owned());
+            args.push("--mosquitto-reload".into());
+            args.push(format!("kill -HUP {pid}"));
+        }
+        if let Some(p) = &self.password_file {
+            args.push("--mqtt-password-file".into());
+            args.push(p.to_string_lossy().into_owned());
+        }
+        args
+    }
+}
+
+/// A Mosquitto broker on an ephemeral port, killed on drop. By default it enforces FleetD's
+/// password and ACL files (empty until fleetd writes them: nobody may connect before).
 pub struct Mosquitto {
     child: Child,
     /// Port it listens on (127.0.0.1).
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    secured: bool,
 }
 
 impl Mosquitto {
-    /// Starts Mosquitto, or returns None (skip) when it is not installed.
+    /// Starts Mosquitto with FleetD's password and ACL files in force, or returns None (skip)
+    /// when it is not installed.
     pub fn start() -> Option<Self> {
+        Self::launch(true)
+    }
+
+    /// Starts Mosquitto open to anyone (for tests of a broker without authentication).
+    pub fn start_open() -> Option<Self> {
+        Self::launch(false)
+    }
+
+    fn launch(secured: bool) -> Option<Self> {
         let bin = require_tool("mosquitto", &["/usr/sbin/mosquitto"])?;
         let dir = tempfile::tempdir().expect("temp dir for mosquitto.conf");
+        // Started as root, Mosquitto drops to its own user: it must be able to read its files
+        // (as in a real installation) and write its log.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the broker's directory");
+        let log = dir.path().join("mosquitto.log");
+        std::fs::write(&log, "").expect("create the log");
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).expect("chmod log");
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
+        let auth = if secured {
+            let password = fleet_schema::trust::keys::new_secret_hex().expect("random");
+            std::fs::write(dir.path().join("fleetd.password"), password).expect("password file");
+            let files = dir.path().join("fleet");
+            std::fs::create_dir_all(&files).expect("files dir");
+            for f in ["fleet.passwd", "fleet.acl"] {
+                std::fs::write(files.join(f), "").expect("empty file");
+            }
+            format!(
+                "allow_anonymous false\npassword_file {0}/fleet.passwd\nacl_file {0}/fleet.acl\n",
+                files.display()
+            )
+        } else {
+            "allow_anonymous true\n".to_string()
+        };
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmessage_size_limit 0\n"
+                "listener {port} 127.0.0.1\n{auth}persistence false\nmax_connections -1\nmessage_size_limit 0\nmax_queued_messages 1000000\nlog_dest file {}/mosquitto.log\nlog_type all\n",
+                dir.path().display()
             ),
         )
         .expect("write mosquitto.conf");
@@ -70,13 +150,48 @@ impl Mosquitto {
         Some(Self {
             child,
             port,
-            _dir: dir,
+            dir,
+            secured,
         })
     }
 
     /// The broker's URL for `--mqtt-url`.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The reference fleetd starts with.
+    pub fn broker(&self) -> BrokerRef {
+        BrokerRef {
+            port: self.port,
+            files: self
+                .secured
+                .then(|| (self.dir.path().join("fleet"), self.child.id())),
+            password_file: self
+                .secured
+                .then(|| self.dir.path().join("fleetd.password")),
+        }
+    }
+
+    /// The password fleetd connects with (user `_fleetd`): the broker's administrator, whom
+    /// tests impersonate to play a compromised broker.
+    pub fn controller_password(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("fleetd.password"))
+            .expect("fleetd password")
+            .trim()
+            .to_string()
+    }
+
+    /// The files fleetd wrote (password file, ACL file).
+    pub fn files(&self) -> (String, String) {
+        let read =
+            |f| std::fs::read_to_string(self.dir.path().join("fleet").join(f)).unwrap_or_default();
+        (read("fleet.passwd"), read("fleet.acl"))
+    }
+
+    /// Mosquitto's own log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 }
 

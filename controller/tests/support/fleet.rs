@@ -134,7 +134,7 @@ pub fn fleet_on_v1(
         .map(|i| {
             Agent::start_with_args(
                 &format!("{prefix}-{i}"),
-                &fleetd.mqtt_url(),
+                &fleetd.access(),
                 &[("ring", ring)],
                 args,
             )

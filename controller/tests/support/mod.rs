@@ -7,11 +7,32 @@
 
 pub mod agent;
 pub mod cli;
+pub mod device;
 pub mod external;
 pub mod fleet;
 pub mod oci;
 pub mod procs;
 pub mod registry;
+
+/// The MQTT user name of the admin token (`_token-<id>`).
+pub fn admin_username() -> String {
+    let id = admin_token()
+        .strip_prefix("fleet_")
+        .and_then(|r| r.split('_').next())
+        .expect("token id");
+    fleet_schema::trust::tokens::token_username(id)
+}
+
+/// The admin token every fleetd of this test process starts with (`FLEETD_ADMIN_TOKEN`) and
+/// every HTTP helper sends; one per process, so parallel tests share it.
+pub fn admin_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let id = &fleet_schema::trust::keys::new_secret_hex().expect("random")[..8];
+        let secret = fleet_schema::trust::keys::new_secret_hex().expect("random");
+        fleet_schema::trust::tokens::api_token(id, &secret)
+    })
+}
 
 use rumqttc::{Client, Connection, Event, MqttOptions, Packet, Publish, QoS};
 use std::io::{BufRead, BufReader};
@@ -59,13 +80,28 @@ pub struct Fleetd {
     child: Option<Child>,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
-    /// `--mqtt-url` when fleetd uses a broker it did not start.
-    external_url: Option<String>,
+    /// The broker fleetd uses when it did not start its own.
+    external: Option<external::BrokerRef>,
+    /// Extra command-line flags (e.g. `--insecure`).
+    args: Vec<String>,
     /// HTTP base URL from the ready line, e.g. `http://127.0.0.1:41234`.
     pub http: String,
     /// Port of the embedded MQTT broker.
     pub mqtt_port: u16,
+    /// An enrollment token (unlimited uses) agents and simulated devices enroll with.
+    pub enroll_token: String,
     starts: u32,
+}
+
+/// What an agent or a simulated device needs to join this fleetd.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The broker URL.
+    pub mqtt_url: String,
+    /// fleetd's HTTP base URL.
+    pub server: String,
+    /// The enrollment token.
+    pub enroll_token: String,
 }
 
 impl Fleetd {
@@ -76,21 +112,33 @@ impl Fleetd {
 
     /// Starts fleetd with extra environment variables.
     pub fn start_with_env(env: &[(&str, &str)]) -> Fleetd {
-        Self::launch(env, None)
+        Self::launch(env, &[], None)
     }
 
-    /// Starts fleetd against an already running broker (`--mqtt-url mqtt://HOST:PORT`).
-    pub fn start_external(mqtt_url: &str) -> Fleetd {
-        Self::launch(&[], Some(mqtt_url))
+    /// Starts fleetd with extra command-line flags.
+    pub fn start_with_args(args: &[&str]) -> Fleetd {
+        Self::launch(&[], args, None)
     }
 
-    fn launch(env: &[(&str, &str)], external_url: Option<&str>) -> Fleetd {
-        let mqtt_port = match external_url {
-            Some(url) => url
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.trim_end_matches('/').parse().ok())
-                .unwrap_or_else(|| panic!("broker URL {url:?} must end with :PORT")),
+    /// Starts fleetd with `--insecure`: no authentication of connections and API calls
+    /// (messages stay signed). Only tests of the insecure mode use it, and say so.
+    pub fn start_insecure() -> Fleetd {
+        Self::launch(&[], &["--insecure"], None)
+    }
+
+    /// Starts fleetd against a broker it did not start (`--mqtt-url`); for a Mosquitto with
+    /// FleetD's password and ACL files, fleetd keeps those files and reloads the broker.
+    pub fn start_external(broker: &external::BrokerRef) -> Fleetd {
+        Self::launch(&[], &[], Some(broker.clone()))
+    }
+
+    fn launch(
+        env: &[(&str, &str)],
+        args: &[&str],
+        external: Option<external::BrokerRef>,
+    ) -> Fleetd {
+        let mqtt_port = match &external {
+            Some(b) => b.port,
             None => free_port(),
         };
         let mut f = Fleetd {
@@ -100,13 +148,68 @@ impl Fleetd {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            external_url: external_url.map(str::to_string),
+            external,
+            args: args.iter().map(|a| a.to_string()).collect(),
             http: String::new(),
             mqtt_port,
+            enroll_token: String::new(),
             starts: 0,
         };
         f.spawn();
+        f.enroll_token = f.create_enroll_token(&serde_json::json!({"name": "tests"}));
         f
+    }
+
+    /// Creates an enrollment token with the given request body; returns the token.
+    pub fn create_enroll_token(&self, body: &serde_json::Value) -> String {
+        let (status, created) = post_json(&self.url("/api/v1/enrollment-tokens"), body);
+        assert_eq!(status, 201, "create an enrollment token: {created}");
+        created["token"].as_str().expect("token").to_string()
+    }
+
+    /// Creates an API token; returns the token string.
+    pub fn create_token(&self, name: &str, scopes: &[&str], apps: &[&str]) -> String {
+        let (status, created) = post_json(
+            &self.url("/api/v1/tokens"),
+            &serde_json::json!({"name": name, "scopes": scopes, "apps": apps}),
+        );
+        assert_eq!(status, 201, "create token {name}: {created}");
+        created["token"].as_str().expect("token").to_string()
+    }
+
+    /// The controller's public key, from its key file.
+    pub fn controller_key(&self) -> fleet_schema::signing::TrustedKey {
+        let pkcs8 = std::fs::read(self.data_dir().join("controller.key")).expect("controller key");
+        fleet_schema::trust::SigningKey::from_pkcs8(&pkcs8)
+            .expect("controller key parses")
+            .trusted()
+    }
+
+    /// Opens a presence message, which must be signed by this controller.
+    pub fn open_presence(&self, payload: &[u8]) -> fleet_schema::ControllerStatus {
+        let key = self.controller_key();
+        let opened = fleet_schema::trust::open(
+            fleet_schema::trust::OpenParams {
+                topic: "fleet/_controller/status",
+                signer: &key,
+                me: None,
+                decrypt: None,
+            },
+            payload,
+            fleet_schema::DEFAULT_MAX_PAYLOAD + 4096,
+        )
+        .expect("presence is signed by the controller");
+        fleet_schema::decode(&opened.body, fleet_schema::DEFAULT_MAX_PAYLOAD)
+            .expect("presence decodes")
+    }
+
+    /// What an agent needs to join.
+    pub fn access(&self) -> Access {
+        Access {
+            mqtt_url: self.mqtt_url(),
+            server: self.http.clone(),
+            enroll_token: self.enroll_token.clone(),
+        }
     }
 
     /// The data directory (kept across restarts).
@@ -135,13 +238,15 @@ impl Fleetd {
             // its address (desired states carry download URLs).
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{}", self.http_port().unwrap_or(0)))
-            .args(match &self.external_url {
-                Some(url) => ["--mqtt-url".to_string(), url.clone()],
-                None => [
+            .args(match &self.external {
+                Some(b) => b.fleetd_args(),
+                None => vec![
                     "--mqtt-listen".to_string(),
                     format!("127.0.0.1:{}", self.mqtt_port),
                 ],
             })
+            .args(&self.args)
+            .env("FLEETD_ADMIN_TOKEN", admin_token())
             .env("RUST_LOG", "info")
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
@@ -231,9 +336,10 @@ impl Fleetd {
 
     /// The broker URL agents and tools connect to.
     pub fn mqtt_url(&self) -> String {
-        self.external_url
-            .clone()
-            .unwrap_or_else(|| format!("mqtt://127.0.0.1:{}", self.mqtt_port))
+        match &self.external {
+            Some(b) => b.url(),
+            None => format!("mqtt://127.0.0.1:{}", self.mqtt_port),
+        }
     }
 
     /// Full URL of an API path.
@@ -265,16 +371,35 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-/// GET; returns status and body text.
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// GET as the admin; returns status and body text.
 pub fn get(url: &str) -> (u16, String) {
-    let mut resp = agent().get(url).call().expect("HTTP GET");
+    get_as(url, Some(admin_token()))
+}
+
+/// GET with the given token (none: no Authorization header); returns status and body text.
+pub fn get_as(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = agent().get(url);
+    if let Some(t) = token {
+        req = req.header("authorization", bearer(t));
+    }
+    let mut resp = req.call().expect("HTTP GET");
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().expect("body"))
 }
 
-/// GET with extra headers; returns status, headers of interest and raw body.
+/// GET as the admin with extra headers; returns status, headers of interest and raw body.
 pub fn get_bytes(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut req = agent().get(url);
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        req = req.header("authorization", bearer(admin_token()));
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -294,18 +419,34 @@ pub fn get_bytes(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, Stri
     (status, hdrs, body)
 }
 
-/// POST raw bytes with a content type; returns status and body text.
+/// POST raw bytes with a content type as the admin; returns status and body text.
 pub fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    let mut resp = agent()
-        .post(url)
-        .header("content-type", content_type)
-        .send(body)
-        .expect("HTTP POST");
+    post_as(url, Some(admin_token()), content_type, body)
+}
+
+/// POST raw bytes with the given token (none: no Authorization header).
+pub fn post_as(url: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, String) {
+    let mut req = agent().post(url).header("content-type", content_type);
+    if let Some(t) = token {
+        req = req.header("authorization", bearer(t));
+    }
+    let mut resp = req.send(body).expect("HTTP POST");
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().expect("body"))
 }
 
-/// POST a JSON value; returns status and parsed JSON body.
+/// DELETE as the admin; returns status and body text.
+pub fn delete(url: &str) -> (u16, String) {
+    let mut resp = agent()
+        .delete(url)
+        .header("authorization", bearer(admin_token()))
+        .call()
+        .expect("HTTP DELETE");
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().expect("body"))
+}
+
+/// POST a JSON value as the admin; returns status and parsed JSON body.
 pub fn post_json(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
     let (status, text) = post(url, "application/json", body.to_string().as_bytes());
     (status, parse_json(&text))
@@ -381,21 +522,37 @@ pub struct MqttClient {
 }
 
 impl MqttClient {
-    /// Connects with a clean session and waits for the ConnAck.
+    /// Connects as a tool with the admin token (user `_token-<id>`), clean session, and waits
+    /// for the ConnAck.
     pub fn connect(port: u16, id: &str) -> MqttClient {
+        Self::connect_as(port, id, Some((&admin_username(), admin_token())))
+            .unwrap_or_else(|e| panic!("test MQTT client {id} cannot connect: {e}"))
+    }
+
+    /// Connects with the given credentials (none: anonymous); the error when refused.
+    pub fn connect_as(
+        port: u16,
+        id: &str,
+        creds: Option<(&str, &str)>,
+    ) -> Result<MqttClient, String> {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024)
             .set_keep_alive(Duration::from_secs(30));
+        if let Some((u, p)) = creds {
+            opts.set_credentials(u, p);
+        }
         let (client, mut conn) = Client::new(opts, 100);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             match conn.recv_timeout(Duration::from_millis(200)) {
-                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => return MqttClient { client, conn },
-                Ok(Err(e)) => panic!("test MQTT client {id} cannot connect: {e}"),
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                    return Ok(MqttClient { client, conn })
+                }
+                Ok(Err(e)) => return Err(e.to_string()),
                 _ => {}
             }
         }
-        panic!("test MQTT client {id}: no ConnAck");
+        Err(format!("test MQTT client {id}: no ConnAck"))
     }
 
     /// Publishes and, for QoS 1, waits for the broker's PubAck.
@@ -412,6 +569,47 @@ impl MqttClient {
             }
         }
         panic!("publish on {topic}: no PubAck");
+    }
+
+    /// Subscribes and waits for the SubAck; an error when the broker refused the filter.
+    pub fn subscribe_checked(&mut self, filter: &str) -> Result<(), String> {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .expect("queue subscribe");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match self.conn.recv_timeout(Duration::from_millis(200)) {
+                Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
+                    return match ack.return_codes.first() {
+                        Some(rumqttc::SubscribeReasonCode::Success(_)) => Ok(()),
+                        other => Err(format!("subscription to {filter} refused: {other:?}")),
+                    };
+                }
+                Ok(Err(e)) => return Err(e.to_string()),
+                _ => {}
+            }
+        }
+        Err(format!("no SubAck for {filter}"))
+    }
+
+    /// Every publish received until one on `topic` arrives (included), or `None` on timeout.
+    pub fn until(&mut self, topic: &str, timeout: Duration) -> Option<Vec<Publish>> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            match self.conn.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    let done = p.topic == topic;
+                    seen.push(p);
+                    if done {
+                        return Some(seen);
+                    }
+                }
+                Ok(Err(e)) => panic!("test MQTT connection failed: {e}"),
+                _ => {}
+            }
+        }
+        None
     }
 
     /// Subscribes (QoS 1).
@@ -460,14 +658,15 @@ pub fn device_status(id: &str, labels: &[(&str, &str)]) -> fleet_schema::DeviceS
         observed_generation: 0,
         apps: vec![],
         reported_at: 0,
+        refused: None,
     }
 }
 
-/// Publishes a device's status (retained, as agents do) and waits until the API knows it.
-pub fn announce(fleetd: &Fleetd, status: &fleet_schema::DeviceStatus) {
-    let mut c = MqttClient::connect(fleetd.mqtt_port, &format!("agent-{}", status.device_id));
-    let payload = fleet_schema::encode(status).expect("encode status");
-    c.publish(&format!("fleet/{}/status", status.device_id), payload, true);
+/// Enrolls a simulated device, publishes its status (sealed, retained, as agents do) and waits
+/// until the API knows it; returns the device for further messages.
+pub fn announce(fleetd: &Fleetd, status: &fleet_schema::DeviceStatus) -> device::SimDevice {
+    let mut dev = device::SimDevice::enroll(&fleetd.access(), &status.device_id);
+    dev.publish_status(status);
     let url = fleetd.url(&format!("/api/v1/devices/{}", status.device_id));
     assert!(
         wait_until(Duration::from_secs(10), || get(&url).0 == 200),
@@ -475,6 +674,7 @@ pub fn announce(fleetd: &Fleetd, status: &fleet_schema::DeviceStatus) {
         status.device_id,
         fleetd.stderr()
     );
+    dev
 }
 
 /// Reads a path's file to bytes (for tests that inspect the data directory).

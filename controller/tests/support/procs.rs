@@ -69,3 +69,11 @@ pub fn signal(pid: u32, sig: &str) {
         .args([format!("-{sig}"), pid.to_string()])
         .status();
 }
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}

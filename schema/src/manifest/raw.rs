@@ -101,6 +101,10 @@ pub struct RawConfiguration {
     /// Environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, Scalar>,
+    /// Environment variables whose values are secret (encrypted on the bus like everything
+    /// sent to a device, shown only to admin tokens, never logged).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Scalar>,
     /// Files written before start.
     #[serde(default)]
     pub files: Vec<RawFile>,
@@ -117,6 +121,9 @@ pub struct RawFile {
     /// Permission bits.
     #[serde(default)]
     pub mode: Option<u32>,
+    /// The content is secret (shown only to admin tokens, written 0600 unless `mode` says).
+    #[serde(default)]
+    pub secret: bool,
 }
 
 /// `spec.runtime`.

@@ -1,7 +1,7 @@
 //! Human units of the manifest (`30s`, `2Gi`, `500m`) turned into the wire's milliseconds,
 //! bytes and millicores, once, on the controller.
 
-/// Parses a duration such as `500ms`, `30s`, `5m`, `1h` (a bare number means seconds).
+/// Parses a duration such as `500ms`, `30s`, `5m`, `1h`, `7d` (a bare number means seconds).
 pub fn duration_ms(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, factor) = if let Some(n) = s.strip_suffix("ms") {
@@ -12,6 +12,8 @@ pub fn duration_ms(s: &str) -> Result<u64, String> {
         (n, 60_000)
     } else if let Some(n) = s.strip_suffix('h') {
         (n, 3_600_000)
+    } else if let Some(n) = s.strip_suffix('d') {
+        (n, 86_400_000)
     } else {
         (s, 1_000)
     };

@@ -118,15 +118,26 @@ pub fn validate(raw: RawManifest) -> Result<Application, ManifestError> {
 }
 
 fn configuration(e: &mut Errors, c: RawConfiguration, out: &mut AppSpec) {
-    for (k, v) in c.env {
+    let plain = c.env.into_iter().map(|(k, v)| ("env", k, v));
+    let secret = c.secrets.into_iter().map(|(k, v)| ("secrets", k, v));
+    for (section, k, v) in plain.chain(secret) {
         let valid = !k.is_empty()
             && !k.starts_with(|ch: char| ch.is_ascii_digit())
             && k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
         if !valid {
             e.push(
-                format!("spec.configuration.env.{k}"),
+                format!("spec.configuration.{section}.{k}"),
                 "variable names are letters, digits and '_', not starting with a digit",
             );
+        }
+        if section == "secrets" {
+            if out.env.contains_key(&k) {
+                e.push(
+                    format!("spec.configuration.secrets.{k}"),
+                    "is also in spec.configuration.env; name it in one of them",
+                );
+            }
+            out.secret_env.insert(k.clone());
         }
         out.env.insert(k, v.to_string());
     }
@@ -146,7 +157,8 @@ fn configuration(e: &mut Errors, c: RawConfiguration, out: &mut AppSpec) {
         out.files.push(ConfigFile {
             path: f.path,
             content: f.content,
-            mode: f.mode,
+            mode: f.mode.or(f.secret.then_some(0o600)),
+            secret: f.secret,
         });
     }
 }

@@ -197,10 +197,11 @@ impl Systemctl {
     }
 
     /// Writes the unit atomically, reloads the manager and enables the unit (so it also
-    /// starts at boot, before the agent).
+    /// starts at boot, before the agent). Mode 0600: the unit's `Environment=` lines carry the
+    /// app's configuration, secrets included, and only the manager needs to read it.
     pub async fn install(&self, unit: &str, text: &str) -> Result<(), SystemdError> {
         let path = self.unit_path(unit);
-        files::write_atomic(&path, text.as_bytes(), 0o644).map_err(|e| SystemdError::Io {
+        files::write_atomic(&path, text.as_bytes(), 0o600).map_err(|e| SystemdError::Io {
             path: path.clone(),
             message: e.to_string(),
         })?;
