@@ -139,3 +139,207 @@ fn fleetctl_pushes_deploys_lists_and_watches_status() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "fleetctl failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_json(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn fleetctl_manages_tokens_enrollment_devices_broker_files_and_logs() {
+    let fleetd = Fleetd::start();
+    // Tokens: create (shown once), who am I, list (no secret), revoke.
+    let created = json_of(&fleetctl(
+        &fleetd,
+        &[
+            "--output",
+            "json",
+            "token",
+            "create",
+            "--name",
+            "ci-web",
+            "--scope",
+            "deploy",
+            "--app",
+            "web",
+            "--expires",
+            "30d",
+        ],
+    ));
+    let token = created["token"].as_str().expect("token").to_string();
+    let id = created["info"]["id"].as_str().expect("id").to_string();
+    let me = Command::new(workspace_bin("fleetctl"))
+        .env("FLEET_SERVER", &fleetd.http)
+        .env("FLEET_TOKEN", &token)
+        .args(["--output", "json", "whoami"])
+        .output()
+        .expect("run fleetctl");
+    let me = json_of(&me);
+    assert_eq!(
+        (me["id"].as_str(), me["scope"].as_str()),
+        (Some(id.as_str()), Some("deploy"))
+    );
+    assert_eq!(me["apps"], serde_json::json!(["web"]));
+    // The CI token may not push another application: refused before any upload.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("app");
+    std::fs::write(&file, sample_app_bytes("1.0.0")).expect("write artifact");
+    let refused = Command::new(workspace_bin("fleetctl"))
+        .env("FLEET_SERVER", &fleetd.http)
+        .env("FLEET_TOKEN", &token)
+        .args(["artifact", "push"])
+        .arg(&file)
+        .args(["--name", "db", "--version", "1.0.0"])
+        .output()
+        .expect("run fleetctl");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("limited to web"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let list = fleetctl(&fleetd, &["token", "list"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("ci-web") && !text.contains(token.rsplit('_').next().expect("secret")),
+        "{text}"
+    );
+    assert!(fleetctl(&fleetd, &["token", "revoke", &id])
+        .status
+        .success());
+    let after = Command::new(workspace_bin("fleetctl"))
+        .env("FLEET_SERVER", &fleetd.http)
+        .env("FLEET_TOKEN", &token)
+        .arg("devices")
+        .output()
+        .expect("run fleetctl");
+    assert!(!after.status.success());
+    assert!(String::from_utf8_lossy(&after.stderr).contains("revoked"));
+
+    // Enrollment: an agent without a token waits; the operator sees it and accepts it.
+    let enroll = json_of(&fleetctl(
+        &fleetd,
+        &[
+            "--output", "json", "enroll", "create", "--name", "batch", "--label", "site=ctl",
+            "--uses", "1",
+        ],
+    ));
+    assert!(
+        enroll["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("enroll_")),
+        "{enroll:#}"
+    );
+    let waiting = Agent::start(
+        "ctl-pending",
+        &support::Access {
+            enroll_token: String::new(),
+            ..fleetd.access()
+        },
+        &[],
+    );
+    let listed = support::wait_until(Duration::from_secs(15), || {
+        let out = fleetctl(&fleetd, &["--output", "json", "devices", "--pending"]);
+        String::from_utf8_lossy(&out.stdout).contains("ctl-pending")
+    });
+    assert!(
+        listed,
+        "pending request listed; agent log:\n{}",
+        waiting.log()
+    );
+    assert!(fleetctl(&fleetd, &["device", "accept", "ctl-pending"])
+        .status
+        .success());
+    wait_online(&fleetd, &[&waiting]);
+    let devices = fleetctl(&fleetd, &["devices"]);
+    let text = String::from_utf8_lossy(&devices.stdout);
+    assert!(
+        text.contains("ENROLLMENT") && text.contains("accepted"),
+        "{text}"
+    );
+
+    // Logs through fleetd: the agent's own answer to fleetd's signed request.
+    upload_sample_with_fleetctl(&fleetd, &file);
+    let deploy = fleetctl(
+        &fleetd,
+        &[
+            "deploy",
+            "--app",
+            APP,
+            "--version",
+            "1.0.0",
+            "--devices",
+            "ctl-pending",
+            "--wait",
+        ],
+    );
+    assert!(
+        deploy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deploy.stderr)
+    );
+    let logs = support::wait_until(Duration::from_secs(20), || {
+        let out = fleetctl(&fleetd, &["logs", "ctl-pending", "--app", APP]);
+        String::from_utf8_lossy(&out.stdout).contains("listening on")
+    });
+    assert!(logs, "fleetctl logs shows the app's output");
+
+    // Revoke: the device is out.
+    assert!(fleetctl(&fleetd, &["device", "revoke", "ctl-pending"])
+        .status
+        .success());
+    let out = fleetctl(&fleetd, &["--output", "json", "devices"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
+
+    // Broker files for Mosquitto.
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let files = fleetctl(
+        &fleetd,
+        &[
+            "broker",
+            "config",
+            "mosquitto",
+            "--dir",
+            "/etc/mosquitto/fleet",
+            "--out",
+            &out_dir.path().to_string_lossy(),
+        ],
+    );
+    assert!(
+        files.status.success(),
+        "{}",
+        String::from_utf8_lossy(&files.stderr)
+    );
+    let acl = std::fs::read_to_string(out_dir.path().join("fleet.acl")).expect("acl");
+    assert!(acl.contains("pattern write fleet/%u/status"), "{acl}");
+    let conf = std::fs::read_to_string(out_dir.path().join("mosquitto-fleet.conf")).expect("conf");
+    assert!(
+        conf.contains("password_file /etc/mosquitto/fleet/fleet.passwd"),
+        "{conf}"
+    );
+}
+
+fn upload_sample_with_fleetctl(fleetd: &Fleetd, file: &std::path::Path) {
+    let push = fleetctl(
+        fleetd,
+        &[
+            "artifact",
+            "push",
+            &file.to_string_lossy(),
+            "--name",
+            APP,
+            "--version",
+            "1.0.0",
+        ],
+    );
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+}

@@ -65,6 +65,12 @@ impl Agent {
             .arg(&self.access.server)
             .arg("--enroll-token-file")
             .arg(&token_file)
+            .args(
+                self.access
+                    .ca
+                    .iter()
+                    .flat_map(|ca| [std::ffi::OsStr::new("--ca"), ca.as_os_str()]),
+            )
             .arg("--data-dir")
             .arg(self.data_dir());
         for (k, v) in &self.labels {

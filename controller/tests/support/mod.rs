@@ -102,6 +102,8 @@ pub struct Access {
     pub server: String,
     /// The enrollment token.
     pub enroll_token: String,
+    /// The CA to verify fleetd and the broker with, when they speak TLS.
+    pub ca: Option<PathBuf>,
 }
 
 impl Fleetd {
@@ -118,6 +120,24 @@ impl Fleetd {
     /// Starts fleetd with extra command-line flags.
     pub fn start_with_args(args: &[&str]) -> Fleetd {
         Self::launch(&[], args, None)
+    }
+
+    /// Starts fleetd with HTTPS and MQTT over TLS, with the certificates of [`test_certs`].
+    pub fn start_tls() -> Fleetd {
+        let dir = test_certs();
+        let _ = TEST_CERTS_MADE.set(dir.to_path_buf());
+        let cert = dir.join("server.pem");
+        let key = dir.join("server.key");
+        Self::launch(
+            &[],
+            &[
+                "--tls-cert",
+                cert.to_str().expect("utf-8 path"),
+                "--tls-key",
+                key.to_str().expect("utf-8 path"),
+            ],
+            None,
+        )
     }
 
     /// Starts fleetd with `--insecure`: no authentication of connections and API calls
@@ -209,6 +229,11 @@ impl Fleetd {
             mqtt_url: self.mqtt_url(),
             server: self.http.clone(),
             enroll_token: self.enroll_token.clone(),
+            ca: self
+                .args
+                .iter()
+                .any(|a| a == "--tls-cert")
+                .then(|| test_certs().join("ca.pem")),
         }
     }
 
@@ -336,9 +361,14 @@ impl Fleetd {
 
     /// The broker URL agents and tools connect to.
     pub fn mqtt_url(&self) -> String {
+        let scheme = if self.args.iter().any(|a| a == "--tls-cert") {
+            "mqtts"
+        } else {
+            "mqtt"
+        };
         match &self.external {
             Some(b) => b.url(),
-            None => format!("mqtt://127.0.0.1:{}", self.mqtt_port),
+            None => format!("{scheme}://127.0.0.1:{}", self.mqtt_port),
         }
     }
 
@@ -363,13 +393,50 @@ impl Drop for Fleetd {
 
 // ---------------------------------------------------------------- HTTP
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
+/// A development CA and certificates for this test process (`fleetctl certs dev`), made the
+/// first time a test asks; every HTTP helper then trusts that CA.
+pub fn test_certs() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("certs dir").keep();
+        let out = Command::new(procs::workspace_bin("fleetctl"))
+            .args(["certs", "dev", "--out"])
+            .arg(&dir)
+            .output()
+            .expect("run fleetctl certs dev");
+        assert!(
+            out.status.success(),
+            "fleetctl certs dev: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
 }
+
+fn agent() -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)));
+    if let Some(dir) = TEST_CERTS_MADE.get() {
+        let pem = std::fs::read(dir.join("ca.pem")).expect("ca.pem");
+        let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|i| match i {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::Rustls)
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                .build(),
+        );
+    }
+    config.build().into()
+}
+
+/// Set once a test made the development certificates (and the HTTP helpers trust their CA).
+static TEST_CERTS_MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
