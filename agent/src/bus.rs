@@ -295,7 +295,8 @@ pub async fn poll_loop(
                 }
                 if !was_connected && refused_credentials(&e) {
                     refusals += 1;
-                    if refusals == REFUSALS_BEFORE_REENROLL {
+                    // Every refusal from the third on: the daemon spaces the attempts.
+                    if refusals >= REFUSALS_BEFORE_REENROLL {
                         let _ = events.send(BusEvent::CredentialsRefused);
                     }
                 } else {

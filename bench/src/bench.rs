@@ -130,12 +130,14 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         "enrolling [{bar:40}] {pos}/{len} ({elapsed})",
     );
     let enroll_started = Instant::now();
+    let cpu_enroll_start = plan.cpu.sample();
     let (http, token, bar2) = (plan.http.clone(), created.token, enrolling.clone());
     let ends =
         tokio::task::spawn_blocking(move || crate::enroll::enroll_fleet(&http, &token, n, &bar2))
             .await
             .map_err(|e| anyhow!("enrollment workers failed: {e}"))??;
     let enroll_s = enroll_started.elapsed().as_secs_f64();
+    let enrollment = plan.cpu.sample().since(&cpu_enroll_start).ms_per(n);
     enrolling.finish_and_clear();
     // With Mosquitto, fleetd writes the password file and reloads the broker shortly after the
     // last enrollment; devices that connect before that are refused and retry.
@@ -219,6 +221,7 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
     };
     let (u1, u2) = (figures(&first), figures(&repeat));
     let cpu = CpuFigures {
+        fleetd_ms_per_enrollment: enrollment.fleetd,
         fleetd_ms_per_registration: registration.fleetd,
         fleetd_ms_per_update: u1.fleetd_ms_per_update,
         fleetd_ms_per_update_excl_polls: u1.fleetd_ms_per_update_excl_polls,

@@ -73,6 +73,9 @@ impl Spread {
 /// counted on its own; the simulator is never charged to either.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CpuFigures {
+    /// fleetd, while every device enrolled over HTTP (signature check, key exchange, registry
+    /// write, MQTT credentials; with Mosquitto also the password file it rewrites).
+    pub fleetd_ms_per_enrollment: Option<f64>,
     /// fleetd, from the first connection until the API listed every device online (includes
     /// the benchmark's `GET /api/v1/devices` every 200 ms).
     pub fleetd_ms_per_registration: Option<f64>,
@@ -233,6 +236,10 @@ impl Report {
             (
                 "rollout steps (cumulative devices)".into(),
                 format!("{:?}", self.step_sizes),
+            ),
+            (
+                "fleetd CPU per device enrollment".into(),
+                cpu_ms(self.cpu.fleetd_ms_per_enrollment),
             ),
             (
                 "fleetd CPU per device registration".into(),

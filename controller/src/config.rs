@@ -70,9 +70,10 @@ pub struct SecurityArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "FLEETD_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// PEM CA: require client certificates signed by it (API and embedded broker).
-    #[arg(long, env = "FLEETD_TLS_CLIENT_CA", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA: the embedded broker requires every MQTT client (devices, tools) to present a
+    /// certificate signed by it, on top of its credentials (the API keeps to tokens).
+    #[arg(long, env = "FLEETD_MQTT_CLIENT_CA", requires = "tls_cert")]
+    pub mqtt_client_ca: Option<PathBuf>,
     /// PEM CA that signs an external mqtts:// broker's certificate.
     #[arg(long, env = "FLEETD_MQTT_CA")]
     pub mqtt_ca: Option<PathBuf>,

@@ -1,5 +1,5 @@
 //! TLS for fleetd: the server configuration of the HTTPS API and of the embedded broker's MQTT
-//! listener (`--tls-cert`, `--tls-key`, optionally `--tls-client-ca` to require client
+//! listener (`--tls-cert`, `--tls-key`, optionally `--mqtt-client-ca` to require client
 //! certificates), the client configuration for an external `mqtts://` broker (`--mqtt-ca`), and
 //! an axum listener that completes TLS handshakes concurrently, each within a timeout. rustls
 //! with the ring provider throughout.

@@ -324,8 +324,28 @@ fn devices_get_fresh_urls_only_for_their_own_artifacts() {
 }
 
 #[test]
-fn no_secret_appears_in_any_log_line_or_api_answer() {
-    let f = Fleetd::start();
+fn no_secret_appears_in_any_log_line_or_api_answer_on_the_embedded_broker() {
+    no_secret_appears_in_any_log_line_or_api_answer(false);
+}
+
+#[test]
+fn no_secret_appears_in_any_log_line_or_api_answer_on_mosquitto() {
+    no_secret_appears_in_any_log_line_or_api_answer(true);
+}
+
+fn no_secret_appears_in_any_log_line_or_api_answer(mosquitto: bool) {
+    let m = if mosquitto {
+        let Some(m) = support::external::Mosquitto::start() else {
+            return;
+        };
+        Some(m)
+    } else {
+        None
+    };
+    let f = match &m {
+        Some(m) => Fleetd::start_external(&m.broker()),
+        None => Fleetd::start(),
+    };
     let agent = Agent::start("keeper", &f.access(), &[("site", "vault")]);
     wait_online(&f, &[&agent]);
     upload_sample(&f, "1.0.0");
@@ -389,8 +409,17 @@ fn no_secret_appears_in_any_log_line_or_api_answer() {
         }
     }
     assert!(answers.contains("<redacted>"), "secrets are shown redacted");
-    // Whatever travelled on the bus for the device.
-    let mut bus = support::MqttClient::connect(f.mqtt_port, "snoop");
+    // Whatever travelled on the bus for the device (read as the broker's administrator on
+    // Mosquitto, where tokens may not read desired states).
+    let mut bus = match &m {
+        None => support::MqttClient::connect(f.mqtt_port, "snoop"),
+        Some(m) => support::MqttClient::connect_as(
+            m.port,
+            "snoop",
+            Some(("_fleetd", &m.controller_password())),
+        )
+        .expect("connect as the broker's administrator"),
+    };
     bus.subscribe("fleet/+/cmd");
     let cmd = bus
         .wait_for("fleet/keeper/cmd", SECS, |_| true)
@@ -440,6 +469,12 @@ fn no_secret_appears_in_any_log_line_or_api_answer() {
     ];
     let places = [
         ("fleetd's log", f.stderr()),
+        (
+            "the broker's log and files",
+            m.as_ref()
+                .map(|m| format!("{}{}{}", m.log(), m.files().0, m.files().1))
+                .unwrap_or_default(),
+        ),
         ("the agent's log", agent.log()),
         ("API answers to read and deploy tokens", answers),
         ("the bus", bus_text),
@@ -536,4 +571,90 @@ fn fleetd_init_prints_a_working_admin_token_once() {
     assert_eq!(get_as(&f.url("/api/v1/tokens"), Some(&token)).0, 200);
     let (_, list) = get(&f.url("/api/v1/tokens"));
     assert!(list.contains("\"admin\""), "{list}");
+}
+
+/// The seed's two API calls, run with the real curl as a CI script would, with a deploy-scoped
+/// token as `$API_KEY` (only the host differs from the seed).
+#[test]
+fn the_seeds_curl_calls_work_with_a_deploy_token() {
+    let Some(curl) = support::external::require_tool("curl", &["/usr/bin/curl"]) else {
+        return;
+    };
+    // Over HTTPS, as in the seed; curl trusts the test CA through `CURL_CA_BUNDLE`, so the
+    // commands themselves stay verbatim.
+    let f = Fleetd::start_tls();
+    assert!(f.http.starts_with("https://"), "{}", f.http);
+    let ca = support::test_certs().join("ca.pem");
+    let group = json!({"name": "edge-stores", "selector": {"tier": "edge"}});
+    assert_eq!(post_json(&f.url("/api/v1/groups"), &group).0, 201);
+    let mut status =
+        support::device_status("store-1", &[("tier", "edge"), ("location", "us-west")]);
+    status.inventory.as_mut().expect("inventory").arch = "arm64".into();
+    let _d = support::announce(&f, &status);
+    let api_key = f.create_token("ci", &["deploy"], &["myapp"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("myapp-v2.0.0-arm64"),
+        b"\x7fELF fake arm64 binary",
+    )
+    .expect("write");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&curl)
+            .current_dir(dir.path())
+            .env("API_KEY", &api_key)
+            .env("CURL_CA_BUNDLE", &ca)
+            .args(["-sS", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("status line");
+        (code.trim().to_string(), body.to_string())
+    };
+    let auth = format!("Authorization: Bearer {api_key}");
+    let (code, body) = run(&[
+        "-X",
+        "POST",
+        &f.url("/api/v1/artifacts"),
+        "-H",
+        &auth,
+        "-F",
+        "file=@myapp-v2.0.0-arm64",
+        "-F",
+        "metadata={
+    \"name\": \"myapp\",
+    \"version\": \"2.0.0\",
+    \"platform\": \"linux/arm64\",
+    \"type\": \"binary\"
+  }",
+    ]);
+    assert_eq!(code, "201", "upload: {body}");
+    let (code, body) = run(&[
+        "-X",
+        "POST",
+        &f.url("/api/v1/deployments"),
+        "-H",
+        &auth,
+        "-d",
+        r#"{
+    "application": "myapp",
+    "version": "2.0.0",
+    "strategy": {
+      "type": "rolling",
+      "max_unavailable": 1,
+      "health_check_grace": "30s"
+    },
+    "target": {
+      "group": "edge-stores",
+      "selector": {
+        "location": "us-west"
+      }
+    }
+  }"#,
+    ]);
+    assert_eq!(code, "201", "deploy: {body}");
+    assert!(body.contains("store-1"), "{body}");
+    // Without the header, both are refused.
+    let (code, _) = run(&["-X", "POST", &f.url("/api/v1/deployments"), "-d", "{}"]);
+    assert_eq!(code, "401");
 }

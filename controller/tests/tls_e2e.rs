@@ -93,3 +93,35 @@ fn the_loop_runs_over_tls_and_plain_text_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn the_embedded_broker_can_require_client_certificates() {
+    let certs = test_certs();
+    let ca = certs.join("ca.pem");
+    let f = Fleetd::start_tls_with(&["--mqtt-client-ca", ca.to_str().expect("utf-8")]);
+    // Without a client certificate: enrollment (HTTPS, tokens) works, the bus refuses.
+    let bare = Agent::start("cert-less", &f.access(), &[]);
+    let refused = wait_until(Duration::from_secs(15), || {
+        bare.log().contains("enrolled") && bare.log().contains("broker connection failed")
+    });
+    assert!(refused, "{}", bare.log());
+    // With one: online.
+    let (cert, key) = (certs.join("client.pem"), certs.join("client.key"));
+    let with = Agent::start_with_args(
+        "cert-holder",
+        &f.access(),
+        &[],
+        &[
+            "--client-cert",
+            cert.to_str().expect("utf-8"),
+            "--client-key",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    wait_online(&f, &[&with]);
+    let dev = support::parse_json(&support::get(&f.url("/api/v1/devices/cert-less")).1);
+    assert_ne!(
+        dev["online"], true,
+        "no client certificate, never online: {dev:#}"
+    );
+}

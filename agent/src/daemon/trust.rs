@@ -20,6 +20,10 @@ const MAX_SEALED: usize = DEFAULT_MAX_PAYLOAD + 4096;
 /// Least time between two re-enrollment attempts.
 const REENROLL_EVERY_MS: u64 = 60_000;
 
+/// How long fresh credentials may be refused before that counts: an external broker learns of
+/// them only when fleetd has rewritten its password file and reloaded it.
+const FRESH_CREDENTIALS_GRACE_MS: u64 = 10_000;
+
 /// What the daemon trusts and what it refused.
 pub(super) struct AgentTrust {
     /// The pinned controller key.
@@ -134,14 +138,15 @@ impl Daemon {
     }
 
     /// The broker refused our credentials several times: ask fleetd to enroll this key again
-    /// (at most once a minute); the answer comes back as [`Event::Reenrolled`].
+    /// (at most once a minute, and not while the credentials are fresh); the answer comes back
+    /// as [`Event::Reenrolled`].
     pub(super) fn reenroll(&mut self) {
         let now = now_millis();
-        if self
-            .trust
-            .reenroll_at
-            .is_some_and(|t| now < t + REENROLL_EVERY_MS)
-        {
+        if !reenroll_due(
+            now,
+            self.trust.record.last_request_at,
+            self.trust.reenroll_at,
+        ) {
             return;
         }
         self.trust.reenroll_at = Some(now);
@@ -189,5 +194,30 @@ impl Daemon {
             Attempt::Refused(m) => tracing::error!("re-enrollment refused: {m}"),
             Attempt::Failed(m) => tracing::warn!("re-enrollment failed: {m}"),
         }
+    }
+}
+
+/// Whether to ask for a re-enrollment at `now`: the credentials obtained at `enrolled_at` are
+/// past their grace, and the last attempt (if any) is at least a minute old.
+fn reenroll_due(now: u64, enrolled_at: u64, last_attempt: Option<u64>) -> bool {
+    now >= enrolled_at.saturating_add(FRESH_CREDENTIALS_GRACE_MS)
+        && last_attempt.is_none_or(|t| now >= t.saturating_add(REENROLL_EVERY_MS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_credentials_get_a_grace_and_attempts_are_spaced() {
+        let enrolled = 1_000_000;
+        assert!(!reenroll_due(enrolled + 500, enrolled, None), "fresh");
+        assert!(
+            reenroll_due(enrolled + 10_000, enrolled, None),
+            "past the grace"
+        );
+        let tried = enrolled + 20_000;
+        assert!(!reenroll_due(tried + 59_999, enrolled, Some(tried)));
+        assert!(reenroll_due(tried + 60_000, enrolled, Some(tried)));
     }
 }

@@ -176,7 +176,7 @@ fn summary(dir: &Path, files: &[OutFile<'_>]) -> String {
          fleetd --tls-cert {} --tls-key {}\n  \
          fleet-agent --ca {}\n  \
          fleetctl --ca {}   (or FLEET_CA={})\n\
-         Client certificates (when fleetd runs with --tls-client-ca {}):\n  \
+         Client certificates (when fleetd runs with --mqtt-client-ca {}):\n  \
          fleet-agent --client-cert {} --client-key {}\n",
         t.render(),
         p("server.pem"),

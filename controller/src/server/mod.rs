@@ -149,13 +149,16 @@ pub async fn run(
         .await?
         .map_err(|e| ServeError::Settings(e.to_string()))?;
     }
-    let server_tls = match (&sec.tls_cert, &sec.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::tls::server_config(
-            cert,
-            key,
-            sec.tls_client_ca.as_deref(),
-        )?),
-        _ => None,
+    let (server_tls, mqtt_tls) = match (&sec.tls_cert, &sec.tls_key) {
+        (Some(cert), Some(key)) => (
+            Some(crate::tls::server_config(cert, key, None)?),
+            Some(crate::tls::server_config(
+                cert,
+                key,
+                sec.mqtt_client_ca.as_deref(),
+            )?),
+        ),
+        _ => (None, None),
     };
 
     // The bus: our own connection goes to `bus_url`; devices are told `public_mqtt`.
@@ -190,7 +193,7 @@ pub async fn run(
             let opts = BrokerOptions {
                 listen: args.mqtt_listen,
                 check,
-                tls: server_tls.clone(),
+                tls: mqtt_tls.clone(),
             };
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(opts))
                 .await

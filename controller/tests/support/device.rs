@@ -83,7 +83,12 @@ impl SimDevice {
         // reloads it: retry for a while.
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         let mqtt = loop {
-            match MqttClient::connect_as(port, &agent_client_id(id), Some((&creds.0, &creds.1))) {
+            match MqttClient::connect_over(
+                port,
+                access.ca.as_deref(),
+                &agent_client_id(id),
+                Some((&creds.0, &creds.1)),
+            ) {
                 Ok(c) => break c,
                 Err(e) if std::time::Instant::now() > deadline => {
                     panic!("device {id} cannot connect: {e}")

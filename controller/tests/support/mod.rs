@@ -124,20 +124,23 @@ impl Fleetd {
 
     /// Starts fleetd with HTTPS and MQTT over TLS, with the certificates of [`test_certs`].
     pub fn start_tls() -> Fleetd {
+        Self::start_tls_with(&[])
+    }
+
+    /// [`Fleetd::start_tls`] with extra flags (e.g. `--mqtt-client-ca`).
+    pub fn start_tls_with(extra: &[&str]) -> Fleetd {
         let dir = test_certs();
         let _ = TEST_CERTS_MADE.set(dir.to_path_buf());
         let cert = dir.join("server.pem");
         let key = dir.join("server.key");
-        Self::launch(
-            &[],
-            &[
-                "--tls-cert",
-                cert.to_str().expect("utf-8 path"),
-                "--tls-key",
-                key.to_str().expect("utf-8 path"),
-            ],
-            None,
-        )
+        let mut args = vec![
+            "--tls-cert",
+            cert.to_str().expect("utf-8 path"),
+            "--tls-key",
+            key.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        Self::launch(&[], &args, None)
     }
 
     /// Starts fleetd with `--insecure`: no authentication of connections and API calls
@@ -602,9 +605,27 @@ impl MqttClient {
         id: &str,
         creds: Option<(&str, &str)>,
     ) -> Result<MqttClient, String> {
+        Self::connect_over(port, None, id, creds)
+    }
+
+    /// [`MqttClient::connect_as`] over TLS (`mqtts`) when `ca` is given, verifying the broker
+    /// against that CA.
+    pub fn connect_over(
+        port: u16,
+        ca: Option<&Path>,
+        id: &str,
+        creds: Option<(&str, &str)>,
+    ) -> Result<MqttClient, String> {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024)
             .set_keep_alive(Duration::from_secs(30));
+        if let Some(ca) = ca {
+            let config = fleet_controller::tls::client_config(ca, None)
+                .map_err(|e| format!("TLS client configuration: {e}"))?;
+            opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(config),
+            ));
+        }
         if let Some((u, p)) = creds {
             opts.set_credentials(u, p);
         }
