@@ -5,7 +5,7 @@
 //! refuses a message whose stamp is not newer than the last one it accepted, so recorded
 //! messages cannot be replayed. The last will is stamped as the final message of its epoch.
 
-use fleet_schema::trust::{seal, SealError, SealParams, SigningKey, Stamp};
+use fleet_schema::trust::{seal_report, SealError, SigningKey, Stamp};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -68,16 +68,7 @@ impl Signer {
     }
 
     fn seal_with(&self, topic: &str, stamp: Stamp, body: &[u8]) -> Result<Vec<u8>, SealError> {
-        seal(
-            SealParams {
-                topic,
-                signer: &self.key,
-                to: None,
-                stamp,
-                encrypt: None,
-            },
-            body,
-        )
+        seal_report(&self.key, topic, stamp, body)
     }
 }
 

@@ -4,7 +4,7 @@
 //! the agent's protocol to be let in.
 
 use super::enroll::Enrolled;
-use super::seal::{open, seal, OpenParams, Opened, SealError, SealParams, Stamp};
+use super::seal::{open, seal_report, OpenParams, Opened, SealError, Stamp};
 use super::SigningKey;
 
 /// A device that has enrolled.
@@ -56,16 +56,7 @@ impl DeviceEnd {
     }
 
     fn seal_with(&self, topic: &str, stamp: Stamp, body: &[u8]) -> Result<Vec<u8>, SealError> {
-        seal(
-            SealParams {
-                topic,
-                signer: &self.key,
-                to: None,
-                stamp,
-                encrypt: None,
-            },
-            body,
-        )
+        seal_report(&self.key, topic, stamp, body)
     }
 
     /// Opens a message from the controller on `topic`; `addressed` (desired states, requests)

@@ -16,5 +16,5 @@ pub mod seal;
 pub mod tokens;
 
 pub use keys::{BusKey, KeyError, SigningKey};
-pub use seal::{open, peek, seal, OpenParams, Opened, SealError, SealParams, Stamp};
+pub use seal::{open, peek, seal, seal_report, OpenParams, Opened, SealError, SealParams, Stamp};
 pub use tokens::{Credential, Scope};

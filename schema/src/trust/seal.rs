@@ -254,6 +254,27 @@ fn decode_wire(bytes: &[u8], max: usize) -> Result<Wire, SealError> {
     Ok(wire)
 }
 
+/// Seals a device's report (status, metrics, logs, last will): signed by the device, not
+/// encrypted, for fleetd. One definition for the agent and for simulated devices, which must
+/// speak exactly the same protocol.
+pub fn seal_report(
+    key: &SigningKey,
+    topic: &str,
+    stamp: Stamp,
+    body: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    seal(
+        SealParams {
+            topic,
+            signer: key,
+            to: None,
+            stamp,
+            encrypt: None,
+        },
+        body,
+    )
+}
+
 /// Reads the head of an envelope without verifying it (to choose the key to verify with).
 pub fn peek(bytes: &[u8], max: usize) -> Result<Head, SealError> {
     let w = decode_wire(bytes, max)?;
