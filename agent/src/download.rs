@@ -106,6 +106,25 @@ pub enum DownloadError {
     Cancelled,
 }
 
+impl DownloadError {
+    /// Whether trying again later may well succeed: the server or the network was unreachable
+    /// or overloaded (fleetd restarting, a link down, 408/429/5xx). The agent keeps retrying
+    /// these and reports the app as still downloading, so a controller restart or a short
+    /// outage does not fail a rollout; the step's progress deadline bounds them. Everything
+    /// else (wrong size or digest, 4xx, local disk trouble) is the device's verdict: failed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DownloadError::Request { .. }
+            | DownloadError::Interrupted { .. }
+            | DownloadError::Refresh { .. } => true,
+            DownloadError::Status { status, .. } => {
+                matches!(status, 408 | 429) || (500..600).contains(status)
+            }
+            _ => false,
+        }
+    }
+}
+
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DownloadError {
     let context = context.into();
     move |source| DownloadError::Io { context, source }

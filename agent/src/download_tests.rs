@@ -132,6 +132,39 @@ fn sha_mismatch_is_refused_and_removed() {
         "{text}"
     );
     assert!(!partial.exists());
+    assert!(
+        !err.is_transient(),
+        "a wrong digest is the artifact's fault"
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_transient() {
+    // A port that was just free: nothing listens (fleetd restarting, a link down).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/a");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let partial = dir.path().join("p.partial");
+    let req = DownloadRequest {
+        url: &url,
+        size: 10,
+        sha256: &sha(b"x"),
+        partial: &partial,
+        sha512: None,
+    };
+    let err = download(&req, &AtomicBool::new(false)).expect_err("nobody listens");
+    assert!(err.is_transient(), "{err}");
+    for (status, transient) in [(404, false), (403, false), (429, true), (503, true)] {
+        let e = DownloadError::Status {
+            url: url.clone(),
+            status,
+        };
+        assert_eq!(e.is_transient(), transient, "{status}");
+    }
 }
 
 #[test]

@@ -35,6 +35,9 @@ pub struct Failure {
     pub error: String,
     /// When to try again; `None` means only a new generation retries.
     pub retry_at: Option<Instant>,
+    /// The failure was the network's or the server's, not the artifact's: reported as still
+    /// downloading (with the error), not as failed.
+    pub transient: bool,
 }
 
 /// What the supervisor of one version reports, as the reconciler and status need it.

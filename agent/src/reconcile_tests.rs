@@ -184,6 +184,7 @@ fn failed_download_is_retried_only_when_due() {
             version: "1.0.0".into(),
             error: "sha256 mismatch".into(),
             retry_at: Some(now + Duration::from_secs(5)),
+            transient: false,
         }),
         ..Default::default()
     };
@@ -205,6 +206,7 @@ fn failure_of_an_older_target_does_not_block_a_new_version() {
             version: "2.0.0".into(),
             error: "boom".into(),
             retry_at: None,
+            transient: false,
         }),
         ..Default::default()
     };
@@ -230,6 +232,7 @@ fn unsupported_type_is_refused_once() {
             version: "1.0.0".into(),
             error: "x".into(),
             retry_at: None,
+            transient: false,
         }),
         ..Default::default()
     };

@@ -46,6 +46,8 @@ pub fn app_statuses(desired: Option<&DesiredState>, observed: &Observed) -> Vec<
                     JobKind::Download => AppPhase::Downloading,
                     JobKind::Install => AppPhase::Installing,
                 },
+                // Retrying after the network's or the server's failure: still on its way.
+                (_, None, Some(f)) if f.transient => AppPhase::Downloading,
                 (_, None, Some(_)) => AppPhase::Failed,
                 _ if obs.installed.contains(version) => AppPhase::Starting,
                 _ if obs.downloaded.as_ref() == Some(version) => AppPhase::Installing,
@@ -112,12 +114,33 @@ mod tests {
     }
 
     #[test]
+    fn a_transient_fetch_failure_reports_still_downloading_with_the_error() {
+        let obs = AppObserved {
+            failure: Some(Failure {
+                version: "2.0.0".into(),
+                error: "request to http://fleetd/x failed: Connection refused".into(),
+                retry_at: None,
+                transient: true,
+            }),
+            ..Default::default()
+        };
+        let observed = Observed::from([("web".to_string(), obs)]);
+        let st = app_statuses(Some(&desired("2.0.0")), &observed);
+        assert_eq!(st[0].phase, AppPhase::Downloading);
+        assert!(st[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Connection refused")));
+    }
+
+    #[test]
     fn failed_upgrade_reports_new_version_failed_and_old_running() {
         let mut obs = AppObserved {
             failure: Some(Failure {
                 version: "2.0.0".into(),
                 error: "sha256 mismatch: expected aa, got bb".into(),
                 retry_at: None,
+                transient: false,
             }),
             ..Default::default()
         };

@@ -1,4 +1,5 @@
-//! End to end, under faults: a tampered artifact, and hostile payloads on the bus.
+//! End to end, under faults: a tampered artifact, an artifact server that is down for a while,
+//! and hostile payloads on the bus.
 
 mod support;
 
@@ -7,6 +8,7 @@ use support::agent::Agent;
 use support::fleet::{
     app_status, deploy, deployment, upload_sample, wait_deployment, wait_online, APP,
 };
+use support::gate::Gate;
 use support::{get, wait_until, Fleetd, MqttClient};
 
 #[test]
@@ -55,6 +57,42 @@ fn tampered_artifact_is_refused_and_the_previous_version_keeps_running() {
         agent.app_pids(APP, "2.0.0").is_empty(),
         "tampered v2 never ran"
     );
+}
+
+#[test]
+fn an_artifact_server_down_for_a_while_delays_a_rollout_but_does_not_fail_it() {
+    // Download URLs point at a gate that drops every connection (fleetd restarting, a link
+    // down): the device keeps retrying, says why, and the rollout waits for it.
+    let gate = Gate::shut();
+    let public = format!("http://127.0.0.1:{}", gate.port);
+    let fleetd = Fleetd::start_with_args(&["--public-url", &public]);
+    let agent = Agent::start("outage-1", &fleetd.access(), &[]);
+    wait_online(&fleetd, &[&agent]);
+    upload_sample(&fleetd, "1.0.0");
+    let d1 = deploy(&fleetd, "1.0.0", &["outage-1"]);
+
+    let mut last = serde_json::Value::Null;
+    let retried = wait_until(Duration::from_secs(20), || {
+        last = app_status(&fleetd, "outage-1");
+        gate.refused() >= 2 && last["last_error"].as_str().is_some()
+    });
+    assert!(
+        retried,
+        "the agent retried and reported why ({} refused): {last:#}\n{}",
+        gate.refused(),
+        agent.log()
+    );
+    assert_eq!(last["phase"], "downloading", "{last:#}");
+    let view = deployment(&fleetd, &d1);
+    assert_eq!(view["state"], "in-progress", "{view:#}");
+    assert_eq!(
+        view["devices"]["outage-1"]["state"], "in-progress",
+        "{view:#}"
+    );
+
+    gate.open_to(fleetd.http_port().expect("fleetd's HTTP port"));
+    wait_deployment(&fleetd, &d1, "succeeded", &[&agent]);
+    assert_eq!(agent.app_pids(APP, "1.0.0").len(), 1);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! results back in. Downloads and installs run on blocking threads; processes are watched by
 //! tasks; each reports back as an [`Event`].
 
-use super::{Daemon, Event, SupEntry};
+use super::{Daemon, Event, FetchFailure, SupEntry};
 use crate::download::DownloadError;
 use crate::download_refresh;
 use crate::install;
@@ -67,6 +67,7 @@ impl Daemon {
                     version,
                     error,
                     retry_at: None,
+                    transient: false,
                 });
             }
         }
@@ -102,7 +103,10 @@ impl Daemon {
         tokio::task::spawn_blocking(move || {
             // Refuse before downloading anything the device must not install.
             let result = match crate::verify::check(&artifact, &trust, &inventory) {
-                Err(refusal) => Err(Some(refusal.to_string())),
+                Err(refusal) => Err(Some(FetchFailure {
+                    error: refusal.to_string(),
+                    transient: false,
+                })),
                 Ok(()) => match download_refresh::fetch_artifact(
                     &artifact,
                     &controller,
@@ -111,7 +115,10 @@ impl Daemon {
                 ) {
                     Ok(()) => Ok(()),
                     Err(DownloadError::Cancelled) => Err(None),
-                    Err(e) => Err(Some(e.to_string())),
+                    Err(e) => Err(Some(FetchFailure {
+                        error: e.to_string(),
+                        transient: e.is_transient(),
+                    })),
                 },
             };
             let _ = events.send(Event::Downloaded {
@@ -149,14 +156,16 @@ impl Daemon {
         });
     }
 
-    fn fail_fetch(&mut self, app: &str, version: &str, error: String, now: Instant) {
+    fn fail_fetch(&mut self, app: &str, version: &str, failure: FetchFailure, now: Instant) {
         let st = self.apps.entry(app.to_string()).or_default();
         let delay = st.retry.next_delay();
-        tracing::warn!(app, version, %error, retry_in_s = delay.as_secs(), "fetching app failed");
+        let FetchFailure { error, transient } = failure;
+        tracing::warn!(app, version, %error, transient, retry_in_s = delay.as_secs(), "fetching app failed");
         st.obs.failure = Some(Failure {
             version: version.to_string(),
             error,
             retry_at: Some(now + delay),
+            transient,
         });
     }
 
@@ -164,7 +173,7 @@ impl Daemon {
         &mut self,
         app: &str,
         version: &str,
-        result: Result<(), Option<String>>,
+        result: Result<(), Option<FetchFailure>>,
         now: Instant,
     ) {
         if let Some(st) = self.apps.get_mut(app) {
@@ -202,7 +211,15 @@ impl Daemon {
                 st.retry.reset();
                 self.persist_app(app);
             }
-            Err(error) => self.fail_fetch(app, version, error, now),
+            Err(error) => self.fail_fetch(
+                app,
+                version,
+                FetchFailure {
+                    error,
+                    transient: false,
+                },
+                now,
+            ),
         }
     }
 

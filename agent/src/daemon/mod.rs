@@ -39,6 +39,16 @@ pub const ADOPTED_POLL: Duration = Duration::from_millis(500);
 /// Longest wait for the offline status and disconnect to go out at shutdown.
 const SHUTDOWN_PUBLISH_WAIT: Duration = Duration::from_secs(3);
 
+/// Why fetching a version failed.
+#[derive(Debug)]
+pub struct FetchFailure {
+    /// The error, as reported in `last_error`.
+    pub error: String,
+    /// Worth retrying without counting as the device's failure (see
+    /// [`crate::download::DownloadError::is_transient`]).
+    pub transient: bool,
+}
+
 /// Something that happened, reported to the event loop.
 #[derive(Debug)]
 pub enum Event {
@@ -50,8 +60,8 @@ pub enum Event {
         app: String,
         /// Version.
         version: String,
-        /// Error text on failure; `None` when cancelled by shutdown.
-        result: Result<(), Option<String>>,
+        /// The failure; `None` when cancelled by shutdown.
+        result: Result<(), Option<FetchFailure>>,
     },
     /// An install finished.
     Installed {

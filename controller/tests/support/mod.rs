@@ -10,6 +10,7 @@ pub mod cli;
 pub mod device;
 pub mod external;
 pub mod fleet;
+pub mod gate;
 pub mod oci;
 pub mod procs;
 pub mod registry;
