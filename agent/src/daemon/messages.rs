@@ -95,7 +95,7 @@ impl Daemon {
             apps = desired.apps.len(),
             "accepted desired state"
         );
-        self.desired = Some(desired);
+        self.accept(Some(desired));
         // A new generation retries what failed before.
         for st in self.apps.values_mut() {
             st.obs.failure = None;
@@ -143,7 +143,7 @@ pub(super) fn check_desired(d: &DesiredState, device: &str) -> Result<(), String
             return Err(format!("app {} is listed twice", app.name));
         }
     }
-    Ok(())
+    crate::components::check(d)
 }
 
 #[cfg(test)]
@@ -167,6 +167,7 @@ mod tests {
             deployment_id: None,
             spec: Default::default(),
             rollout: None,
+            components: Vec::new(),
         }
     }
 

@@ -9,7 +9,7 @@ use crate::mqtt::PublishQueue;
 use crate::store::ArtifactStore;
 use fleet_schema::api::{CreateDeployment, DeploymentCreated};
 use fleet_schema::artifact::{validate_name, validate_version};
-use fleet_schema::{ArtifactRef, ArtifactType};
+use fleet_schema::{ArtifactRef, ArtifactType, DesiredComponent};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
@@ -49,6 +49,13 @@ impl DeployError {
     fn internal(e: impl std::fmt::Display) -> Self {
         Self::new(DeployErrorKind::Internal, e.to_string())
     }
+    /// The same error, saying which application's artifact it is about.
+    fn in_application(self, name: &str, version: &str) -> Self {
+        Self::new(
+            self.kind,
+            format!("application {name}@{version}: {}", self.message),
+        )
+    }
 }
 
 impl From<TargetError> for DeployError {
@@ -83,8 +90,9 @@ pub fn parse_request(body: &[u8]) -> Result<CreateDeployment, DeployError> {
 }
 
 /// Creates a deployment from a request body. When `application@version` is a registered
-/// application, its primary artifact, spec and placement are used; otherwise the artifact of
-/// the same name and version is deployed with default settings.
+/// application, every runnable artifact of it runs (several as components of the one app, see
+/// `fleet_schema::components`) with its spec, on devices its placement allows; otherwise the
+/// artifact of the same name and version is deployed with default settings.
 pub async fn create(
     ctx: &DeployContext<'_>,
     body: &[u8],
@@ -101,24 +109,47 @@ pub async fn create(
         .call(move |db| db.application(&name, &version))
         .await
         .map_err(DeployError::internal)?;
-    let (artifact, spec, placement) = match registered {
+    let (artifact, spec, placement, components) = match registered {
         Some(rec) => {
             let app = rec.application;
-            let primary = app.primary_artifact().cloned().ok_or_else(|| {
-                DeployError::new(
+            let parts = app.components();
+            if parts.is_empty() {
+                return Err(DeployError::new(
                     DeployErrorKind::Unprocessable,
                     format!(
                         "application {}@{} has no artifact of a type agents run",
                         app.name, app.version
                     ),
-                )
-            })?;
-            let artifact = find_artifact(ctx, &primary.name, &primary.version).await?;
-            (artifact, app.spec, Some(app.placement))
+                ));
+            }
+            let mut components = Vec::with_capacity(parts.len());
+            for part in parts {
+                let artifact = find_artifact(ctx, &part.artifact.name, &part.artifact.version)
+                    .await
+                    .map_err(|e| e.in_application(&app.name, &app.version))?;
+                components.push(DesiredComponent {
+                    name: part.artifact.name,
+                    artifact,
+                    spec: part.spec,
+                });
+            }
+            let primary = components.remove(0);
+            // One runnable artifact: the app is that artifact, exactly as before components.
+            let components = if components.is_empty() {
+                Vec::new()
+            } else {
+                std::iter::once(primary.clone()).chain(components).collect()
+            };
+            (
+                primary.artifact,
+                primary.spec,
+                Some(app.placement),
+                components,
+            )
         }
         None => {
             let artifact = find_artifact(ctx, &req.application, &req.version).await?;
-            (artifact, Default::default(), None)
+            (artifact, Default::default(), None, Vec::new())
         }
     };
 
@@ -179,31 +210,38 @@ pub async fn create(
         }
     }
 
-    // The artifact's platforms, type and requirements must fit every target that reported an
-    // inventory (the agent re-checks before installing).
-    let unfit: Vec<String> = devices
-        .iter()
-        .filter_map(|d| {
-            let inv = records.get(d)?.status.as_ref()?.inventory.as_ref()?;
-            let unmet = fleet_schema::compat::unmet(
-                &artifact.kind,
-                &artifact.platforms,
-                &artifact.requirements,
-                inv,
-            );
-            (!unmet.is_empty()).then(|| format!("{d}: {}", unmet.join(", ")))
-        })
-        .collect();
+    // Every artifact's platforms, type and requirements must fit every target that reported
+    // an inventory (the agent re-checks before installing).
+    let checked: Vec<&ArtifactRef> = if components.is_empty() {
+        vec![&artifact]
+    } else {
+        components.iter().map(|c| &c.artifact).collect()
+    };
+    let mut unfit: Vec<String> = Vec::new();
+    for a in checked {
+        let bad: Vec<String> = devices
+            .iter()
+            .filter_map(|d| {
+                let inv = records.get(d)?.status.as_ref()?.inventory.as_ref()?;
+                let unmet =
+                    fleet_schema::compat::unmet(&a.kind, &a.platforms, &a.requirements, inv);
+                (!unmet.is_empty()).then(|| format!("{d}: {}", unmet.join(", ")))
+            })
+            .collect();
+        if !bad.is_empty() {
+            unfit.push(format!(
+                "artifact {}@{} cannot run on {} target device(s): {}",
+                a.name,
+                a.version,
+                bad.len(),
+                bad.join("; ")
+            ));
+        }
+    }
     if !unfit.is_empty() {
         return Err(DeployError::new(
             DeployErrorKind::Unprocessable,
-            format!(
-                "artifact {}@{} cannot run on {} target device(s): {}",
-                artifact.name,
-                artifact.version,
-                unfit.len(),
-                unfit.join("; ")
-            ),
+            unfit.join("; "),
         ));
     }
 
@@ -218,6 +256,7 @@ pub async fn create(
         params,
         target: Some(req.target),
         placement,
+        components,
     };
     let (record, published) = ctx
         .db
