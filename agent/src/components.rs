@@ -12,9 +12,9 @@ use fleet_schema::artifact::validate_name;
 use fleet_schema::{DesiredApp, DesiredComponent, DesiredState};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Between an app's name and a component's in a unit name. Unit names become directory,
-/// systemd-unit and container names, so the separator uses only characters all of them take.
-pub const SEPARATOR: &str = "__";
+/// Between an app's name and a component's in a unit name (shared with fleetd, which adds up a
+/// unit's metrics into its app's).
+pub const SEPARATOR: &str = fleet_schema::components::UNIT_SEPARATOR;
 
 /// The unit that runs `component` of `app`.
 pub fn unit_name(app: &str, component: &str) -> String {
@@ -23,7 +23,7 @@ pub fn unit_name(app: &str, component: &str) -> String {
 
 /// The app a unit belongs to (the unit itself for a single-artifact app).
 pub fn app_of(unit: &str) -> &str {
-    unit.split_once(SEPARATOR).map_or(unit, |(app, _)| app)
+    fleet_schema::components::app_of_unit(unit)
 }
 
 /// What a component's process learns about itself: `FLEET_APP_NAME` is its application's name

@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 use support::agent::Agent;
 use support::fleet::{deployment, sample_app_bytes, wait_deployment, wait_online};
-use support::oci::{self, busybox_static, engine, fleetctl, sh, skip_or_fail};
+use support::oci::{self, fleetctl};
 use support::{get, post_json, upload, wait_until, Fleetd};
 
 /// The application (unique per test process: container labels carry it, and parallel runs
@@ -27,25 +27,6 @@ const MODEL_ART: &str = "model-server";
 /// The unit the agent runs a component as (its container label and log file name).
 fn unit(component: &str) -> String {
     format!("{}__{component}", *APP)
-}
-
-/// Removes the containers and images the test and the agent made, even when the test fails.
-struct Cleanup {
-    engine: &'static str,
-    tag: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for id in containers(self.engine, true) {
-            let _ = Command::new(self.engine).args(["rm", "-f", &id]).output();
-        }
-        for v in ["1.0.0", "2.0.0"] {
-            let _ = Command::new(self.engine)
-                .args(["rmi", "-f", &format!("{}:{v}", self.tag)])
-                .output();
-        }
-    }
 }
 
 /// Ids of the model server's containers (running ones, or all with `all`).
@@ -72,18 +53,7 @@ fn build_image(engine: &str, busybox: &Path, dir: &Path, tag: &str, version: &st
     } else {
         "#!/bin/sh\necho \"$FLEET_APP_NAME/$FLEET_COMPONENT $FLEET_APP_VERSION\"\nexec /bin/httpd -f -p \"$MODEL_PORT\" -h /www\n".to_string()
     };
-    let root = oci::rootfs(busybox, dir, version, &start);
-    let image = format!("{tag}:{version}");
-    let cmd = format!(
-        "tar -C '{}' -c . | {engine} import -c 'CMD [\"/start\"]' - '{image}' >/dev/null",
-        root.display()
-    );
-    let ok = Command::new("sh").args(["-c", &cmd]).status().expect("sh");
-    assert!(ok.success(), "{cmd}");
-    let tarball = dir.join(format!("image-{version}.tar"));
-    sh(engine, &["save", "-o", &tarball.to_string_lossy(), &image]);
-    sh(engine, &["rmi", &image]);
-    tarball
+    oci::build_image(engine, busybox, dir, tag, version, &start)
 }
 
 /// The seed's manifest shape: the binary first (it takes the app's runtime and health check),
@@ -146,16 +116,15 @@ fn served(port: u16, path: &str) -> String {
 
 #[test]
 fn a_binary_and_an_image_run_as_one_app_and_roll_back_together() {
-    let Some(engine) = engine() else {
-        return skip_or_fail("no usable container engine (docker info / podman info failed; apt-get install docker.io and start dockerd)");
-    };
-    let Some(busybox) = busybox_static() else {
-        return skip_or_fail("busybox-static is not installed (apt-get install busybox-static)");
+    let Some((engine, busybox)) = oci::engine_and_busybox() else {
+        return;
     };
     let tag = format!("fleet-components-e2e-{}", std::process::id());
-    let _cleanup = Cleanup {
+    let _cleanup = oci::Cleanup {
         engine,
+        app: unit(MODEL_ART),
         tag: tag.clone(),
+        versions: &["1.0.0", "2.0.0"],
     };
     let dir = tempfile::tempdir().expect("tempdir");
     // Each version's binary listens on its own port (an upgrade in place starts the new one

@@ -19,6 +19,17 @@ use crate::status::{AppPhase, AppStatus, HealthState};
 use crate::ArtifactType;
 use serde::{Deserialize, Serialize};
 
+/// Between an app's name and a component's in the name of the unit a device runs the component
+/// as (`<app>__<component>`): its directories, process, container and systemd unit, and the
+/// app name its metrics and logs carry. Only characters every one of those names accepts.
+pub const UNIT_SEPARATOR: &str = "__";
+
+/// The application a unit (or app) name belongs to: the part before [`UNIT_SEPARATOR`], or the
+/// name itself for a single-artifact app.
+pub fn app_of_unit(unit: &str) -> &str {
+    unit.split_once(UNIT_SEPARATOR).map_or(unit, |(app, _)| app)
+}
+
 /// The artifact type of the marker a multi-component app carries in place of its artifact.
 pub const COMPONENTS_KIND: &str = "components";
 

@@ -32,6 +32,22 @@ fn app(components: Vec<DesiredComponent>) -> DesiredApp {
     }
 }
 
+/// `edge@2.1.0` running with `health`, no components.
+fn running_app(health: HealthState) -> AppStatus {
+    AppStatus {
+        name: "edge".into(),
+        version: "2.1.0".into(),
+        phase: AppPhase::Running,
+        restart_count: 0,
+        last_error: None,
+        running_version: None,
+        deployment_id: None,
+        health,
+        health_message: None,
+        components: Vec::new(),
+    }
+}
+
 /// The desired-app shape of a build that predates components (its fields only).
 #[derive(Deserialize, Serialize)]
 struct OldDesiredApp {
@@ -55,18 +71,7 @@ fn one_artifact_looks_exactly_as_before_on_the_wire() {
         spec: AppSpec::default(),
     };
     assert_eq!(encode(&a).expect("encodes"), encode(&old).expect("encodes"));
-    let status = AppStatus {
-        name: "edge".into(),
-        version: "2.1.0".into(),
-        phase: AppPhase::Running,
-        restart_count: 0,
-        last_error: None,
-        running_version: None,
-        deployment_id: None,
-        health: HealthState::Unknown,
-        health_message: None,
-        components: Vec::new(),
-    };
+    let status = running_app(HealthState::Unknown);
     let json = serde_json::to_value(&status).expect("json");
     assert!(json.get("components").is_none(), "{json}");
 }
@@ -157,18 +162,7 @@ fn overall_counts_every_component() {
         health,
         health_message: None,
     };
-    let mut s = AppStatus {
-        name: "edge".into(),
-        version: "2.1.0".into(),
-        phase: AppPhase::Running,
-        restart_count: 0,
-        last_error: None,
-        running_version: None,
-        deployment_id: None,
-        health: HealthState::Healthy,
-        health_message: None,
-        components: Vec::new(),
-    };
+    let mut s = running_app(HealthState::Healthy);
     assert_eq!(s.overall(), (AppPhase::Running, HealthState::Healthy));
     // A peer that reports the app running and healthy while a component is not: the
     // component wins.
