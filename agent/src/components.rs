@@ -7,7 +7,13 @@
 //! into the units' desired state, [`crate::report`] folds the units' status back into one
 //! [`fleet_schema::AppStatus`] per app with a status per component, and [`group_refusals`]
 //! makes a component that cannot run refuse its whole app rather than run half of it.
+//!
+//! Versions move together: the old version of a component stops only once every component
+//! runs the new one ([`Group::all_running`]), and when one component's upgrade fails to start
+//! (its old version keeps serving), the others stop their new version and stay on the old one
+//! ([`Group::upgrade_failed`]) until a new desired state.
 
+use crate::reconcile::Observed;
 use fleet_schema::artifact::validate_name;
 use fleet_schema::{DesiredApp, DesiredComponent, DesiredState};
 use std::collections::{BTreeMap, BTreeSet};
@@ -107,6 +113,40 @@ pub fn check(d: &DesiredState) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// How the units of one multi-component app stand at its desired version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Group {
+    /// Every unit runs the desired version: the old versions may stop.
+    pub all_running: bool,
+    /// A unit's upgrade failed to start while its old version kept serving: the other units
+    /// stay on (or go back to) their old version too, never half of the app on each version.
+    pub upgrade_failed: bool,
+}
+
+/// The [`Group`] of every multi-component app, by app name.
+pub fn groups(units: &DesiredState, observed: &Observed) -> BTreeMap<String, Group> {
+    let mut out: BTreeMap<String, Group> = BTreeMap::new();
+    for u in &units.apps {
+        let Some((app, _)) = u.name.split_once(SEPARATOR) else {
+            continue;
+        };
+        let proc = observed.get(&u.name).and_then(|o| o.procs.get(&u.version));
+        let g = out.entry(app.to_string()).or_insert(Group {
+            all_running: true,
+            upgrade_failed: false,
+        });
+        g.all_running &= proc.is_some_and(|p| p.live && p.running && !p.stopping);
+        g.upgrade_failed |= proc.is_some_and(|p| p.failed);
+    }
+    out
+}
+
+/// The group a unit belongs to, if it is a component.
+pub fn group_of<'a>(groups: &'a BTreeMap<String, Group>, unit: &str) -> Option<&'a Group> {
+    unit.split_once(SEPARATOR)
+        .and_then(|(app, _)| groups.get(app))
 }
 
 /// Why each multi-component app cannot run, by app name: the first of its units that

@@ -144,6 +144,7 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
     let empty = AppObserved::default();
     let mut actions = Vec::new();
     let groups = crate::components::group_refusals(desired, refusal);
+    let group_states = crate::components::groups(desired, observed);
     for want in &desired.apps {
         let app = want.name.clone();
         let obs = observed.get(&app).unwrap_or(&empty);
@@ -154,13 +155,28 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
             .filter(|(v, p)| *v != version && p.live && !p.stopping)
             .map(|(v, _)| v)
             .collect();
-        if let Some(mine) = obs.procs.get(version) {
+        let group = crate::components::group_of(&group_states, &want.name);
+        let mine = obs.procs.get(version);
+        if group.is_some_and(|g| g.upgrade_failed)
+            && !mine.is_some_and(|p| p.failed)
+            && !others_live.is_empty()
+        {
+            // Another component's upgrade failed: this one stays on its old version too.
+            if mine.is_some_and(|p| p.live && !p.stopping) {
+                actions.push(Action::Stop {
+                    app,
+                    version: version.clone(),
+                });
+            }
+            continue;
+        }
+        if let Some(mine) = mine {
             let may_stop_old = crate::bluegreen::old_may_stop(
                 want.rollout.as_ref(),
                 !want.spec.runtime.ports.is_empty(),
                 mine.running_since,
                 now,
-            );
+            ) && group.is_none_or(|g| g.all_running);
             if mine.live && !mine.stopping && mine.running && may_stop_old {
                 actions.extend(others_live.iter().map(|v| Action::Stop {
                     app: app.clone(),

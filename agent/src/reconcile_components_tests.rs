@@ -133,3 +133,95 @@ fn an_agent_that_predates_components_refuses_the_app_whole() {
         }]
     );
 }
+
+fn with_procs(procs: &[(&str, ProcView)]) -> AppObserved {
+    AppObserved {
+        installed: ["2.0.0".to_string(), "2.1.0".to_string()].into(),
+        current: Some("2.0.0".into()),
+        procs: procs
+            .iter()
+            .map(|(v, p)| (v.to_string(), p.clone()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn phase(phase: AppPhase) -> ProcView {
+    ProcView {
+        phase: phase.clone(),
+        live: !matches!(phase, AppPhase::Failed | AppPhase::Stopped),
+        running: phase == AppPhase::Running,
+        failed: phase == AppPhase::Failed,
+        ..running()
+    }
+}
+
+#[test]
+fn old_versions_stop_only_once_every_component_runs_the_new_one() {
+    let units = expand(&state(seed_app()));
+    let now = Instant::now();
+    let mut observed = Observed::from([
+        (
+            ENGINE.to_string(),
+            with_procs(&[("2.0.0", running()), ("2.1.0", running())]),
+        ),
+        (
+            MODEL.to_string(),
+            with_procs(&[("2.0.0", running()), ("2.1.0", phase(AppPhase::Starting))]),
+        ),
+    ]);
+    assert!(
+        reconcile(Some(&units), &observed, now).is_empty(),
+        "the engine's 2.0.0 waits for the model's 2.1.0"
+    );
+    observed
+        .get_mut(MODEL)
+        .expect("model")
+        .procs
+        .insert("2.1.0".into(), running());
+    assert_eq!(
+        reconcile(Some(&units), &observed, now),
+        [ENGINE, MODEL].map(|u| Action::Stop {
+            app: u.into(),
+            version: "2.0.0".into()
+        })
+    );
+}
+
+#[test]
+fn a_failed_upgrade_of_one_component_keeps_every_component_on_the_old_version() {
+    let units = expand(&state(seed_app()));
+    let now = Instant::now();
+    let mut observed = Observed::from([
+        (
+            ENGINE.to_string(),
+            with_procs(&[("2.0.0", running()), ("2.1.0", running())]),
+        ),
+        (
+            MODEL.to_string(),
+            with_procs(&[("2.0.0", running()), ("2.1.0", phase(AppPhase::Failed))]),
+        ),
+    ]);
+    assert_eq!(
+        reconcile(Some(&units), &observed, now),
+        [Action::Stop {
+            app: ENGINE.into(),
+            version: "2.1.0".into()
+        }],
+        "the engine's new version stops, its old one keeps serving"
+    );
+    observed
+        .get_mut(ENGINE)
+        .expect("engine")
+        .procs
+        .remove("2.1.0");
+    assert!(
+        reconcile(Some(&units), &observed, now).is_empty(),
+        "and it is not started again until a new desired state"
+    );
+    let st = crate::report::app_statuses(Some(&state(seed_app())), &observed);
+    assert_eq!(st[0].phase, AppPhase::Failed);
+    assert_eq!(st[0].running_version.as_deref(), Some("2.0.0"));
+    let phases: Vec<AppPhase> = st[0].components.iter().map(|c| c.phase.clone()).collect();
+    assert_eq!(phases, [AppPhase::Stopped, AppPhase::Failed]);
+}

@@ -19,6 +19,7 @@ pub fn app_statuses(desired: Option<&DesiredState>, observed: &Observed) -> Vec<
     };
     let empty = AppObserved::default();
     let unit = |want: &DesiredApp| unit_status(want, observed.get(&want.name).unwrap_or(&empty));
+    let groups = components::groups(&components::expand(desired), observed);
     desired
         .apps
         .iter()
@@ -29,7 +30,23 @@ pub fn app_statuses(desired: Option<&DesiredState>, observed: &Observed) -> Vec<
             let parts: Vec<(&DesiredComponent, AppStatus)> = want
                 .components
                 .iter()
-                .map(|c| (c, unit(&components::unit_app(want, c))))
+                .map(|c| {
+                    let u = components::unit_app(want, c);
+                    let mut st = unit(&u);
+                    let held_back = components::group_of(&groups, &u.name)
+                        .is_some_and(|g| g.upgrade_failed)
+                        && st.running_version.is_some()
+                        && !matches!(st.phase, AppPhase::Failed | AppPhase::CrashLoop)
+                        && !observed
+                            .get(&u.name)
+                            .and_then(|o| o.procs.get(&u.version))
+                            .is_some_and(|p| p.live);
+                    if held_back {
+                        // Kept on its old version because another component's upgrade failed.
+                        st.phase = AppPhase::Stopped;
+                    }
+                    (c, st)
+                })
                 .collect();
             fold(want, &parts)
         })
