@@ -278,6 +278,21 @@ fn a_binary_and_an_image_run_as_one_app_and_roll_back_together() {
     let Some(rig) = Rig::start("edge-inference", true, MODEL_ART) else {
         return;
     };
+    // A device whose agent predates components (it does not report the capability) is refused
+    // up front, naming it and what it lacks.
+    let _old = support::announce(&rig.fleetd, &support::device_status("dev-old-agent", &[]));
+    let (status, body) = post_json(
+        &rig.fleetd.url("/api/v1/deployments"),
+        &json!({"application": rig.app, "version": "1.0.0",
+                "target": {"devices": ["dev-old-agent"]}}),
+    );
+    assert_eq!(status, 422, "{body}");
+    let err = body["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("dev-old-agent") && err.contains("capability \"components\""),
+        "{err}"
+    );
+
     install_v1(&rig);
     let app = rig.status();
     assert_eq!(app["components"][1]["health"], json!("healthy"), "{app:#}");

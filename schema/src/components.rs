@@ -30,6 +30,10 @@ pub fn app_of_unit(unit: &str) -> &str {
     unit.split_once(UNIT_SEPARATOR).map_or(unit, |(app, _)| app)
 }
 
+/// The capability an agent reports when it runs applications of several artifacts; fleetd
+/// refuses to send one to a device whose reported inventory lacks it (an older agent).
+pub const CAPABILITY: &str = "components";
+
 /// The artifact type of the marker a multi-component app carries in place of its artifact.
 pub const COMPONENTS_KIND: &str = "components";
 

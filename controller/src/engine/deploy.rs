@@ -218,6 +218,32 @@ pub async fn create(
         components.iter().map(|c| &c.artifact).collect()
     };
     let mut unfit: Vec<String> = Vec::new();
+    if !components.is_empty() {
+        let old: Vec<&str> = devices
+            .iter()
+            .filter(|d| {
+                records
+                    .get(*d)
+                    .and_then(|r| r.status.as_ref()?.inventory.as_ref())
+                    .is_some_and(|inv| {
+                        !inv.capabilities
+                            .iter()
+                            .any(|c| c == fleet_schema::components::CAPABILITY)
+                    })
+            })
+            .map(String::as_str)
+            .collect();
+        if !old.is_empty() {
+            unfit.push(format!(
+                "application {}@{} has {} runnable artifacts, which the agent of {} does not run (it lacks capability {:?}; upgrade it)",
+                req.application,
+                req.version,
+                components.len(),
+                old.join(", "),
+                fleet_schema::components::CAPABILITY
+            ));
+        }
+    }
     for a in checked {
         let bad: Vec<String> = devices
             .iter()
