@@ -9,7 +9,7 @@ use crate::mqtt::PublishQueue;
 use crate::store::ArtifactStore;
 use fleet_schema::api::{CreateDeployment, DeploymentCreated};
 use fleet_schema::artifact::{validate_name, validate_version};
-use fleet_schema::{ArtifactRef, ArtifactType, DesiredComponent};
+use fleet_schema::{compat, components, ArtifactRef, ArtifactType, DesiredComponent, Inventory};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
@@ -212,58 +212,17 @@ pub async fn create(
 
     // Every artifact's platforms, type and requirements must fit every target that reported
     // an inventory (the agent re-checks before installing).
-    let checked: Vec<&ArtifactRef> = if components.is_empty() {
-        vec![&artifact]
-    } else {
-        components.iter().map(|c| &c.artifact).collect()
-    };
-    let mut unfit: Vec<String> = Vec::new();
-    if !components.is_empty() {
-        let old: Vec<&str> = devices
-            .iter()
-            .filter(|d| {
-                records
-                    .get(*d)
-                    .and_then(|r| r.status.as_ref()?.inventory.as_ref())
-                    .is_some_and(|inv| {
-                        !inv.capabilities
-                            .iter()
-                            .any(|c| c == fleet_schema::components::CAPABILITY)
-                    })
-            })
-            .map(String::as_str)
-            .collect();
-        if !old.is_empty() {
-            unfit.push(format!(
-                "application {}@{} has {} runnable artifacts, which the agent of {} does not run (it lacks capability {:?}; upgrade it)",
-                req.application,
-                req.version,
-                components.len(),
-                old.join(", "),
-                fleet_schema::components::CAPABILITY
-            ));
-        }
-    }
-    for a in checked {
-        let bad: Vec<String> = devices
-            .iter()
-            .filter_map(|d| {
-                let inv = records.get(d)?.status.as_ref()?.inventory.as_ref()?;
-                let unmet =
-                    fleet_schema::compat::unmet(&a.kind, &a.platforms, &a.requirements, inv);
-                (!unmet.is_empty()).then(|| format!("{d}: {}", unmet.join(", ")))
-            })
-            .collect();
-        if !bad.is_empty() {
-            unfit.push(format!(
-                "artifact {}@{} cannot run on {} target device(s): {}",
-                a.name,
-                a.version,
-                bad.len(),
-                bad.join("; ")
-            ));
-        }
-    }
+    let inventories: BTreeMap<&str, &Inventory> = devices
+        .iter()
+        .filter_map(|d| {
+            Some((
+                d.as_str(),
+                records.get(d)?.status.as_ref()?.inventory.as_ref()?,
+            ))
+        })
+        .collect();
+    let app = format!("{}@{}", req.application, req.version);
+    let unfit = unfit_targets(&app, &inventories, &artifact, &components);
     if !unfit.is_empty() {
         return Err(DeployError::new(
             DeployErrorKind::Unprocessable,
@@ -311,6 +270,57 @@ pub async fn create(
         id: record.id,
         devices: targets,
     })
+}
+
+/// Why the targets that reported an inventory cannot run what is deployed (empty: they can):
+/// each artifact (every component's, or the one) must fit their platform, type and
+/// requirements, and an app of several artifacts needs agents that run components.
+fn unfit_targets(
+    app: &str,
+    inventories: &BTreeMap<&str, &Inventory>,
+    artifact: &ArtifactRef,
+    components: &[DesiredComponent],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if !components.is_empty() {
+        let old: Vec<&str> = inventories
+            .iter()
+            .filter(|(_, inv)| !inv.capabilities.iter().any(|c| c == components::CAPABILITY))
+            .map(|(d, _)| *d)
+            .collect();
+        if !old.is_empty() {
+            out.push(format!(
+                "application {app} runs {} artifacts as components, which the agent of {} does not do (it lacks capability {:?}; upgrade it)",
+                components.len(),
+                old.join(", "),
+                components::CAPABILITY
+            ));
+        }
+    }
+    let artifacts: Vec<&ArtifactRef> = if components.is_empty() {
+        vec![artifact]
+    } else {
+        components.iter().map(|c| &c.artifact).collect()
+    };
+    for a in artifacts {
+        let bad: Vec<String> = inventories
+            .iter()
+            .filter_map(|(d, inv)| {
+                let unmet = compat::unmet(&a.kind, &a.platforms, &a.requirements, inv);
+                (!unmet.is_empty()).then(|| format!("{d}: {}", unmet.join(", ")))
+            })
+            .collect();
+        if !bad.is_empty() {
+            out.push(format!(
+                "artifact {}@{} cannot run on {} target device(s): {}",
+                a.name,
+                a.version,
+                bad.len(),
+                bad.join("; ")
+            ));
+        }
+    }
+    out
 }
 
 /// Finds the artifact implementing `application@version` and builds the device-side reference.
@@ -387,6 +397,53 @@ async fn find_artifact(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_component_must_fit_and_agents_must_run_components() {
+        let inv = |caps: &[&str]| Inventory {
+            arch: "amd64".into(),
+            os: "linux".into(),
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        };
+        let artifact = |name: &str, kind: ArtifactType| ArtifactRef {
+            name: name.into(),
+            version: "1.0.0".into(),
+            kind,
+            ..Default::default()
+        };
+        let component = |name: &str, kind: ArtifactType| DesiredComponent {
+            name: name.into(),
+            artifact: artifact(name, kind),
+            spec: Default::default(),
+        };
+        let parts = [
+            component("engine", ArtifactType::Binary),
+            component("model", ArtifactType::OciImage),
+        ];
+        let (new, old, bare) = (
+            inv(&["binary", "components", "docker", "oci"]),
+            inv(&["binary", "docker", "oci"]),
+            inv(&["binary", "components"]),
+        );
+        let targets = BTreeMap::from([("new", &new)]);
+        let engine = artifact("engine", ArtifactType::Binary);
+        assert!(unfit_targets("edge@1.0.0", &targets, &engine, &parts).is_empty());
+        let targets = BTreeMap::from([("new", &new), ("old", &old), ("bare", &bare)]);
+        let why = unfit_targets("edge@1.0.0", &targets, &engine, &parts).join("; ");
+        assert!(
+            why.contains("agent of old does not") && why.contains("\"components\""),
+            "{why}"
+        );
+        assert!(
+            why.contains("artifact model@1.0.0 cannot run on 1 target device(s): bare"),
+            "{why}"
+        );
+        assert!(!why.contains("artifact engine"), "{why}");
+        // One artifact: only it is checked, and old agents run it as before.
+        let targets = BTreeMap::from([("old", &old)]);
+        assert!(unfit_targets("edge@1.0.0", &targets, &engine, &[]).is_empty());
+    }
 
     #[test]
     fn request_parsing_names_the_problem() {
