@@ -156,20 +156,26 @@ fn phase(phase: AppPhase) -> ProcView {
     }
 }
 
-#[test]
-fn old_versions_stop_only_once_every_component_runs_the_new_one() {
-    let units = expand(&state(seed_app()));
-    let now = Instant::now();
-    let mut observed = Observed::from([
+/// Both components on 2.0.0 with 2.1.0 started too: the engine's 2.1.0 runs, the model's is
+/// `model`.
+fn upgrading(model: ProcView) -> Observed {
+    Observed::from([
         (
             ENGINE.to_string(),
             with_procs(&[("2.0.0", running()), ("2.1.0", running())]),
         ),
         (
             MODEL.to_string(),
-            with_procs(&[("2.0.0", running()), ("2.1.0", phase(AppPhase::Starting))]),
+            with_procs(&[("2.0.0", running()), ("2.1.0", model)]),
         ),
-    ]);
+    ])
+}
+
+#[test]
+fn old_versions_stop_only_once_every_component_runs_the_new_one() {
+    let units = expand(&state(seed_app()));
+    let now = Instant::now();
+    let mut observed = upgrading(phase(AppPhase::Starting));
     assert!(
         reconcile(Some(&units), &observed, now).is_empty(),
         "the engine's 2.0.0 waits for the model's 2.1.0"
@@ -192,16 +198,7 @@ fn old_versions_stop_only_once_every_component_runs_the_new_one() {
 fn a_failed_upgrade_of_one_component_keeps_every_component_on_the_old_version() {
     let units = expand(&state(seed_app()));
     let now = Instant::now();
-    let mut observed = Observed::from([
-        (
-            ENGINE.to_string(),
-            with_procs(&[("2.0.0", running()), ("2.1.0", running())]),
-        ),
-        (
-            MODEL.to_string(),
-            with_procs(&[("2.0.0", running()), ("2.1.0", phase(AppPhase::Failed))]),
-        ),
-    ]);
+    let mut observed = upgrading(phase(AppPhase::Failed));
     assert_eq!(
         reconcile(Some(&units), &observed, now),
         [Action::Stop {
