@@ -189,5 +189,14 @@ mod tests {
         assert!(check_desired(&d, "d1").expect_err("dup").contains("twice"));
         d.apps[1] = app("db", "../../1");
         assert!(check_desired(&d, "d1").is_err());
+        // A malformed component list refuses the whole desired state (shown in `refused`).
+        let mut several = crate::components::tests::seed_app();
+        several.components[1].name = several.components[0].name.clone();
+        d.apps = vec![several];
+        let e = check_desired(&d, "d1").expect_err("duplicate component");
+        assert!(
+            e.contains("component inference-engine is listed twice"),
+            "{e}"
+        );
     }
 }
