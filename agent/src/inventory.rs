@@ -52,7 +52,11 @@ pub fn free_storage(dir: &Path) -> u64 {
 }
 
 fn capabilities() -> Vec<String> {
-    let mut caps = vec!["binary".to_string()];
+    // This agent runs applications of several artifacts (fleet_schema::components).
+    let mut caps = vec![
+        "binary".to_string(),
+        fleet_schema::components::CAPABILITY.to_string(),
+    ];
     // A container engine counts only when it answers (`docker info` needs its daemon).
     for engine in [Engine::Docker, Engine::Podman] {
         if engine.usable() {
@@ -109,6 +113,7 @@ mod tests {
         let inv = collect(dir.path(), &labels);
         assert_eq!(inv.os, "linux");
         assert!(inv.capabilities.contains(&"binary".to_string()));
+        assert!(inv.capabilities.contains(&"components".to_string()));
         assert!(inv.total_memory > 0);
         assert!(inv.free_storage > 0);
         assert!(!inv.kernel.is_empty());

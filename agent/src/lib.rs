@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod bluegreen;
 pub mod bus;
+pub mod components;
 pub mod config;
 pub mod container;
 pub mod container_run;

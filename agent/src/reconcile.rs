@@ -4,7 +4,7 @@
 //! inputs is safe: actions already in progress are visible in the observed state and not
 //! repeated.
 
-use fleet_schema::{AppPhase, ArtifactRef, DesiredState};
+use fleet_schema::{AppPhase, ArtifactRef, DesiredApp, DesiredState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
@@ -146,6 +146,8 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
     };
     let empty = AppObserved::default();
     let mut actions = Vec::new();
+    let groups = crate::components::group_refusals(desired, refusal);
+    let group_states = crate::components::groups(desired, observed);
     for want in &desired.apps {
         let app = want.name.clone();
         let obs = observed.get(&app).unwrap_or(&empty);
@@ -156,13 +158,28 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
             .filter(|(v, p)| *v != version && p.live && !p.stopping)
             .map(|(v, _)| v)
             .collect();
-        if let Some(mine) = obs.procs.get(version) {
+        let group = crate::components::group_of(&group_states, &want.name);
+        let mine = obs.procs.get(version);
+        if group.is_some_and(|g| g.upgrade_failed)
+            && !mine.is_some_and(|p| p.failed)
+            && !others_live.is_empty()
+        {
+            // Another component's upgrade failed: this one stays on its old version too.
+            if mine.is_some_and(|p| p.live && !p.stopping) {
+                actions.push(Action::Stop {
+                    app,
+                    version: version.clone(),
+                });
+            }
+            continue;
+        }
+        if let Some(mine) = mine {
             let may_stop_old = crate::bluegreen::old_may_stop(
                 want.rollout.as_ref(),
                 !want.spec.runtime.ports.is_empty(),
                 mine.running_since,
                 now,
-            );
+            ) && group.is_none_or(|g| g.all_running);
             if mine.live && !mine.stopping && mine.running && may_stop_old {
                 actions.extend(others_live.iter().map(|v| Action::Stop {
                     app: app.clone(),
@@ -175,29 +192,18 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
                 continue;
             }
         }
-        if let Some(error) =
-            crate::container::runtime_refusal(&want.spec.runtime.kind, &want.artifact.kind)
-        {
-            // Running an image as a systemd unit, or a non-image as a container, would
-            // silently ignore what the manifest asked for.
+        // A component that cannot run refuses its whole app (every unit with the same reason,
+        // naming the component): half an app is not a version.
+        let refused = groups
+            .get(crate::components::app_of(&want.name))
+            .cloned()
+            .or_else(|| refusal(want));
+        if let Some(error) = refused {
             if obs.failure.as_ref().is_none_or(|f| &f.version != version) {
                 actions.push(Action::Refuse {
                     app,
                     version: version.clone(),
                     error,
-                });
-            }
-            continue;
-        }
-        if !crate::install::supported(&want.artifact.kind) {
-            if obs.failure.as_ref().is_none_or(|f| &f.version != version) {
-                actions.push(Action::Refuse {
-                    app,
-                    version: version.clone(),
-                    error: format!(
-                        "artifact type {} is not supported by this agent yet",
-                        want.artifact.kind
-                    ),
                 });
             }
             continue;
@@ -270,6 +276,24 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
     actions
 }
 
+/// Why this agent will not run a desired app at all, if it will not: running an image as a
+/// systemd unit, or a non-image as a container, would silently ignore what the manifest asked
+/// for; an artifact type it cannot install (the marker of a multi-component app included, when
+/// it reaches the reconciler unexpanded) is refused naming the type.
+pub fn refusal(want: &DesiredApp) -> Option<String> {
+    if let Some(error) =
+        crate::container::runtime_refusal(&want.spec.runtime.kind, &want.artifact.kind)
+    {
+        return Some(error);
+    }
+    (!crate::install::supported(&want.artifact.kind)).then(|| {
+        format!(
+            "artifact type {} is not supported by this agent yet",
+            want.artifact.kind
+        )
+    })
+}
+
 /// The earliest time at which [`reconcile`] may answer differently without any new event
 /// (a failed download becoming due for retry).
 pub fn next_retry(observed: &Observed) -> Option<Instant> {
@@ -282,3 +306,7 @@ pub fn next_retry(observed: &Observed) -> Option<Instant> {
 #[cfg(test)]
 #[path = "reconcile_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "reconcile_components_tests.rs"]
+mod components_tests;

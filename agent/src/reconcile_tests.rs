@@ -29,6 +29,7 @@ fn desired(apps: &[(&str, &str)]) -> DesiredState {
                 deployment_id: Some("dep".into()),
                 spec: Default::default(),
                 rollout: None,
+                components: Vec::new(),
             })
             .collect(),
         issued_at: 0,

@@ -85,6 +85,7 @@ impl SimDevice {
                 deployment_id: app.deployment_id.clone(),
                 health: Default::default(),
                 health_message: None,
+                components: Vec::new(),
             })
             .collect();
         Some(self.status(now_ms))
@@ -137,6 +138,7 @@ mod tests {
                 deployment_id: Some("dep-1".into()),
                 spec: Default::default(),
                 rollout: None,
+                components: Vec::new(),
             }],
             issued_at: 0,
         }

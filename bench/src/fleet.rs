@@ -356,6 +356,7 @@ mod tests {
                 deployment_id: Some("dep-1".into()),
                 spec: Default::default(),
                 rollout: None,
+                components: Vec::new(),
             }],
             issued_at: 0,
         };

@@ -84,6 +84,20 @@ pub fn app(app: &AppStatus) -> String {
     if let Some(err) = &app.last_error {
         s.push_str(&format!(" error: {err}"));
     }
+    if !app.components.is_empty() {
+        let parts: Vec<String> = app
+            .components
+            .iter()
+            .map(|c| {
+                let mut p = format!("{} {}", c.name, c.phase);
+                if c.health != HealthState::Unknown {
+                    p.push_str(&format!(" [{}]", c.health));
+                }
+                p
+            })
+            .collect();
+        s.push_str(&format!(" {{{}}}", parts.join(", ")));
+    }
     s
 }
 
@@ -156,6 +170,7 @@ mod tests {
             deployment_id: None,
             health: Default::default(),
             health_message: None,
+            components: Vec::new(),
         };
         assert_eq!(
             app(&a),
@@ -170,6 +185,28 @@ mod tests {
             ..a
         };
         assert_eq!(app(&healthy), "web@2.0.0 running [healthy]");
+        let component =
+            |name: &str, phase: AppPhase, health: HealthState| fleet_schema::ComponentStatus {
+                name: name.into(),
+                artifact_version: "1.0.0".into(),
+                phase,
+                restart_count: 0,
+                last_error: None,
+                health,
+                health_message: None,
+            };
+        let several = AppStatus {
+            phase: AppPhase::Starting,
+            components: vec![
+                component("engine", AppPhase::Running, HealthState::Healthy),
+                component("model", AppPhase::Starting, HealthState::Unknown),
+            ],
+            ..healthy
+        };
+        assert_eq!(
+            app(&several),
+            "web@2.0.0 starting [healthy] {engine running [healthy], model starting}"
+        );
     }
 
     #[test]

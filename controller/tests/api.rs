@@ -363,6 +363,7 @@ fn deployments_publish_desired_state_and_survive_kill9() {
         deployment_id: Some(d2.clone()),
         health: Default::default(),
         health_message: None,
+        components: Vec::new(),
     }];
     sim.publish_status(&status);
     assert!(

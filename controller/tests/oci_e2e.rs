@@ -16,61 +16,20 @@ use std::sync::LazyLock;
 use std::time::Duration;
 use support::agent::Agent;
 use support::fleet::{wait_deployment, wait_online};
-use support::oci::{self, busybox_static, engine, fleetctl, sh, skip_or_fail};
+use support::oci::{self, fleetctl, sh};
 use support::{get, post_json, wait_until, Fleetd};
 
 /// The app (and container label), unique per test process so parallel runs sharing one engine
 /// cannot touch each other's containers.
 static APP: LazyLock<String> = LazyLock::new(|| format!("oci-web-{}", std::process::id()));
 
-/// Removes what the test and the agent created, even when the test fails.
-struct Cleanup {
-    engine: &'static str,
-    tag: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let ids = Command::new(self.engine)
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=fleet.app={}", *APP),
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        for id in ids.split_whitespace() {
-            let _ = Command::new(self.engine).args(["rm", "-f", id]).output();
-        }
-        for v in ["1.0.0", "2.0.0"] {
-            let _ = Command::new(self.engine)
-                .args(["rmi", "-f", &format!("{}:{v}", self.tag)])
-                .output();
-        }
-    }
-}
-
 /// Builds the image for `version` (busybox httpd serving "<version>" on $PORT after printing
-/// $GREETING) and saves it as a tarball in `dir`; the tag is removed again so the agent's load
-/// is what brings it back.
+/// $GREETING) and saves it as a tarball in `dir`.
 fn build_image(engine: &str, busybox: &Path, dir: &Path, tag: &str, version: &str) -> PathBuf {
     let start = format!(
         "#!/bin/sh\necho \"$GREETING from {version}\"\nexec /bin/httpd -f -p \"$PORT\" -h /www\n"
     );
-    let root = oci::rootfs(busybox, dir, version, &start);
-    let image = format!("{tag}:{version}");
-    let cmd = format!(
-        "tar -C '{}' -c . | {engine} import -c 'CMD [\"/start\"]' - '{image}' >/dev/null",
-        root.display()
-    );
-    let ok = Command::new("sh").args(["-c", &cmd]).status().expect("sh");
-    assert!(ok.success(), "{cmd}");
-    let tarball = dir.join(format!("image-{version}.tar"));
-    sh(engine, &["save", "-o", &tarball.to_string_lossy(), &image]);
-    sh(engine, &["rmi", &image]);
-    tarball
+    oci::build_image(engine, busybox, dir, tag, version, &start)
 }
 
 fn deploy(fleetd: &Fleetd, version: &str, device: &str) -> (u16, serde_json::Value) {
@@ -107,16 +66,15 @@ fn wait_served(port: u16, body: &str, agent: &Agent) {
 
 #[test]
 fn oci_images_load_run_upgrade_roll_back_and_leave_nothing_behind() {
-    let Some(engine) = engine() else {
-        return skip_or_fail("no usable container engine (docker info / podman info failed; apt-get install docker.io and start dockerd)");
-    };
-    let Some(busybox) = busybox_static() else {
-        return skip_or_fail("busybox-static is not installed (apt-get install busybox-static)");
+    let Some((engine, busybox)) = oci::engine_and_busybox() else {
+        return;
     };
     let tag = format!("fleet-oci-e2e-{}", std::process::id());
-    let _cleanup = Cleanup {
+    let _cleanup = oci::Cleanup {
         engine,
+        app: APP.clone(),
         tag: tag.clone(),
+        versions: &["1.0.0", "2.0.0"],
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let port = support::free_port();

@@ -61,6 +61,7 @@ fn evil_state(generation: u64) -> DesiredState {
             deployment_id: Some("d-evil".into()),
             spec,
             rollout: None,
+            components: Vec::new(),
         }],
         issued_at: 0,
     }
@@ -109,6 +110,7 @@ fn another_device_cannot_act_for_a_device(mosquitto: bool) {
         deployment_id: Some(d1.clone()),
         health: Default::default(),
         health_message: None,
+        components: Vec::new(),
     }];
     let fake_status = intruder.seal(
         "fleet/victim/status",

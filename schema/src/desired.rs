@@ -4,6 +4,7 @@
 
 use crate::app_spec::AppSpec;
 use crate::artifact::{ArtifactType, Platform, Requirements, Signature};
+use crate::components::DesiredComponent;
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,30 @@ pub struct DesiredApp {
     /// one, switches after the validation period and keeps the old one for the switch delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<BlueGreenHint>,
+    /// The app's runnable artifacts when it has several (see [`crate::components`]): each runs
+    /// as a component of this app, and `artifact` is then a marker no agent installs. Empty
+    /// (and absent on the wire) for an app with one artifact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<DesiredComponent>,
+}
+
+impl DesiredApp {
+    /// True when any part of the app has a health check (then a rollout counts a device healthy
+    /// only on a `healthy` verdict, not on `unknown`).
+    pub fn has_healthcheck(&self) -> bool {
+        self.spec.healthcheck.is_some()
+            || self.components.iter().any(|c| c.spec.healthcheck.is_some())
+    }
+
+    /// Every artifact the device fetches for this app: the components' when it has any, else
+    /// its own.
+    pub fn artifacts(&self) -> Vec<&ArtifactRef> {
+        if self.components.is_empty() {
+            vec![&self.artifact]
+        } else {
+            self.components.iter().map(|c| &c.artifact).collect()
+        }
+    }
 }
 
 /// How a blue-green deployment wants the agent to switch from the old version to the new one.

@@ -1,6 +1,7 @@
 //! Reported state: what a device says about itself on `fleet/<device>/status` (retained), and
 //! the controller's presence on `fleet/_controller/status`.
 
+use crate::components::ComponentStatus;
 use crate::open_enum;
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,10 @@ pub struct AppStatus {
     /// Detail of the last health verdict (e.g. the failing probe's error).
     #[serde(default)]
     pub health_message: Option<String>,
+    /// Per-component state of an app made of several artifacts (see [`crate::components`]);
+    /// empty (and absent on the wire) for an app with one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentStatus>,
 }
 
 open_enum! {

@@ -295,6 +295,7 @@ impl Daemon {
             .into_iter()
             .collect();
         extra_env.extend(super::traffic::port_env(&ports, &app_spec.runtime.ports));
+        extra_env.extend(crate::components::identity_env(app));
         self.ensure_tailer(app);
         let spec = LaunchSpec {
             data: &self.cfg.data_dir,

@@ -95,7 +95,7 @@ impl Daemon {
             apps = desired.apps.len(),
             "accepted desired state"
         );
-        self.desired = Some(desired);
+        self.accept(Some(desired));
         // A new generation retries what failed before.
         for st in self.apps.values_mut() {
             st.obs.failure = None;
@@ -143,7 +143,7 @@ pub(super) fn check_desired(d: &DesiredState, device: &str) -> Result<(), String
             return Err(format!("app {} is listed twice", app.name));
         }
     }
-    Ok(())
+    crate::components::check(d)
 }
 
 #[cfg(test)]
@@ -167,6 +167,7 @@ mod tests {
             deployment_id: None,
             spec: Default::default(),
             rollout: None,
+            components: Vec::new(),
         }
     }
 
@@ -188,5 +189,14 @@ mod tests {
         assert!(check_desired(&d, "d1").expect_err("dup").contains("twice"));
         d.apps[1] = app("db", "../../1");
         assert!(check_desired(&d, "d1").is_err());
+        // A malformed component list refuses the whole desired state (shown in `refused`).
+        let mut several = crate::components::tests::seed_app();
+        several.components[1].name = several.components[0].name.clone();
+        d.apps = vec![several];
+        let e = check_desired(&d, "d1").expect_err("duplicate component");
+        assert!(
+            e.contains("component inference-engine is listed twice"),
+            "{e}"
+        );
     }
 }

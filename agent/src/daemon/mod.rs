@@ -157,6 +157,10 @@ impl SupEntry {
 pub struct Daemon {
     cfg: Config,
     store: Store,
+    /// The desired state as accepted (signed, stored, reported on).
+    accepted: Option<DesiredState>,
+    /// What the agent works on: `accepted` with every multi-component app expanded into one
+    /// unit per component (`crate::components`).
     desired: Option<DesiredState>,
     apps: BTreeMap<String, AppState>,
     sups: BTreeMap<(String, String), SupEntry>,
@@ -271,6 +275,7 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
     let mut daemon = Daemon {
         cfg,
         store,
+        accepted: None,
         desired: None,
         apps: BTreeMap::new(),
         sups: BTreeMap::new(),
@@ -429,6 +434,12 @@ impl Daemon {
             .and_then(|d| d.apps.iter().find(|a| a.name == app))
             .map(|a| a.spec.clone())
             .unwrap_or_default()
+    }
+
+    /// Takes `d` as the accepted desired state (and its units as the one to work on).
+    fn accept(&mut self, d: Option<DesiredState>) {
+        self.desired = d.as_ref().map(crate::components::expand);
+        self.accepted = d;
     }
 
     /// The supervisor policy of an app.

@@ -15,7 +15,7 @@ impl Daemon {
     /// Loads the durable state and adopts processes that are still ours.
     pub(super) fn restore(&mut self, now: Instant) {
         match self.store.desired() {
-            Ok(d) => self.desired = d,
+            Ok(d) => self.accept(d),
             Err(e) => tracing::error!(error = %e, "cannot read the accepted desired state"),
         }
         match self.store.apps() {

@@ -85,7 +85,7 @@ impl Daemon {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             inventory: Some(self.inventory.clone()),
             observed_generation: self.desired.as_ref().map_or(0, |d| d.generation),
-            apps: report::app_statuses(self.desired.as_ref(), &self.observed()),
+            apps: report::app_statuses(self.accepted.as_ref(), &self.observed()),
             reported_at: 0,
             refused: self.trust.refused.clone(),
         }

@@ -162,6 +162,7 @@ impl Daemon {
             ));
         }
         env.extend(super::traffic::port_env(&ports, &rt.ports));
+        env.extend(crate::components::identity_env(app));
         let text = systemd::render_unit(&UnitInput {
             app,
             version,

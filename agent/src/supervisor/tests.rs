@@ -330,3 +330,43 @@ fn a_limit_breach_kills_the_process_and_is_the_reported_reason() {
         "a kill for a limit is a failure, so on-failure restarts"
     );
 }
+
+/// The seed's `edge-inference` (a binary and an image): each component gets a supervisor with
+/// its own policy, and one failing does not touch the other's.
+#[test]
+fn components_of_one_app_are_supervised_each_with_its_own_policy() {
+    let app = fleet_schema::manifest::parse_yaml(include_str!(
+        "../../../schema/src/manifest/seed_app.yaml"
+    ))
+    .expect("the seed's manifest");
+    let parts = app.components();
+    let engine_policy = Policy::from_spec(&parts[0].spec);
+    let model_policy = Policy::from_spec(&parts[1].spec);
+    assert!(
+        engine_policy.wait_healthy,
+        "the engine has the app's health check"
+    );
+    assert!(!model_policy.wait_healthy, "the image has none of its own");
+    for p in [&engine_policy, &model_policy] {
+        assert_eq!(p.startup_timeout, secs(30));
+        assert_eq!(p.restart, RestartPolicy::Always);
+    }
+
+    // An upgrade: the image's new version dies at once and fails (the old one keeps serving),
+    // the engine's new version runs on, each in its own supervisor.
+    let t0 = Instant::now();
+    // (Without waiting for a health verdict here: that is the health tracker's part.)
+    let engine_policy = Policy {
+        wait_healthy: false,
+        ..engine_policy
+    };
+    let (mut engine, _) = Supervisor::start_with(true, engine_policy);
+    let (mut model, _) = Supervisor::start_with(true, model_policy);
+    engine.on_event(SupEvent::Spawned(1), t0);
+    model.on_event(SupEvent::Spawned(2), t0);
+    model.on_event(exited(2), t0 + Duration::from_millis(100));
+    assert!(model.is_failed(), "{:?}", model.phase());
+    engine.on_tick(t0 + STARTUP_WINDOW);
+    assert!(engine.is_running());
+    assert_eq!(engine.restart_count(), 0);
+}

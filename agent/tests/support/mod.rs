@@ -156,6 +156,7 @@ pub fn desired(device: &str, generation: u64, apps: &[TestApp]) -> DesiredState 
                 deployment_id: None,
                 spec: a.spec.clone(),
                 rollout: None,
+                components: Vec::new(),
             })
             .collect(),
         issued_at: 0,

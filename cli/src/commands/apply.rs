@@ -37,12 +37,22 @@ pub fn apply(g: &Global, file: &Path) -> Result<()> {
         Output::Json => print_json(&view),
         Output::Table => {
             let a = &view.application;
+            let runs: Vec<String> = a
+                .components()
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}@{} ({})",
+                        c.artifact.name, c.artifact.version, c.artifact.kind
+                    )
+                })
+                .collect();
             println!(
-                "application {}@{} registered ({} artifact(s), primary {})",
+                "application {}@{} registered ({} artifact(s); runs {})",
                 a.name,
                 a.version,
                 a.artifacts.len(),
-                a.primary_artifact().map_or("-", |p| p.name.as_str())
+                runs.join(", ")
             );
             Ok(())
         }

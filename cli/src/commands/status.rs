@@ -151,6 +151,7 @@ mod tests {
                 deployment_id: None,
                 health: Default::default(),
                 health_message: None,
+                components: Vec::new(),
             }],
             last_seen: 1,
             enrollment: Some(EnrollmentState::Accepted),

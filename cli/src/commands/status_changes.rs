@@ -181,6 +181,7 @@ mod tests {
             deployment_id: None,
             health: HealthState::Unknown,
             health_message: None,
+            components: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@ use super::{decode, Db, DbError, DeploymentRecord, COUNTERS, DEPLOYMENTS, DESIRE
 use crate::engine::ids;
 use crate::engine::rollout::{tick, Ctx, Kind, Params, Phase, Rollout, Snapshot};
 use fleet_schema::api::TargetSpec;
+use fleet_schema::components::{self, DesiredComponent};
 use fleet_schema::manifest::Placement;
 use fleet_schema::{AppSpec, ArtifactRef, BlueGreenHint, DesiredApp, UnixMillis};
 use redb::{ReadableDatabase, ReadableTable, Table};
@@ -83,6 +84,10 @@ pub struct NewDeployment {
     pub target: Option<TargetSpec>,
     /// The registered application's placement (late joiners must satisfy it too).
     pub placement: Option<Placement>,
+    /// Every runnable artifact with its spec when the application has several (then devices
+    /// get these as components and a marker instead of `artifact`, which stays the primary
+    /// for the API); empty otherwise.
+    pub components: Vec<DesiredComponent>,
 }
 
 impl NewDeployment {
@@ -105,6 +110,7 @@ impl NewDeployment {
             params: Params::all_at_once(),
             target: None,
             placement: None,
+            components: Vec::new(),
         }
     }
 }
@@ -142,21 +148,33 @@ impl Db {
                 &id,
             )?;
 
+            let several = !new.components.is_empty();
             let template = DesiredApp {
                 name: new.application.clone(),
                 version: new.version.clone(),
-                artifact: new.artifact.clone(),
+                artifact: if several {
+                    components::marker_artifact(&new.application, &new.version)
+                } else {
+                    new.artifact.clone()
+                },
                 deployment_id: Some(id.clone()),
-                spec: new.spec,
+                // With components, each carries its own spec; the app's stays default so that
+                // an agent predating components refuses on the marker's type alone.
+                spec: if several {
+                    AppSpec::default()
+                } else {
+                    new.spec
+                },
                 rollout: (new.params.kind == Kind::BlueGreen).then_some(BlueGreenHint {
                     validation_ms: new.params.min_healthy_ms,
                     switch_delay_ms: new.params.switch_delay_ms,
                 }),
+                components: new.components,
             };
             let mut rollout = Rollout::new(new.params, new.devices, new.now);
             let ctx = Ctx {
                 version: &new.version,
-                has_healthcheck: template.spec.healthcheck.is_some(),
+                has_healthcheck: template.has_healthcheck(),
             };
             let actions = tick(&mut rollout, ctx, &Snapshot::default(), new.now);
             let mut rec = DeploymentRecord {

@@ -128,6 +128,7 @@ mod tests {
                     deployment_id: None,
                     health: Default::default(),
                     health_message: None,
+                    components: Vec::new(),
                 }]
             } else {
                 vec![]

@@ -7,7 +7,7 @@ use super::phases::{put_deployment, PHASES};
 use super::{decode, encode, Db, DbError, DeploymentRecord, DesiredBytes, DEPLOYMENTS, DESIRED};
 use crate::engine::plan;
 use crate::engine::rollout::{tick, Actions, Ctx, Rollout, Snapshot};
-use fleet_schema::{BlueGreenHint, DesiredState, UnixMillis};
+use fleet_schema::{BlueGreenHint, DesiredApp, DesiredState, UnixMillis};
 use redb::{ReadableTable, Table};
 
 /// Why an operator action on a rollout was refused.
@@ -107,7 +107,7 @@ impl Db {
                 has_healthcheck: rec
                     .template
                     .as_ref()
-                    .is_some_and(|t| t.spec.healthcheck.is_some()),
+                    .is_some_and(DesiredApp::has_healthcheck),
             };
             let actions = f(&mut rollout, ctx).map_err(RolloutOpError::Conflict)?;
             let changed = rec.rollout.as_ref() != Some(&rollout);

@@ -9,7 +9,7 @@ use crate::mqtt::PublishQueue;
 use crate::store::ArtifactStore;
 use fleet_schema::api::{CreateDeployment, DeploymentCreated};
 use fleet_schema::artifact::{validate_name, validate_version};
-use fleet_schema::{ArtifactRef, ArtifactType};
+use fleet_schema::{compat, components, ArtifactRef, ArtifactType, DesiredComponent, Inventory};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
@@ -49,6 +49,13 @@ impl DeployError {
     fn internal(e: impl std::fmt::Display) -> Self {
         Self::new(DeployErrorKind::Internal, e.to_string())
     }
+    /// The same error, saying which application's artifact it is about.
+    fn in_application(self, name: &str, version: &str) -> Self {
+        Self::new(
+            self.kind,
+            format!("application {name}@{version}: {}", self.message),
+        )
+    }
 }
 
 impl From<TargetError> for DeployError {
@@ -83,8 +90,9 @@ pub fn parse_request(body: &[u8]) -> Result<CreateDeployment, DeployError> {
 }
 
 /// Creates a deployment from a request body. When `application@version` is a registered
-/// application, its primary artifact, spec and placement are used; otherwise the artifact of
-/// the same name and version is deployed with default settings.
+/// application, every runnable artifact of it runs (several as components of the one app, see
+/// `fleet_schema::components`) with its spec, on devices its placement allows; otherwise the
+/// artifact of the same name and version is deployed with default settings.
 pub async fn create(
     ctx: &DeployContext<'_>,
     body: &[u8],
@@ -101,24 +109,47 @@ pub async fn create(
         .call(move |db| db.application(&name, &version))
         .await
         .map_err(DeployError::internal)?;
-    let (artifact, spec, placement) = match registered {
+    let (artifact, spec, placement, components) = match registered {
         Some(rec) => {
             let app = rec.application;
-            let primary = app.primary_artifact().cloned().ok_or_else(|| {
-                DeployError::new(
+            let parts = app.components();
+            if parts.is_empty() {
+                return Err(DeployError::new(
                     DeployErrorKind::Unprocessable,
                     format!(
                         "application {}@{} has no artifact of a type agents run",
                         app.name, app.version
                     ),
-                )
-            })?;
-            let artifact = find_artifact(ctx, &primary.name, &primary.version).await?;
-            (artifact, app.spec, Some(app.placement))
+                ));
+            }
+            let mut components = Vec::with_capacity(parts.len());
+            for part in parts {
+                let artifact = find_artifact(ctx, &part.artifact.name, &part.artifact.version)
+                    .await
+                    .map_err(|e| e.in_application(&app.name, &app.version))?;
+                components.push(DesiredComponent {
+                    name: part.artifact.name,
+                    artifact,
+                    spec: part.spec,
+                });
+            }
+            let primary = components.remove(0);
+            // One runnable artifact: the app is that artifact, exactly as before components.
+            let components = if components.is_empty() {
+                Vec::new()
+            } else {
+                std::iter::once(primary.clone()).chain(components).collect()
+            };
+            (
+                primary.artifact,
+                primary.spec,
+                Some(app.placement),
+                components,
+            )
         }
         None => {
             let artifact = find_artifact(ctx, &req.application, &req.version).await?;
-            (artifact, Default::default(), None)
+            (artifact, Default::default(), None, Vec::new())
         }
     };
 
@@ -179,31 +210,23 @@ pub async fn create(
         }
     }
 
-    // The artifact's platforms, type and requirements must fit every target that reported an
-    // inventory (the agent re-checks before installing).
-    let unfit: Vec<String> = devices
+    // Every artifact's platforms, type and requirements must fit every target that reported
+    // an inventory (the agent re-checks before installing).
+    let inventories: BTreeMap<&str, &Inventory> = devices
         .iter()
         .filter_map(|d| {
-            let inv = records.get(d)?.status.as_ref()?.inventory.as_ref()?;
-            let unmet = fleet_schema::compat::unmet(
-                &artifact.kind,
-                &artifact.platforms,
-                &artifact.requirements,
-                inv,
-            );
-            (!unmet.is_empty()).then(|| format!("{d}: {}", unmet.join(", ")))
+            Some((
+                d.as_str(),
+                records.get(d)?.status.as_ref()?.inventory.as_ref()?,
+            ))
         })
         .collect();
+    let app = format!("{}@{}", req.application, req.version);
+    let unfit = unfit_targets(&app, &inventories, &artifact, &components);
     if !unfit.is_empty() {
         return Err(DeployError::new(
             DeployErrorKind::Unprocessable,
-            format!(
-                "artifact {}@{} cannot run on {} target device(s): {}",
-                artifact.name,
-                artifact.version,
-                unfit.len(),
-                unfit.join("; ")
-            ),
+            unfit.join("; "),
         ));
     }
 
@@ -218,6 +241,7 @@ pub async fn create(
         params,
         target: Some(req.target),
         placement,
+        components,
     };
     let (record, published) = ctx
         .db
@@ -246,6 +270,57 @@ pub async fn create(
         id: record.id,
         devices: targets,
     })
+}
+
+/// Why the targets that reported an inventory cannot run what is deployed (empty: they can):
+/// each artifact (every component's, or the one) must fit their platform, type and
+/// requirements, and an app of several artifacts needs agents that run components.
+fn unfit_targets(
+    app: &str,
+    inventories: &BTreeMap<&str, &Inventory>,
+    artifact: &ArtifactRef,
+    components: &[DesiredComponent],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if !components.is_empty() {
+        let old: Vec<&str> = inventories
+            .iter()
+            .filter(|(_, inv)| !inv.capabilities.iter().any(|c| c == components::CAPABILITY))
+            .map(|(d, _)| *d)
+            .collect();
+        if !old.is_empty() {
+            out.push(format!(
+                "application {app} runs {} artifacts as components, which the agent of {} does not do (it lacks capability {:?}; upgrade it)",
+                components.len(),
+                old.join(", "),
+                components::CAPABILITY
+            ));
+        }
+    }
+    let artifacts: Vec<&ArtifactRef> = if components.is_empty() {
+        vec![artifact]
+    } else {
+        components.iter().map(|c| &c.artifact).collect()
+    };
+    for a in artifacts {
+        let bad: Vec<String> = inventories
+            .iter()
+            .filter_map(|(d, inv)| {
+                let unmet = compat::unmet(&a.kind, &a.platforms, &a.requirements, inv);
+                (!unmet.is_empty()).then(|| format!("{d}: {}", unmet.join(", ")))
+            })
+            .collect();
+        if !bad.is_empty() {
+            out.push(format!(
+                "artifact {}@{} cannot run on {} target device(s): {}",
+                a.name,
+                a.version,
+                bad.len(),
+                bad.join("; ")
+            ));
+        }
+    }
+    out
 }
 
 /// Finds the artifact implementing `application@version` and builds the device-side reference.
@@ -322,6 +397,53 @@ async fn find_artifact(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_component_must_fit_and_agents_must_run_components() {
+        let inv = |caps: &[&str]| Inventory {
+            arch: "amd64".into(),
+            os: "linux".into(),
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        };
+        let artifact = |name: &str, kind: ArtifactType| ArtifactRef {
+            name: name.into(),
+            version: "1.0.0".into(),
+            kind,
+            ..Default::default()
+        };
+        let component = |name: &str, kind: ArtifactType| DesiredComponent {
+            name: name.into(),
+            artifact: artifact(name, kind),
+            spec: Default::default(),
+        };
+        let parts = [
+            component("engine", ArtifactType::Binary),
+            component("model", ArtifactType::OciImage),
+        ];
+        let (new, old, bare) = (
+            inv(&["binary", "components", "docker", "oci"]),
+            inv(&["binary", "docker", "oci"]),
+            inv(&["binary", "components"]),
+        );
+        let targets = BTreeMap::from([("new", &new)]);
+        let engine = artifact("engine", ArtifactType::Binary);
+        assert!(unfit_targets("edge@1.0.0", &targets, &engine, &parts).is_empty());
+        let targets = BTreeMap::from([("new", &new), ("old", &old), ("bare", &bare)]);
+        let why = unfit_targets("edge@1.0.0", &targets, &engine, &parts).join("; ");
+        assert!(
+            why.contains("agent of old does not") && why.contains("\"components\""),
+            "{why}"
+        );
+        assert!(
+            why.contains("artifact model@1.0.0 cannot run on 1 target device(s): bare"),
+            "{why}"
+        );
+        assert!(!why.contains("artifact engine"), "{why}");
+        // One artifact: only it is checked, and old agents run it as before.
+        let targets = BTreeMap::from([("old", &old)]);
+        assert!(unfit_targets("edge@1.0.0", &targets, &engine, &[]).is_empty());
+    }
 
     #[test]
     fn request_parsing_names_the_problem() {

@@ -37,13 +37,7 @@ pub fn snapshot(
                 .status
                 .as_ref()
                 .and_then(|s| s.apps.iter().find(|a| a.name == rec.application))
-                .map(|a| AppObs {
-                    version: a.version.clone(),
-                    phase: a.phase.clone(),
-                    restart_count: a.restart_count,
-                    health: a.health.clone(),
-                    error: a.last_error.clone(),
-                });
+                .map(AppObs::from);
             Some((
                 d.clone(),
                 DeviceObs {

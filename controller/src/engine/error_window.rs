@@ -20,11 +20,15 @@ struct Sample {
     errors: f64,
 }
 
-/// The windows of every device and app.
+/// The windows of every device and app: by device and application, then by the unit that
+/// reported (the app itself, or each `<app>__<component>` of an app made of components).
 #[derive(Debug, Default)]
 pub struct ErrorWindows {
-    inner: Mutex<HashMap<(String, String), VecDeque<Sample>>>,
+    inner: Mutex<HashMap<(String, String), Units>>,
 }
+
+/// The samples of each unit of one app on one device.
+type Units = BTreeMap<String, VecDeque<Sample>>;
 
 impl ErrorWindows {
     /// Records the counters of every app in a metrics batch received at `now`.
@@ -40,8 +44,11 @@ impl ErrorWindows {
             ) else {
                 continue;
             };
+            let owner = fleet_schema::components::app_of_unit(&app.app).to_string();
             let q = map
-                .entry((batch.device_id.clone(), app.app.clone()))
+                .entry((batch.device_id.clone(), owner))
+                .or_default()
+                .entry(app.app.clone())
                 .or_default();
             q.push_back(Sample {
                 at: now,
@@ -58,7 +65,8 @@ impl ErrorWindows {
     }
 
     /// Requests and errors of `app` on each of `devices` over the last `window_ms` (difference
-    /// of the counters; a counter that went down restarted, and its latest value counts).
+    /// of the counters; a counter that went down restarted, and its latest value counts). An
+    /// app made of components reports per unit (`<app>__<component>`): their counts add up.
     pub fn counts<'a>(
         &self,
         app: &str,
@@ -72,20 +80,32 @@ impl ErrorWindows {
             .expect("error window lock is never poisoned");
         let mut out = BTreeMap::new();
         for d in devices {
-            let Some(q) = map.get(&(d.clone(), app.to_string())) else {
+            let mut total: Option<ErrorCounts> = None;
+            let owner = fleet_schema::components::app_of_unit(app).to_string();
+            let Some(units) = map.get(&(d.clone(), owner)) else {
                 continue;
             };
-            let recent: Vec<&Sample> = q
-                .iter()
-                .filter(|s| now.saturating_sub(s.at) <= window_ms)
-                .collect();
-            let (Some(first), Some(last)) = (recent.first(), recent.last()) else {
-                continue;
-            };
-            let delta = |a: f64, b: f64| if b >= a { b - a } else { b };
-            let requests = delta(first.requests, last.requests).max(0.0) as u64;
-            let errors = delta(first.errors, last.errors).max(0.0) as u64;
-            out.insert(d.clone(), ErrorCounts { requests, errors });
+            // The app itself, or its components (an app whose own name holds the separator
+            // is found by its exact name).
+            let mine = units.iter().filter(|(unit, _)| {
+                unit.as_str() == app || fleet_schema::components::app_of_unit(unit) == app
+            });
+            for (_, q) in mine {
+                let recent: Vec<&Sample> = q
+                    .iter()
+                    .filter(|s| now.saturating_sub(s.at) <= window_ms)
+                    .collect();
+                let (Some(first), Some(last)) = (recent.first(), recent.last()) else {
+                    continue;
+                };
+                let delta = |a: f64, b: f64| if b >= a { b - a } else { b };
+                let t = total.get_or_insert_with(ErrorCounts::default);
+                t.requests += delta(first.requests, last.requests).max(0.0) as u64;
+                t.errors += delta(first.errors, last.errors).max(0.0) as u64;
+            }
+            if let Some(t) = total {
+                out.insert(d.clone(), t);
+            }
         }
         out
     }
@@ -140,7 +160,38 @@ mod tests {
         for i in 0u32..200 {
             w.record(&batch(f64::from(i), 0.0), 130_000 + u64::from(i));
         }
-        let len = w.inner.lock().expect("lock")[&("d1".to_string(), "web".to_string())].len();
+        let len =
+            w.inner.lock().expect("lock")[&("d1".to_string(), "web".to_string())]["web"].len();
         assert_eq!(len, MAX_SAMPLES, "bounded");
+    }
+
+    #[test]
+    fn the_components_of_an_app_add_up() {
+        let w = ErrorWindows::default();
+        let unit = |name: &str, requests: f64, errors: f64| {
+            let mut b = batch(requests, errors);
+            b.apps[0].app = name.into();
+            b
+        };
+        w.record(&unit("edge__engine", 0.0, 0.0), 0);
+        w.record(&unit("edge__model", 10.0, 0.0), 0);
+        w.record(&unit("edge__engine", 100.0, 5.0), 60_000);
+        w.record(&unit("edge__model", 60.0, 20.0), 60_000);
+        let d = vec!["d1".to_string()];
+        assert_eq!(
+            w.counts("edge", &d, 60_000, 120_000)["d1"],
+            ErrorCounts {
+                requests: 150,
+                errors: 25
+            }
+        );
+        assert_eq!(
+            w.counts("edge__engine", &d, 60_000, 120_000)["d1"],
+            ErrorCounts {
+                requests: 100,
+                errors: 5
+            },
+            "an app named like a unit keeps its own counts"
+        );
     }
 }

@@ -61,6 +61,7 @@ mod tests {
             deployment_id: Some(format!("d-{name}-{version}")),
             spec: Default::default(),
             rollout: None,
+            components: Vec::new(),
         }
     }
 

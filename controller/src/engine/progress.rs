@@ -53,7 +53,9 @@ pub fn device_progress(deployed: Deployed<'_>, facts: DeviceFacts<'_>) -> Device
     };
     let about_this = status.observed_generation >= facts.generation
         || app.deployment_id.as_deref() == Some(deployed.id);
-    match &app.phase {
+    // An app made of components is as far along as its least advanced component.
+    let (phase, _) = app.overall();
+    match &phase {
         AppPhase::Running => DeviceProgress::Succeeded,
         AppPhase::Failed if about_this => DeviceProgress::Failed {
             reason: app
@@ -63,7 +65,7 @@ pub fn device_progress(deployed: Deployed<'_>, facts: DeviceFacts<'_>) -> Device
         },
         AppPhase::Downloading | AppPhase::Installing | AppPhase::Starting | AppPhase::CrashLoop => {
             DeviceProgress::InProgress {
-                phase: app.phase.to_string(),
+                phase: phase.to_string(),
             }
         }
         _ => DeviceProgress::Pending,
@@ -127,6 +129,7 @@ mod tests {
                 deployment_id: None,
                 health: Default::default(),
                 health_message: None,
+                components: Vec::new(),
             }],
             reported_at: 0,
         }
@@ -171,6 +174,40 @@ mod tests {
         }
         let s = status("2.0.0", AppPhase::Stopped, 3);
         assert_eq!(device_progress(D, facts(Some(&s))), DeviceProgress::Pending);
+    }
+
+    #[test]
+    fn an_app_of_components_succeeds_only_when_every_component_runs() {
+        let component = |name: &str, phase: AppPhase| fleet_schema::ComponentStatus {
+            name: name.into(),
+            artifact_version: "1.5.0".into(),
+            phase,
+            restart_count: 0,
+            last_error: None,
+            health: Default::default(),
+            health_message: None,
+        };
+        let mut s = status("2.0.0", AppPhase::Running, 3);
+        s.apps[0].components = vec![
+            component("engine", AppPhase::Running),
+            component("model", AppPhase::Starting),
+        ];
+        assert_eq!(
+            device_progress(D, facts(Some(&s))),
+            DeviceProgress::InProgress {
+                phase: "starting".into()
+            }
+        );
+        s.apps[0].components[1].phase = AppPhase::Failed;
+        assert!(matches!(
+            device_progress(D, facts(Some(&s))),
+            DeviceProgress::Failed { .. }
+        ));
+        s.apps[0].components[1].phase = AppPhase::Running;
+        assert_eq!(
+            device_progress(D, facts(Some(&s))),
+            DeviceProgress::Succeeded
+        );
     }
 
     #[test]

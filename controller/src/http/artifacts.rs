@@ -74,7 +74,8 @@ pub async fn fresh_url(
         let wanted = desired.is_some_and(|d| {
             d.apps
                 .iter()
-                .any(|a| a.artifact.name == name && a.artifact.version == version)
+                .flat_map(|a| a.artifacts())
+                .any(|a| a.name == name && a.version == version)
         });
         if !wanted {
             return Err(ApiFailure::new(

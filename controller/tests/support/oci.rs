@@ -94,3 +94,78 @@ pub fn rootfs(busybox: &Path, dir: &Path, version: &str, start: &str) -> PathBuf
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     root
 }
+
+/// The engine to test with and a static busybox, or `None` after skipping loudly (failing
+/// under FLEET_REQUIRE_EXTERNAL=1) when either is missing.
+pub fn engine_and_busybox() -> Option<(&'static str, PathBuf)> {
+    let Some(engine) = engine() else {
+        skip_or_fail("no usable container engine (docker info / podman info failed; apt-get install docker.io and start dockerd)");
+        return None;
+    };
+    let Some(busybox) = busybox_static() else {
+        skip_or_fail("busybox-static is not installed (apt-get install busybox-static)");
+        return None;
+    };
+    Some((engine, busybox))
+}
+
+/// Builds `tag:version` from a busybox root filesystem whose `/start` (the command) holds
+/// `start`, saves it as a tarball in `dir` and removes the tag again, so that an agent's load is
+/// what brings the image back. Returns the tarball.
+pub fn build_image(
+    engine: &str,
+    busybox: &Path,
+    dir: &Path,
+    tag: &str,
+    version: &str,
+    start: &str,
+) -> PathBuf {
+    let root = rootfs(busybox, dir, version, start);
+    let image = format!("{tag}:{version}");
+    let cmd = format!(
+        "tar -C '{}' -c . | {engine} import -c 'CMD [\"/start\"]' - '{image}' >/dev/null",
+        root.display()
+    );
+    let ok = Command::new("sh").args(["-c", &cmd]).status().expect("sh");
+    assert!(ok.success(), "{cmd}");
+    let tarball = dir.join(format!("image-{version}.tar"));
+    sh(engine, &["save", "-o", &tarball.to_string_lossy(), &image]);
+    sh(engine, &["rmi", &image]);
+    tarball
+}
+
+/// Removes, when dropped (so also when a test fails), the containers labelled
+/// `fleet.app=<app>` and the images `<tag>:<version>` a container test made.
+pub struct Cleanup {
+    /// The engine they live in.
+    pub engine: &'static str,
+    /// The app (or unit) label of the containers.
+    pub app: String,
+    /// The image tag.
+    pub tag: String,
+    /// The versions built under the tag.
+    pub versions: &'static [&'static str],
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let ids = Command::new(self.engine)
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=fleet.app={}", self.app),
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = Command::new(self.engine).args(["rm", "-f", id]).output();
+        }
+        for v in self.versions {
+            let _ = Command::new(self.engine)
+                .args(["rmi", "-f", &format!("{}:{v}", self.tag)])
+                .output();
+        }
+    }
+}

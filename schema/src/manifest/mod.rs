@@ -3,6 +3,7 @@
 //! and the mapping to the wire [`AppSpec`] (milliseconds, bytes, millicores) that every
 //! [`crate::DesiredApp`] carries. Pure: the controller parses once, devices never see YAML.
 
+pub mod components;
 mod raw;
 pub mod selector;
 pub mod units;
@@ -47,6 +48,12 @@ pub struct AppArtifact {
     /// Artifact type.
     #[serde(rename = "type")]
     pub kind: String,
+    /// This artifact's own runtime, when its manifest entry gives one (see [`components`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::app_spec::RuntimeSpec>,
+    /// This artifact's own health check, when its manifest entry gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::app_spec::HealthCheck>,
 }
 
 /// Where an application may run: checked against each device's reported inventory.
@@ -106,8 +113,8 @@ impl Placement {
     }
 }
 
-/// Artifact types agents install and run; an application's primary artifact is its first
-/// artifact of one of them.
+/// Artifact types agents install and run: every artifact of one of them runs as a component of
+/// the application; the first is its primary.
 pub const RUNNABLE_TYPES: &[&str] = &[
     "binary",
     "archive",

@@ -67,6 +67,14 @@ pub struct RawArtifact {
     /// Artifact type (`binary`, `oci-image`, ...).
     #[serde(rename = "type")]
     pub kind: String,
+    /// How this artifact runs when the app has several (replaces what it takes from
+    /// `spec.runtime`; see [`super::components`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RawRuntime>,
+    /// This artifact's own health check (the app's `spec.healthcheck` belongs to its first
+    /// runnable artifact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<RawHealthCheck>,
 }
 
 /// A YAML scalar used as an environment value (`API_PORT: 8080` is an integer in YAML).

@@ -148,3 +148,82 @@ fn archive_scripts_map_to_the_runtime_and_bad_paths_are_named() {
     assert!(fields.contains(&"spec.runtime.install_script"), "{err}");
     assert!(fields.contains(&"spec.runtime.pre_start_script"), "{err}");
 }
+
+#[test]
+fn the_seed_manifest_runs_both_artifacts_as_components() {
+    let app = parse_yaml(SEED).expect("valid");
+    let parts = app.components();
+    let names: Vec<&str> = parts.iter().map(|c| c.artifact.name.as_str()).collect();
+    assert_eq!(names, ["inference-engine", "model-server"]);
+    // The primary keeps the app's runtime and health check.
+    assert_eq!(parts[0].spec, app.spec);
+    // The image runs on a container engine, with the app's restart policy and timeouts, its
+    // configuration and limits, and no health check (port 8080 is the engine's).
+    let model = &parts[1].spec;
+    assert_eq!(model.runtime.kind, RuntimeKind::Raw);
+    assert_eq!(model.runtime.restart, RestartPolicy::Always);
+    assert_eq!(model.runtime.startup_timeout_ms, 30_000);
+    assert_eq!(model.healthcheck, None);
+    assert_eq!(model.env, app.spec.env);
+    assert_eq!(model.files, app.spec.files);
+    assert_eq!(model.resources, app.spec.resources);
+}
+
+#[test]
+fn an_artifact_may_say_how_it_runs_and_is_checked() {
+    let text = SEED.replace(
+        "      type: oci-image\n",
+        "      type: oci-image\n      runtime:\n        ports: [9000]\n        args: [serve]\n      healthcheck:\n        tcp:\n          port: 9000\n          interval: 2s\n          timeout: 1s\n",
+    );
+    let app = parse_yaml(&text).expect("valid");
+    let model = &app.components()[1].spec;
+    assert_eq!(
+        model.runtime.kind,
+        RuntimeKind::Raw,
+        "type fitted to the image"
+    );
+    assert_eq!(model.runtime.ports, [9000]);
+    assert_eq!(model.runtime.args, ["serve"]);
+    let h = model.healthcheck.as_ref().expect("own health check");
+    assert_eq!(h.probe, ProbeKind::Tcp { port: 9000 });
+    assert_eq!(h.interval_ms, 2_000);
+    // Round trip through the registry's JSON keeps the overrides.
+    let json = serde_json::to_string(&app).expect("json");
+    let back: Application = serde_json::from_str(&json).expect("parses");
+    assert_eq!(back.components(), app.components());
+}
+
+#[test]
+fn component_errors_name_the_artifact() {
+    let text = SEED
+        .replace(
+            "      type: oci-image\n",
+            "      type: oci-image\n      runtime:\n        type: lxc\n      healthcheck:\n        tcp:\n          port: 0\n",
+        )
+        .replace("name: model-server", "name: inference-engine");
+    let Err(ManifestError::Invalid(errs)) = parse_yaml(&text) else {
+        panic!("invalid manifest accepted");
+    };
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert!(
+        fields.contains(&"spec.artifacts[1].runtime.type"),
+        "{errs:?}"
+    );
+    assert!(
+        fields.contains(&"spec.artifacts[1].healthcheck.tcp.port"),
+        "{errs:?}"
+    );
+    assert!(fields.contains(&"spec.artifacts[1].name"), "{errs:?}");
+}
+
+#[test]
+fn one_artifact_is_one_component_with_the_app_spec() {
+    let text = SEED.replace(
+        "    - name: model-server\n      version: 1.5.0\n      type: oci-image\n",
+        "",
+    );
+    let app = parse_yaml(&text).expect("valid");
+    let parts = app.components();
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].spec, app.spec);
+}

@@ -11,10 +11,10 @@ use crate::artifact::{validate_name, validate_version};
 
 /// Collects problems while converting.
 #[derive(Default)]
-struct Errors(Vec<FieldError>);
+pub(super) struct Errors(Vec<FieldError>);
 
 impl Errors {
-    fn push(&mut self, field: impl Into<String>, problem: impl Into<String>) {
+    pub(super) fn push(&mut self, field: impl Into<String>, problem: impl Into<String>) {
         self.0.push(FieldError {
             field: field.into(),
             problem: problem.into(),
@@ -68,10 +68,21 @@ pub fn validate(raw: RawManifest) -> Result<Application, ManifestError> {
         if a.kind.is_empty() {
             e.push(format!("{f}.type"), "artifact type is empty");
         }
+        if spec.artifacts[..i].iter().any(|b| b.name == a.name) {
+            e.push(
+                format!("{f}.name"),
+                format!(
+                    "{:?} is listed twice (artifact names name the app's components)",
+                    a.name
+                ),
+            );
+        }
         artifacts.push(AppArtifact {
             name: a.name.clone(),
             version: a.version.clone(),
             kind: a.kind.clone(),
+            runtime: None,
+            healthcheck: None,
         });
     }
     if !spec.artifacts.is_empty()
@@ -92,14 +103,15 @@ pub fn validate(raw: RawManifest) -> Result<Application, ManifestError> {
         configuration(&mut e, c, &mut out);
     }
     if let Some(r) = spec.runtime {
-        out.runtime = runtime(&mut e, r);
+        out.runtime = runtime(&mut e, "spec.runtime", r);
     }
     if let Some(h) = spec.healthcheck {
-        out.healthcheck = healthcheck(&mut e, h);
+        out.healthcheck = healthcheck(&mut e, "spec.healthcheck", h);
     }
     if let Some(r) = spec.resources {
         out.resources = resources(&mut e, r);
     }
+    super::components::overrides(&mut e, &spec.artifacts, &out.runtime.kind, &mut artifacts);
     let placement = spec
         .placement
         .map(|p| placement(&mut e, p))
@@ -163,7 +175,7 @@ fn configuration(e: &mut Errors, c: RawConfiguration, out: &mut AppSpec) {
     }
 }
 
-fn runtime(e: &mut Errors, r: RawRuntime) -> RuntimeSpec {
+pub(super) fn runtime(e: &mut Errors, at: &str, r: RawRuntime) -> RuntimeSpec {
     let kind = match r.kind.as_deref() {
         None | Some("raw") => RuntimeKind::Raw,
         Some("supervisor") => RuntimeKind::Supervisor,
@@ -172,7 +184,7 @@ fn runtime(e: &mut Errors, r: RawRuntime) -> RuntimeSpec {
         Some("podman") => RuntimeKind::Podman,
         Some(other) => {
             e.push(
-                "spec.runtime.type",
+                format!("{at}.type"),
                 format!("{other:?} is not one of raw, supervisor, systemd, docker, podman"),
             );
             RuntimeKind::Raw
@@ -184,7 +196,7 @@ fn runtime(e: &mut Errors, r: RawRuntime) -> RuntimeSpec {
         Some("never") => RestartPolicy::Never,
         Some(other) => {
             e.push(
-                "spec.runtime.restart",
+                format!("{at}.restart"),
                 format!("{other:?} is not one of always, on-failure, never"),
             );
             RestartPolicy::Always
@@ -196,7 +208,7 @@ fn runtime(e: &mut Errors, r: RawRuntime) -> RuntimeSpec {
     ] {
         if let Some(p) = v {
             if let Err(problem) = archive_path(p) {
-                e.push(format!("spec.runtime.{name}"), problem);
+                e.push(format!("{at}.{name}"), problem);
             }
         }
     }
@@ -204,10 +216,10 @@ fn runtime(e: &mut Errors, r: RawRuntime) -> RuntimeSpec {
         kind,
         restart,
         startup_timeout_ms: e
-            .duration("spec.runtime.startup_timeout", r.startup_timeout.as_ref())
+            .duration(&format!("{at}.startup_timeout"), r.startup_timeout.as_ref())
             .unwrap_or(0),
         stop_grace_ms: e
-            .duration("spec.runtime.stop_grace", r.stop_grace.as_ref())
+            .duration(&format!("{at}.stop_grace"), r.stop_grace.as_ref())
             .unwrap_or(0),
         args: r.args,
         entrypoint: r.entrypoint,
@@ -239,24 +251,24 @@ struct Timing<'a> {
     start_period: Option<&'a String>,
 }
 
-fn healthcheck(e: &mut Errors, h: RawHealthCheck) -> Option<HealthCheck> {
+pub(super) fn healthcheck(e: &mut Errors, at: &str, h: RawHealthCheck) -> Option<HealthCheck> {
     let count = [h.http.is_some(), h.tcp.is_some(), h.exec.is_some()]
         .iter()
         .filter(|x| **x)
         .count();
     if count != 1 {
-        e.push("spec.healthcheck", "give exactly one of http, tcp, exec");
+        e.push(at, "give exactly one of http, tcp, exec");
         return None;
     }
     let (field, probe, t) = if let Some(p) = &h.http {
         if !p.path.starts_with('/') {
             e.push(
-                "spec.healthcheck.http.path",
+                format!("{at}.http.path"),
                 format!("{:?} must start with '/'", p.path),
             );
         }
         if p.port == 0 {
-            e.push("spec.healthcheck.http.port", "port 0 is not a port");
+            e.push(format!("{at}.http.port"), "port 0 is not a port");
         }
         let probe = ProbeKind::Http {
             path: p.path.clone(),
@@ -275,7 +287,7 @@ fn healthcheck(e: &mut Errors, h: RawHealthCheck) -> Option<HealthCheck> {
         )
     } else if let Some(p) = &h.tcp {
         if p.port == 0 {
-            e.push("spec.healthcheck.tcp.port", "port 0 is not a port");
+            e.push(format!("{at}.tcp.port"), "port 0 is not a port");
         }
         (
             "tcp",
@@ -290,7 +302,7 @@ fn healthcheck(e: &mut Errors, h: RawHealthCheck) -> Option<HealthCheck> {
     } else {
         let p = h.exec.as_ref()?;
         if p.command.is_empty() {
-            e.push("spec.healthcheck.exec.command", "command is empty");
+            e.push(format!("{at}.exec.command"), "command is empty");
         }
         (
             "exec",
@@ -305,7 +317,7 @@ fn healthcheck(e: &mut Errors, h: RawHealthCheck) -> Option<HealthCheck> {
             },
         )
     };
-    let f = |name: &str| format!("spec.healthcheck.{field}.{name}");
+    let f = |name: &str| format!("{at}.{field}.{name}");
     let interval_ms = e.duration(&f("interval"), t.interval).unwrap_or(30_000);
     let timeout_ms = e.duration(&f("timeout"), t.timeout).unwrap_or(5_000);
     if interval_ms == 0 {

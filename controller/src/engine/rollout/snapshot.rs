@@ -1,7 +1,7 @@
 //! What the pure engine sees of the fleet at one instant: per target device, presence and the
 //! state of the deployed app; per device, request and error counts over the error window.
 
-use fleet_schema::{AppPhase, HealthState};
+use fleet_schema::{AppPhase, AppStatus, HealthState};
 use std::collections::BTreeMap;
 
 /// The deployed application as one device reports it.
@@ -17,6 +17,21 @@ pub struct AppObs {
     pub health: HealthState,
     /// Last error.
     pub error: Option<String>,
+}
+
+impl From<&AppStatus> for AppObs {
+    /// What the engine judges of a reported app: for an app made of components, the fold of
+    /// all of them (running and healthy only when every component is).
+    fn from(a: &AppStatus) -> Self {
+        let (phase, health) = a.overall();
+        Self {
+            version: a.version.clone(),
+            phase,
+            restart_count: a.restart_count,
+            health,
+            error: a.last_error.clone(),
+        }
+    }
 }
 
 /// One device.
@@ -95,5 +110,69 @@ pub fn standing(
             _ => Standing::Progressing,
         },
         _ => Standing::Progressing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_schema::ComponentStatus;
+
+    fn component(phase: AppPhase, health: HealthState) -> ComponentStatus {
+        ComponentStatus {
+            name: "c".into(),
+            artifact_version: "1.0.0".into(),
+            phase,
+            restart_count: 0,
+            last_error: None,
+            health,
+            health_message: None,
+        }
+    }
+
+    #[test]
+    fn a_device_counts_healthy_only_when_every_component_is() {
+        let mut app = AppStatus {
+            name: "edge".into(),
+            version: "2.0.0".into(),
+            phase: AppPhase::Running,
+            restart_count: 0,
+            last_error: None,
+            running_version: None,
+            deployment_id: None,
+            health: HealthState::Healthy,
+            health_message: None,
+            components: vec![
+                component(AppPhase::Running, HealthState::Healthy),
+                component(AppPhase::Running, HealthState::Unhealthy),
+            ],
+        };
+        let ctx = Ctx {
+            version: "2.0.0",
+            has_healthcheck: true,
+        };
+        let judge = |app: &AppStatus| {
+            let obs = DeviceObs {
+                online: true,
+                last_seen: 0,
+                app: Some(AppObs::from(app)),
+            };
+            standing(Some(&obs), ctx, 0, 1_000)
+        };
+        assert_eq!(
+            judge(&app),
+            Standing::Progressing,
+            "one component unhealthy"
+        );
+        app.components[1] = component(AppPhase::Starting, HealthState::Unknown);
+        assert_eq!(judge(&app), Standing::Progressing, "one component starting");
+        app.components[1] = component(AppPhase::Running, HealthState::Unknown);
+        assert_eq!(judge(&app), Standing::Healthy, "no check on the second");
+        app.components[1] = component(AppPhase::Failed, HealthState::Unknown);
+        app.last_error = Some("component model: exited".into());
+        assert_eq!(
+            judge(&app),
+            Standing::Failed("component model: exited".into())
+        );
     }
 }
