@@ -175,6 +175,7 @@ impl Db {
             let ctx = Ctx {
                 version: &new.version,
                 has_healthcheck: template.has_healthcheck(),
+                deployment_id: &id,
             };
             let actions = tick(&mut rollout, ctx, &Snapshot::default(), new.now);
             let mut rec = DeploymentRecord {

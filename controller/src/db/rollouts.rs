@@ -104,6 +104,7 @@ impl Db {
             let version = rec.version.clone();
             let ctx = Ctx {
                 version: &version,
+                deployment_id: id,
                 has_healthcheck: rec
                     .template
                     .as_ref()

@@ -17,6 +17,8 @@ pub struct AppObs {
     pub health: HealthState,
     /// Last error.
     pub error: Option<String>,
+    /// The deployment the device's desired state named for this app when it reported.
+    pub deployment_id: Option<String>,
 }
 
 impl From<&AppStatus> for AppObs {
@@ -30,6 +32,7 @@ impl From<&AppStatus> for AppObs {
             restart_count: a.restart_count,
             health,
             error: a.last_error.clone(),
+            deployment_id: a.deployment_id.clone(),
         }
     }
 }
@@ -70,6 +73,9 @@ pub struct Ctx<'a> {
     pub version: &'a str,
     /// Whether the app has a health check (then only `healthy` counts as healthy).
     pub has_healthcheck: bool,
+    /// The deployment's id: a failure reported under another deployment (the same version
+    /// deployed again, before the device saw the new desired state) is not this one's.
+    pub deployment_id: &'a str,
 }
 
 /// A device's standing with respect to the new version.
@@ -102,11 +108,17 @@ pub fn standing(
         Some(a) if a.version == ctx.version => match (&a.phase, &a.health) {
             (AppPhase::Running, HealthState::Healthy) => Standing::Healthy,
             (AppPhase::Running, HealthState::Unknown) if !ctx.has_healthcheck => Standing::Healthy,
-            (AppPhase::Failed, _) => Standing::Failed(
-                a.error
-                    .clone()
-                    .unwrap_or_else(|| "device reported failure without a reason".into()),
-            ),
+            (AppPhase::Failed, _)
+                if a.deployment_id
+                    .as_deref()
+                    .is_none_or(|d| d == ctx.deployment_id) =>
+            {
+                Standing::Failed(
+                    a.error
+                        .clone()
+                        .unwrap_or_else(|| "device reported failure without a reason".into()),
+                )
+            }
             _ => Standing::Progressing,
         },
         _ => Standing::Progressing,
@@ -150,6 +162,7 @@ mod tests {
         let ctx = Ctx {
             version: "2.0.0",
             has_healthcheck: true,
+            deployment_id: "d-1",
         };
         let judge = |app: &AppStatus| {
             let obs = DeviceObs {
@@ -173,6 +186,38 @@ mod tests {
         assert_eq!(
             judge(&app),
             Standing::Failed("component model: exited".into())
+        );
+    }
+
+    #[test]
+    fn a_failure_reported_under_another_deployment_is_not_this_ones() {
+        let ctx = Ctx {
+            version: "2.0.0",
+            has_healthcheck: false,
+            deployment_id: "d-2",
+        };
+        let obs = |deployment: Option<&str>| DeviceObs {
+            online: true,
+            last_seen: 0,
+            app: Some(AppObs {
+                version: "2.0.0".into(),
+                phase: AppPhase::Failed,
+                restart_count: 0,
+                health: HealthState::Unknown,
+                error: Some("sha256 mismatch".into()),
+                deployment_id: deployment.map(str::to_string),
+            }),
+        };
+        let judge = |o: DeviceObs| standing(Some(&o), ctx, 0, 60_000);
+        assert_eq!(judge(obs(Some("d-1"))), Standing::Progressing, "stale");
+        assert_eq!(
+            judge(obs(Some("d-2"))),
+            Standing::Failed("sha256 mismatch".into())
+        );
+        assert_eq!(
+            judge(obs(None)),
+            Standing::Failed("sha256 mismatch".into()),
+            "a report naming no deployment counts"
         );
     }
 }

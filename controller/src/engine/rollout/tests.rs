@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 const CTX: Ctx<'static> = Ctx {
     version: "2.0.0",
     has_healthcheck: false,
+    deployment_id: "d-1",
 };
 
 /// A fleet whose devices react to the engine's actions.
@@ -59,6 +60,7 @@ impl Sim {
                         restart_count: *rc,
                         health: HealthState::Unknown,
                         error: None,
+                        deployment_id: Some(CTX.deployment_id.to_string()),
                     };
                     (
                         d.clone(),
