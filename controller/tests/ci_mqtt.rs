@@ -1,0 +1,279 @@
+//! Deploying from CI by MQTT publish, with the real `mosquitto_pub` and `mosquitto_sub` as a CI
+//! script would run them: against the embedded broker (answers, a repeated id after a fleetd
+//! restart, refused requests naming the field, an artifact registered from a URL) and against
+//! Mosquitto with the password and ACL files fleetd writes (a token reads only its own replies).
+
+mod support;
+
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::agent::Agent;
+use support::external::{require_tool, Mosquitto};
+use support::fleet::{sample_app_bytes, upload_sample, wait_online, APP};
+use support::{get, parse_json, Fleetd};
+
+/// The CI side: a token and the mosquitto clients.
+struct Ci {
+    port: u16,
+    token: String,
+    user: String,
+    pub_bin: PathBuf,
+    sub_bin: PathBuf,
+}
+
+impl Ci {
+    fn new(f: &Fleetd, port: u16, apps: &[&str]) -> Option<Ci> {
+        let pub_bin = require_tool("mosquitto_pub", &["/usr/bin/mosquitto_pub"])?;
+        let sub_bin = require_tool("mosquitto_sub", &["/usr/bin/mosquitto_sub"])?;
+        let token = f.create_token("ci", &["deploy"], apps);
+        let id = token.split('_').nth(1).expect("token id").to_string();
+        Some(Ci {
+            port,
+            token,
+            user: format!("_token-{id}"),
+            pub_bin,
+            sub_bin,
+        })
+    }
+
+    fn reply(&self, id: &str) -> String {
+        format!("fleet/_ci/replies/{}/{id}", self.user)
+    }
+
+    /// `mosquitto_sub -C count -W secs` on `topic` (extra flags such as `-R`), started now.
+    fn sub(&self, topic: &str, count: u32, secs: u32, extra: &[&str]) -> Child {
+        let child = Command::new(&self.sub_bin)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-u", &self.user, "-P", &self.token, "-q", "1"])
+            .args([
+                "-t",
+                topic,
+                "-C",
+                &count.to_string(),
+                "-W",
+                &secs.to_string(),
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mosquitto_sub");
+        // Let it subscribe before anything is published.
+        std::thread::sleep(Duration::from_millis(300));
+        child
+    }
+
+    fn publish(&self, request: &Value) {
+        let out = Command::new(&self.pub_bin)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-u", &self.user, "-P", &self.token, "-q", "1"])
+            .args(["-t", "fleet/_ci/requests", "-m", &request.to_string()])
+            .output()
+            .expect("run mosquitto_pub");
+        assert!(
+            out.status.success(),
+            "mosquitto_pub: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn request(&self, id: &str, version: &str) -> Value {
+        json!({
+            "id": id,
+            "token": self.token,
+            "deployment": {
+                "application": APP,
+                "version": version,
+                "target": {"selector": {"site": "ci"}},
+            },
+        })
+    }
+}
+
+/// The JSON lines a finished `mosquitto_sub` printed.
+fn answers(child: Child, f: &Fleetd) -> Vec<Value> {
+    let out = child.wait_with_output().expect("mosquitto_sub");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.trim().is_empty(),
+        "no answer (mosquitto_sub: {}); fleetd stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        f.stderr()
+    );
+    text.lines().map(parse_json).collect()
+}
+
+fn deployment_count(f: &Fleetd) -> usize {
+    let (_, body) = get(&f.url("/api/v1/deployments"));
+    parse_json(&body).as_array().map_or(0, Vec::len)
+}
+
+/// Serves `body` over HTTP/1.0 once per connection, for artifacts given by URL.
+fn serve(body: Vec<u8>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten().take(5) {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        }
+    });
+    format!("http://{addr}/builds/sample-app")
+}
+
+#[test]
+fn ci_deploys_by_mqtt_publish_on_the_embedded_broker() {
+    let mut f = Fleetd::start();
+    let Some(ci) = Ci::new(&f, f.mqtt_port, &[APP]) else {
+        return;
+    };
+    let agent = Agent::start("ci-1", &f.access(), &[("site", "ci")]);
+    wait_online(&f, &[&agent]);
+    upload_sample(&f, "1.0.0");
+
+    // A deployment: accepted, progress, then the verdict on <reply>/result.
+    let reply = ci.reply("build-1");
+    let progress = ci.sub(&format!("{reply}/progress"), 1, 60, &[]);
+    let result = ci.sub(&format!("{reply}/result"), 1, 90, &[]);
+    ci.publish(&ci.request("build-1", "1.0.0"));
+    let verdict = answers(result, &f).remove(0);
+    assert_eq!(verdict["event"], "result", "{verdict}");
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    assert_eq!(verdict["outcome"], "succeeded", "{verdict}");
+    let deployment = verdict["deployment"].as_str().expect("id").to_string();
+    assert_eq!(answers(progress, &f)[0]["deployment"], deployment);
+    let accepted = answers(ci.sub(&format!("{reply}/accepted"), 1, 10, &[]), &f).remove(0);
+    assert_eq!(accepted["deployment"], deployment, "{accepted}");
+    assert_eq!(accepted["devices"], json!(["ci-1"]));
+    assert_eq!(deployment_count(&f), 1);
+
+    // The same id again is answered again (live, after the retained copy), not deployed twice.
+    let again = ci.sub(&format!("{reply}/result"), 2, 15, &[]);
+    ci.publish(&ci.request("build-1", "1.0.0"));
+    let both = answers(again, &f);
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert_eq!(both[1]["deployment"], deployment);
+    assert_eq!(deployment_count(&f), 1);
+
+    // A malformed request is answered with the field it got wrong, and changes nothing.
+    let mut bad = ci.request("build-2", "1.0.0");
+    bad["colour"] = json!("red");
+    let refused = ci.sub(&format!("{}/result", ci.reply("build-2")), 1, 15, &[]);
+    ci.publish(&bad);
+    let refused = answers(refused, &f).remove(0);
+    assert_eq!(refused["outcome"], "rejected", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("colour"),
+        "{refused}"
+    );
+    let mut bad = ci.request("build-3", "1.0.0");
+    bad["deployment"]["target"] = json!({"selector": {"site": "nowhere"}});
+    let refused = ci.sub(&format!("{}/result", ci.reply("build-3")), 1, 15, &[]);
+    ci.publish(&bad);
+    let refused = answers(refused, &f).remove(0);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("site=nowhere"),
+        "{refused}"
+    );
+    assert_eq!(deployment_count(&f), 1);
+
+    // After a restart (the embedded broker forgot its retained answers) the ledger answers.
+    f.restart();
+    wait_online(&f, &[&agent]);
+    let after = ci.sub(&format!("{reply}/result"), 1, 30, &[]);
+    ci.publish(&ci.request("build-1", "1.0.0"));
+    let after = answers(after, &f).remove(0);
+    assert_eq!(after["deployment"], deployment, "{after}");
+    assert_eq!(deployment_count(&f), 1);
+
+    // The same id with another request is refused (live only: the first verdict stays).
+    let conflict = ci.sub(&format!("{reply}/result"), 1, 15, &["-R"]);
+    ci.publish(&ci.request("build-1", "2.0.0"));
+    let conflict = answers(conflict, &f).remove(0);
+    assert!(
+        conflict["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already used"),
+        "{conflict}"
+    );
+
+    // An artifact reachable by URL is registered first, then deployed; CBOR works too.
+    let bytes = sample_app_bytes("2.0.0");
+    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+    let mut req = ci.request("build-4", "2.0.0");
+    req["artifact"] = json!({"name": APP, "version": "2.0.0", "url": serve(bytes), "sha256": sha});
+    let done = ci.sub(&format!("{}/result", ci.reply("build-4")), 1, 90, &[]);
+    ci.publish(&req);
+    let done = answers(done, &f).remove(0);
+    assert_eq!(done["outcome"], "succeeded", "{done}");
+    let (status, _) = get(&f.url(&format!("/api/v1/artifacts/{APP}/2.0.0")));
+    assert_eq!(status, 200);
+    assert_eq!(deployment_count(&f), 2);
+}
+
+#[test]
+fn ci_deploys_through_mosquitto_with_the_generated_acl() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let f = Fleetd::start_external(&broker.broker());
+    let Some(ci) = Ci::new(&f, broker.port, &[APP]) else {
+        return;
+    };
+    let other = Ci::new(&f, broker.port, &[]).expect("tools are there");
+    // fleetd rewrites the files after the token changes: wait until both tokens are in them.
+    let ok = support::wait_until(Duration::from_secs(10), || {
+        let (_, acl) = broker.files();
+        acl.contains(&format!("topic read fleet/_ci/replies/{}/#", ci.user))
+            && acl.contains(&format!("topic read fleet/_ci/replies/{}/#", other.user))
+    });
+    assert!(ok, "ACL:\n{}", broker.files().1);
+    std::thread::sleep(Duration::from_millis(500));
+    let agent = Agent::start("ci-m1", &f.access(), &[("site", "ci")]);
+    wait_online(&f, &[&agent]);
+    upload_sample(&f, "1.0.0");
+
+    let reply = ci.reply("m-1");
+    // Another token may not read this token's replies: its subscription gets nothing.
+    let snoop = other.sub(&format!("{reply}/#"), 1, 8, &[]);
+    let result = ci.sub(&format!("{reply}/result"), 1, 90, &[]);
+    ci.publish(&ci.request("m-1", "1.0.0"));
+    let verdict = answers(result, &f).remove(0);
+    assert_eq!(verdict["outcome"], "succeeded", "{verdict}");
+    let snooped = snoop.wait_with_output().expect("mosquitto_sub");
+    assert!(
+        snooped.stdout.is_empty(),
+        "another token read the replies: {}",
+        String::from_utf8_lossy(&snooped.stdout)
+    );
+    // A request published by the other token on the right topic still needs the right app.
+    let mut req = other.request("m-2", "1.0.0");
+    req["token"] = json!(ci.token.replace(&ci.token[ci.token.len() - 4..], "0000"));
+    let refused = ci.sub(&format!("{}/result", ci.reply("m-2")), 1, 15, &[]);
+    other.publish(&req);
+    let refused = answers(refused, &f).remove(0);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("token"),
+        "{refused}"
+    );
+    assert_eq!(deployment_count(&f), 1);
+}
