@@ -394,4 +394,20 @@ fn gitlab_template_and_jenkinsfile_run_against_fleetd() {
     assert!(log.contains("\"outcome\":\"succeeded\""), "{log}");
     let (_, body) = support::get(&f.url(&format!("/api/v1/devices/{}", agent.device_id)));
     assert!(body.contains("1.1.0"), "{body}");
+
+    // The group the pipelines used: list, show, delete; then it is gone.
+    let (ok, out) = fleetctl(&f, &["group", "list"]);
+    assert!(
+        ok && out.contains("production") && out.contains("site=gl"),
+        "{out}"
+    );
+    let (ok, out) = fleetctl(&f, &["--output", "json", "group", "show", "production"]);
+    assert!(ok, "{out}");
+    assert_eq!(support::parse_json(&out)["selector"]["site"], "gl", "{out}");
+    let (ok, out) = fleetctl(&f, &["group", "delete", "production"]);
+    assert!(ok && out.contains("group production deleted"), "{out}");
+    let (ok, out) = fleetctl(&f, &["group", "show", "production"]);
+    assert!(!ok && out.contains("does not exist"), "{out}");
+    let (ok, out) = fleetctl(&f, &["group", "create", "empty"]);
+    assert!(!ok && out.contains("--selector"), "{out}");
 }

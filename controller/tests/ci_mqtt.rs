@@ -136,7 +136,11 @@ fn ci_deploys_by_mqtt_publish_on_the_embedded_broker() {
     let Some(ci) = Ci::new(&f, f.mqtt_port, &[APP]) else {
         return;
     };
-    let agent = Agent::start("ci-1", &f.access(), &[("site", "ci")]);
+    let agent = Agent::start(
+        "ci-1",
+        &f.access(),
+        &[("site", "ci"), ("tier", "edge"), ("location", "us-west")],
+    );
     wait_online(&f, &[&agent]);
     upload_sample(&f, "1.0.0");
 
@@ -225,6 +229,39 @@ fn ci_deploys_by_mqtt_publish_on_the_embedded_broker() {
     let (status, _) = get(&f.url(&format!("/api/v1/artifacts/{APP}/2.0.0")));
     assert_eq!(status, 200);
     assert_eq!(deployment_count(&f), 2);
+
+    // The README's copy-paste example, as printed (host, port and app name aside).
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .expect("README");
+    let example = readme
+        .split("**By MQTT publish**")
+        .nth(1)
+        .and_then(|r| r.split("```sh\n").nth(1))
+        .and_then(|r| r.split("```").next())
+        .expect("the MQTT example")
+        .replace("fleet.example", "127.0.0.1")
+        .replace("-p 1883", &format!("-p {}", f.mqtt_port))
+        .replace("my-app", APP);
+    let group = json!({"name": "edge-stores", "selector": {"tier": "edge"}});
+    assert_eq!(support::post_json(&f.url("/api/v1/groups"), &group).0, 201);
+    let out = Command::new("sh")
+        .args(["-c", &example])
+        .env("FLEET_TOKEN", &ci.token)
+        .env("CI_PIPELINE_ID", "4711")
+        .output()
+        .expect("run the README example");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdict = parse_json(text.trim());
+    assert_eq!(verdict["outcome"], "succeeded", "{text}");
+    assert_eq!(verdict["id"], format!("{APP}-2.0.0-4711"));
+    assert_eq!(deployment_count(&f), 3);
 }
 
 #[test]
@@ -276,4 +313,37 @@ fn ci_deploys_through_mosquitto_with_the_generated_acl() {
         "{refused}"
     );
     assert_eq!(deployment_count(&f), 1);
+
+    // The README's script (integrations/mqtt/deploy.sh) through the same ACL: a verdict and an
+    // exit code per outcome.
+    let script = |id: &str, target: &str| {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../integrations/mqtt/deploy.sh");
+        Command::new("sh")
+            .arg(path)
+            .env("FLEET_MQTT_PORT", broker.port.to_string())
+            .env("FLEET_TOKEN", &ci.token)
+            .env("APP", APP)
+            .env("VERSION", "1.0.0")
+            .env("TARGET", target)
+            .env("STRATEGY", r#"{"type":"all-at-once"}"#)
+            .env("REQUEST_ID", id)
+            .env("TIMEOUT", "60")
+            .output()
+            .expect("run deploy.sh")
+    };
+    let out = script("m-3", r#"{"selector":{"site":"ci"}}"#);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("\"event\":\"progress\""), "{text}");
+    let out = script("m-4", r#"{"selector":{"site":"nowhere"}}"#);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("site=nowhere"), "{text}");
+    assert_eq!(deployment_count(&f), 2);
 }
