@@ -80,6 +80,14 @@ impl Ci {
         );
     }
 
+    /// Publishes `request` (by `sender`'s credentials) and returns the first answer on
+    /// `<reply of id>/result` (`extra` flags for mosquitto_sub, such as `-R`: live only).
+    fn ask(&self, f: &Fleetd, sender: &Ci, id: &str, request: &Value, extra: &[&str]) -> Value {
+        let sub = self.sub(&format!("{}/result", self.reply(id)), 1, 30, extra);
+        sender.publish(request);
+        answers(sub, f).remove(0)
+    }
+
     fn request(&self, id: &str, version: &str) -> Value {
         json!({
             "id": id,
@@ -171,9 +179,7 @@ fn ci_deploys_by_mqtt_publish_on_the_embedded_broker() {
     // A malformed request is answered with the field it got wrong, and changes nothing.
     let mut bad = ci.request("build-2", "1.0.0");
     bad["colour"] = json!("red");
-    let refused = ci.sub(&format!("{}/result", ci.reply("build-2")), 1, 15, &[]);
-    ci.publish(&bad);
-    let refused = answers(refused, &f).remove(0);
+    let refused = ci.ask(&f, &ci, "build-2", &bad, &[]);
     assert_eq!(refused["outcome"], "rejected", "{refused}");
     assert!(
         refused["error"]
@@ -184,9 +190,7 @@ fn ci_deploys_by_mqtt_publish_on_the_embedded_broker() {
     );
     let mut bad = ci.request("build-3", "1.0.0");
     bad["deployment"]["target"] = json!({"selector": {"site": "nowhere"}});
-    let refused = ci.sub(&format!("{}/result", ci.reply("build-3")), 1, 15, &[]);
-    ci.publish(&bad);
-    let refused = answers(refused, &f).remove(0);
+    let refused = ci.ask(&f, &ci, "build-3", &bad, &[]);
     assert!(
         refused["error"]
             .as_str()
@@ -199,16 +203,12 @@ fn ci_deploys_by_mqtt_publish_on_the_embedded_broker() {
     // After a restart (the embedded broker forgot its retained answers) the ledger answers.
     f.restart();
     wait_online(&f, &[&agent]);
-    let after = ci.sub(&format!("{reply}/result"), 1, 30, &[]);
-    ci.publish(&ci.request("build-1", "1.0.0"));
-    let after = answers(after, &f).remove(0);
+    let after = ci.ask(&f, &ci, "build-1", &ci.request("build-1", "1.0.0"), &[]);
     assert_eq!(after["deployment"], deployment, "{after}");
     assert_eq!(deployment_count(&f), 1);
 
     // The same id with another request is refused (live only: the first verdict stays).
-    let conflict = ci.sub(&format!("{reply}/result"), 1, 15, &["-R"]);
-    ci.publish(&ci.request("build-1", "2.0.0"));
-    let conflict = answers(conflict, &f).remove(0);
+    let conflict = ci.ask(&f, &ci, "build-1", &ci.request("build-1", "2.0.0"), &["-R"]);
     assert!(
         conflict["error"]
             .as_str()
@@ -302,9 +302,7 @@ fn ci_deploys_through_mosquitto_with_the_generated_acl() {
     // A request published by the other token on the right topic still needs the right app.
     let mut req = other.request("m-2", "1.0.0");
     req["token"] = json!(ci.token.replace(&ci.token[ci.token.len() - 4..], "0000"));
-    let refused = ci.sub(&format!("{}/result", ci.reply("m-2")), 1, 15, &[]);
-    other.publish(&req);
-    let refused = answers(refused, &f).remove(0);
+    let refused = ci.ask(&f, &other, "m-2", &req, &[]);
     assert!(
         refused["error"]
             .as_str()

@@ -90,6 +90,23 @@ pub fn remove(db: &Db, key: &str) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Finished requests first seen before `before` (their ids may be forgotten: the retention of
+/// [`super::RETENTION_MS`]).
+pub fn finished_before(db: &Db, before: UnixMillis) -> Result<Vec<(String, CiRecord)>, DbError> {
+    let txn = db.raw().begin_read()?;
+    let table = txn.open_table(CI_REQUESTS)?;
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        if let Ok(rec) = decode::<CiRecord>("ci_requests", k.value(), v.value()) {
+            if rec.result.is_some() && rec.created_at < before {
+                out.push((k.value().to_string(), rec));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Requests whose deployment exists but whose verdict was not sent yet (to follow again after a
 /// restart).
 pub fn unfinished(db: &Db) -> Result<Vec<(String, CiRecord)>, DbError> {
@@ -142,6 +159,21 @@ mod tests {
         assert_eq!(got, rec);
         assert_eq!(got.deployment(), Some("d-1"));
         assert_eq!(unfinished(&db).expect("scan").len(), 1);
+        assert!(finished_before(&db, 10).expect("scan").is_empty());
+        let mut done = rec.clone();
+        done.result = Some(CiReply::Result {
+            id: "b-1".into(),
+            ok: true,
+            outcome: "succeeded".into(),
+            deployment: Some("d-1".into()),
+            error: None,
+        });
+        put(&db, "_token-a/b-1", &done).expect("put");
+        assert!(unfinished(&db).expect("scan").is_empty());
+        assert_eq!(finished_before(&db, 10).expect("scan").len(), 1);
+        assert!(finished_before(&db, 1).expect("scan").is_empty());
+        remove(&db, "_token-a/b-1").expect("remove");
+        assert!(get(&db, "_token-a/b-1").expect("get").is_none());
         assert!(get(&db, "_token-a/other").expect("get").is_none());
     }
 }

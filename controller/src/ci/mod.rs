@@ -26,6 +26,7 @@ use crate::store::ArtifactStore;
 use crate::trust::Trust;
 use axum::body::Bytes;
 use fleet_schema::ci::CiReply;
+use fleet_schema::topic::CiReplyPart;
 use fleet_schema::Topic;
 use parse::{Format, ReplyTo};
 use rumqttc::{AsyncClient, QoS};
@@ -36,6 +37,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Requests queued between the poll task and the CI worker.
 pub const QUEUE: usize = 1000;
+
+/// How long a finished request's id is remembered (and its retained answers kept on the
+/// broker): 30 days.
+pub const RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// How often expired requests are forgotten.
+const SWEEP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What carrying out CI requests needs.
 pub struct CiContext {
@@ -72,6 +80,7 @@ pub async fn run(ctx: Arc<CiContext>, mut requests: mpsc::Receiver<Bytes>) {
         }
         Err(e) => tracing::error!(error = %e, "cannot read the CI request ledger"),
     }
+    let mut sweep = tokio::time::interval(SWEEP);
     loop {
         tokio::select! {
             msg = requests.recv() => match msg {
@@ -80,7 +89,41 @@ pub async fn run(ctx: Arc<CiContext>, mut requests: mpsc::Receiver<Bytes>) {
                 }
                 None => return,
             },
+            _ = sweep.tick() => forget_expired(&ctx).await,
             _ = ctx.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Forgets finished requests older than [`RETENTION_MS`] and clears their retained answers
+/// (an empty retained message deletes one), so the broker does not collect them forever.
+async fn forget_expired(ctx: &CiContext) {
+    let before = crate::clock::now_ms().saturating_sub(RETENTION_MS);
+    let expired = match ctx
+        .db
+        .call(move |db| ledger::finished_before(db, before))
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => return tracing::warn!(error = %e, "cannot read the CI request ledger"),
+    };
+    for (key, _) in expired {
+        let Some((owner, id)) = key.split_once('/') else {
+            continue;
+        };
+        for part in [CiReplyPart::Accepted, CiReplyPart::Result] {
+            let topic = Topic::ci_reply(owner, id, part).to_string();
+            if let Err(e) = ctx
+                .client
+                .publish(topic.as_str(), QoS::AtLeastOnce, true, Vec::new())
+                .await
+            {
+                tracing::warn!(error = %e, %topic, "cannot clear a CI answer");
+            }
+        }
+        let k = key.clone();
+        if let Err(e) = ctx.db.call(move |db| ledger::remove(db, &k)).await {
+            tracing::warn!(error = %e, request = %key, "cannot forget a CI request");
         }
     }
 }
