@@ -217,14 +217,36 @@ fn ci_deploys_by_mqtt_publish_on_the_embedded_broker() {
         "{conflict}"
     );
 
-    // An artifact reachable by URL is registered first, then deployed; CBOR works too.
+    // An artifact reachable by URL is registered first, then deployed. This request is CBOR
+    // (mosquitto_pub -f), and so are the answers (printed as hex by mosquitto_sub -F %x).
     let bytes = sample_app_bytes("2.0.0");
     let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
     let mut req = ci.request("build-4", "2.0.0");
     req["artifact"] = json!({"name": APP, "version": "2.0.0", "url": serve(bytes), "sha256": sha});
-    let done = ci.sub(&format!("{}/result", ci.reply("build-4")), 1, 90, &[]);
-    ci.publish(&req);
-    let done = answers(done, &f).remove(0);
+    let cbor_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(cbor_file.path(), fleet_schema::encode(&req).expect("CBOR")).expect("write");
+    let done = ci.sub(
+        &format!("{}/result", ci.reply("build-4")),
+        1,
+        90,
+        &["-F", "%x"],
+    );
+    let out = Command::new(&ci.pub_bin)
+        .args(["-h", "127.0.0.1", "-p", &ci.port.to_string()])
+        .args(["-u", &ci.user, "-P", &ci.token, "-q", "1"])
+        .args(["-t", "fleet/_ci/requests", "-f"])
+        .arg(cbor_file.path())
+        .output()
+        .expect("run mosquitto_pub");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = done.wait_with_output().expect("mosquitto_sub");
+    let hex_text = String::from_utf8_lossy(&out.stdout);
+    let cbor = hex::decode(hex_text.trim()).expect("hex answer");
+    let done: Value = fleet_schema::decode(&cbor, 1 << 20).expect("a CBOR answer");
     assert_eq!(done["outcome"], "succeeded", "{done}");
     let (status, _) = get(&f.url(&format!("/api/v1/artifacts/{APP}/2.0.0")));
     assert_eq!(status, 200);
