@@ -129,17 +129,25 @@ fn failing_app(dir: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-#[test]
-fn github_actions_upload_and_deploy_with_outputs_and_exit_codes() {
+/// fleetd with one agent labelled `site=<site>`, the group `production` of that site (made with
+/// `fleetctl group create`), and a deploy token limited to the sample app.
+fn fleet_with_production_group(site: &str) -> (Fleetd, Agent, String) {
     let f = Fleetd::start();
-    let agent = Agent::start("gh-1", &f.access(), &[("site", "gh")]);
+    let agent = Agent::start(&format!("{site}-1"), &f.access(), &[("site", site)]);
     wait_online(&f, &[&agent]);
+    let selector = format!("site={site}");
     let (ok, out) = fleetctl(
         &f,
-        &["group", "create", "production", "--selector", "site=gh"],
+        &["group", "create", "production", "--selector", &selector],
     );
     assert!(ok, "{out}");
-    let token = f.create_token("ci-gh", &["deploy"], &[APP]);
+    let token = f.create_token(&format!("ci-{site}"), &["deploy"], &[APP]);
+    (f, agent, token)
+}
+
+#[test]
+fn github_actions_upload_and_deploy_with_outputs_and_exit_codes() {
+    let (f, _agent, token) = fleet_with_production_group("gh");
     let fleetctl_bin = workspace_bin("fleetctl").to_string_lossy().into_owned();
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("app");
@@ -300,15 +308,7 @@ fn run_shell(script: &str, env: &BTreeMap<String, String>, cwd: &Path) -> (i32, 
 
 #[test]
 fn gitlab_template_and_jenkinsfile_run_against_fleetd() {
-    let f = Fleetd::start();
-    let agent = Agent::start("gl-1", &f.access(), &[("site", "gl")]);
-    wait_online(&f, &[&agent]);
-    let (ok, out) = fleetctl(
-        &f,
-        &["group", "create", "production", "--selector", "site=gl"],
-    );
-    assert!(ok, "{out}");
-    let token = f.create_token("ci-gl", &["deploy"], &[APP]);
+    let (f, agent, token) = fleet_with_production_group("gl");
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("app"), sample_app_bytes("1.0.0")).expect("write");
     let bin_dir = workspace_bin("fleetctl")

@@ -66,11 +66,18 @@ impl Ci {
         child
     }
 
+    /// Publishes a JSON request on `fleet/_ci/requests`.
     fn publish(&self, request: &Value) {
+        self.publish_args(&["-m", &request.to_string()]);
+    }
+
+    /// `mosquitto_pub` on `fleet/_ci/requests` with the payload flags `payload`.
+    fn publish_args(&self, payload: &[&str]) {
         let out = Command::new(&self.pub_bin)
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-u", &self.user, "-P", &self.token, "-q", "1"])
-            .args(["-t", "fleet/_ci/requests", "-m", &request.to_string()])
+            .args(["-t", "fleet/_ci/requests"])
+            .args(payload)
             .output()
             .expect("run mosquitto_pub");
         assert!(
