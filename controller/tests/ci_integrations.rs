@@ -395,6 +395,55 @@ fn gitlab_template_and_jenkinsfile_run_against_fleetd() {
     let (_, body) = support::get(&f.url(&format!("/api/v1/devices/{}", agent.device_id)));
     assert!(body.contains("1.1.0"), "{body}");
 
+    // An operator aborts while the pipeline waits: fleetctl exits 5 with a result line.
+    let broken = failing_app(dir.path());
+    let (ok, out) = fleetctl(
+        &f,
+        &[
+            "artifact",
+            "push",
+            &broken,
+            "--name",
+            APP,
+            "--version",
+            "3.0.0",
+        ],
+    );
+    assert!(ok, "{out}");
+    let mut waiting = Command::new(workspace_bin("fleetctl"))
+        .env("FLEET_SERVER", f.url(""))
+        .env("FLEET_TOKEN", &token)
+        .args([
+            "--output",
+            "json",
+            "deploy",
+            "--app",
+            APP,
+            "--version",
+            "3.0.0",
+        ])
+        .args(["--group", "production", "--wait", "--timeout", "120"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn fleetctl");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        waiting.stdout.take().expect("stdout"),
+    ));
+    let created = support::parse_json(&lines.next().expect("a line").expect("read"));
+    assert_eq!(created["event"], "created", "{created}");
+    let id = created["deployment"].as_str().expect("id").to_string();
+    let (ok, out) = fleetctl(&f, &["deploy", "abort", &id]);
+    assert!(ok, "{out}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = waiting.wait().expect("fleetctl exits");
+    assert_eq!(status.code(), Some(5), "{rest:?}");
+    let last = support::parse_json(rest.last().expect("a result line"));
+    assert_eq!(
+        (last["event"].as_str(), last["outcome"].as_str()),
+        (Some("result"), Some("aborted")),
+        "{rest:?}"
+    );
+
     // The group the pipelines used: list, show, delete; then it is gone.
     let (ok, out) = fleetctl(&f, &["group", "list"]);
     assert!(
