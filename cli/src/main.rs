@@ -88,6 +88,9 @@ enum Command {
     /// Inspect deployments.
     #[command(subcommand)]
     Deployment(DeploymentCmd),
+    /// Create, list, show and delete named device groups (targets for `deploy --group`).
+    #[command(subcommand)]
+    Group(commands::groups::GroupCmd),
     /// List the devices fleetd knows, or with --pending the enrollment requests waiting for an
     /// operator.
     Devices(commands::devices::DevicesArgs),
@@ -167,9 +170,10 @@ pub struct PushArgs {
     /// Artifact type (binary, oci-image, archive, ...).
     #[arg(long = "type", default_value = "binary")]
     pub kind: String,
-    /// Platform, e.g. linux/arm64.
-    #[arg(long)]
-    pub platform: Option<String>,
+    /// A platform the artifact runs on, e.g. linux/arm64 (repeatable for multi-platform
+    /// artifacts such as scripts and archives).
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    pub platform: Vec<String>,
     /// Sign the manifest with this private key (from `fleetctl keygen`).
     #[arg(long)]
     pub sign: Option<PathBuf>,
@@ -214,10 +218,12 @@ pub struct DeployArgs {
     /// Label selector, k=v[,k2=v2]; every pair must match.
     #[arg(long)]
     pub selector: Option<String>,
-    /// Wait until the deployment finishes, showing progress; fail if it fails.
+    /// Wait until the deployment finishes, showing progress (JSON lines with --output json).
+    /// Exit code: 0 succeeded, 3 failed, 4 rolled back, 5 aborted, 6 timed out, 7 superseded,
+    /// 1 any other error.
     #[arg(long)]
     pub wait: bool,
-    /// With --wait: give up after this many seconds.
+    /// With --wait: give up after this many seconds (exit code 6; the deployment goes on).
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
 }
@@ -306,6 +312,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Apply { file } => commands::apply::apply(g, &file),
         Command::Deployment(DeploymentCmd::Show { id }) => commands::deploy::show(g, &id),
         Command::Deployment(DeploymentCmd::List) => commands::deploy::list(g),
+        Command::Group(cmd) => commands::groups::run(g, &cmd),
         Command::Devices(args) => commands::devices::devices(g, &args),
         Command::Whoami => commands::tokens::whoami(g),
         Command::Device(cmd) => commands::device_actions::run(g, &cmd),
@@ -322,7 +329,11 @@ fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        // `deploy --wait` exits with its outcome's own code; every other error with 1.
+        let code = e
+            .downcast_ref::<commands::deploy_wait::Unsuccessful>()
+            .map_or(1, |u| u.outcome.code());
+        std::process::exit(code);
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`engine`]: deployment planning and progress (pure functions) and their orchestration.
 //! - [`mqtt`]: the bridge to the bus (status intake, desired-state publishing, cmd guard).
 //! - [`http`]: the HTTP API.
+//! - [`ci`]: deploying from CI by MQTT publish (`fleet/_ci/requests`).
 //! - [`metrics`]: counters exported on `/metrics`.
 //! - [`trust`]: the controller key, device identities and enrollment, API tokens, Mosquitto
 //!   files.
@@ -16,6 +17,7 @@
 //! - [`server`]: wires everything together and handles shutdown.
 //! - [`demo`]: `fleetd demo`, the main job end to end on embedded defaults.
 
+pub mod ci;
 pub mod clock;
 pub mod config;
 pub mod db;

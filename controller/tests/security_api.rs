@@ -591,6 +591,11 @@ fn the_seeds_curl_calls_work_with_a_deploy_token() {
         support::device_status("store-1", &[("tier", "edge"), ("location", "us-west")]);
     status.inventory.as_mut().expect("inventory").arch = "arm64".into();
     let _d = support::announce(&f, &status);
+    // In us-west but not an edge store: the seed's target (group AND selector) leaves it out.
+    let mut outside =
+        support::device_status("store-2", &[("tier", "core"), ("location", "us-west")]);
+    outside.inventory.as_mut().expect("inventory").arch = "arm64".into();
+    let _d2 = support::announce(&f, &outside);
     let api_key = f.create_token("ci", &["deploy"], &["myapp"]);
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(
@@ -653,7 +658,8 @@ fn the_seeds_curl_calls_work_with_a_deploy_token() {
   }"#,
     ]);
     assert_eq!(code, "201", "deploy: {body}");
-    assert!(body.contains("store-1"), "{body}");
+    let created = support::parse_json(&body);
+    assert_eq!(created["devices"], json!(["store-1"]), "{body}");
     // Without the header, both are refused.
     let (code, _) = run(&["-X", "POST", &f.url("/api/v1/deployments"), "-d", "{}"]);
     assert_eq!(code, "401");

@@ -140,17 +140,20 @@ pub struct RollbackTriggerSpec {
     pub action: Option<String>,
 }
 
-/// Which devices a deployment targets: an explicit list, a label selector, or both (union).
+/// Which devices a deployment targets: explicit ids, plus the devices that pass every filter
+/// given (group AND selector AND match expressions).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
-    /// Explicit device ids.
+    /// Explicit device ids, added to whatever the filters below select.
     #[serde(default)]
     pub devices: Vec<String>,
-    /// Label equality selector: every pair must match.
+    /// Label equality selector: every pair must match (a filter: with `group` and
+    /// `match_expressions`, a device must pass all of them).
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
-    /// A named device group (static list or label selector), unioned with the rest.
+    /// A named device group (static list or label selector): only its members are chosen, and
+    /// of them only those that also pass `selector` and `match_expressions`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Set-based label requirements (In, NotIn, Exists, DoesNotExist, Gt, Lt), all of which

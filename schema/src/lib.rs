@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app_spec;
 pub mod artifact;
+pub mod ci;
 pub mod codec;
 pub mod compat;
 pub mod components;

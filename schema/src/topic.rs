@@ -11,6 +11,34 @@ pub const ROOT: &str = "fleet";
 /// The reserved second level for control-plane topics; device ids can never start with `_`.
 pub const CONTROL_LEVEL: &str = "_controller";
 
+/// The reserved second level of the topics CI jobs use to deploy by MQTT publish.
+pub const CI_LEVEL: &str = "_ci";
+
+/// Which answer to a CI request a reply topic carries (its last level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CiReplyPart {
+    /// `accepted`: the deployment id (retained).
+    Accepted,
+    /// `progress`: state and counts on every change (not retained).
+    Progress,
+    /// `result`: the verdict (retained).
+    Result,
+}
+
+impl CiReplyPart {
+    /// Every part.
+    pub const ALL: [CiReplyPart; 3] = [Self::Accepted, Self::Progress, Self::Result];
+
+    /// The last topic level.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Progress => "progress",
+            Self::Result => "result",
+        }
+    }
+}
+
 /// A FleetD topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
@@ -27,6 +55,20 @@ pub enum Topic {
     /// `fleet/<device>/req`: one-off requests to the agent (e.g. log history), QoS 1, not
     /// retained, controller to agent (signed).
     Req(DeviceId),
+    /// `fleet/_ci/requests`: deployment requests from CI jobs (JSON or CBOR), QoS 1, CI to
+    /// controller.
+    CiRequests,
+    /// `fleet/_ci/replies/<owner>/<request id>/<part>`: fleetd's answers to one CI request;
+    /// `<owner>` is the MQTT user name of the request's token, so an ACL can give each CI
+    /// credential its own replies.
+    CiReply {
+        /// `_token-<token id>` (or `_anonymous` against `fleetd --insecure`).
+        owner: String,
+        /// The request id.
+        request: String,
+        /// Which answer.
+        part: CiReplyPart,
+    },
 }
 
 /// The kind of a per-device topic, for building subscription filters.
@@ -104,7 +146,7 @@ pub struct TopicSpec {
 
 impl Topic {
     /// Every topic pattern and its delivery properties: the contract `topics.md` documents.
-    pub const SPECS: [TopicSpec; 6] = [
+    pub const SPECS: [TopicSpec; 10] = [
         TopicSpec {
             pattern: "fleet/<device>/cmd",
             qos: 1,
@@ -147,6 +189,34 @@ impl Topic {
             publisher: "controller",
             payload: "AgentRequest",
         },
+        TopicSpec {
+            pattern: "fleet/_ci/requests",
+            qos: 1,
+            retained: false,
+            publisher: "CI",
+            payload: "CiRequest",
+        },
+        TopicSpec {
+            pattern: "fleet/_ci/replies/<owner>/<id>/accepted",
+            qos: 1,
+            retained: true,
+            publisher: "controller",
+            payload: "CiReply",
+        },
+        TopicSpec {
+            pattern: "fleet/_ci/replies/<owner>/<id>/progress",
+            qos: 1,
+            retained: false,
+            publisher: "controller",
+            payload: "CiReply",
+        },
+        TopicSpec {
+            pattern: "fleet/_ci/replies/<owner>/<id>/result",
+            qos: 1,
+            retained: true,
+            publisher: "controller",
+            payload: "CiReply",
+        },
     ];
 
     /// The delivery properties of this topic.
@@ -158,6 +228,12 @@ impl Topic {
             Topic::Logs(_) => 3,
             Topic::ControllerStatus => 4,
             Topic::Req(_) => 5,
+            Topic::CiRequests => 6,
+            Topic::CiReply { part, .. } => match part {
+                CiReplyPart::Accepted => 7,
+                CiReplyPart::Progress => 8,
+                CiReplyPart::Result => 9,
+            },
         };
         &Self::SPECS[i]
     }
@@ -170,7 +246,16 @@ impl Topic {
             | Topic::Metrics(d)
             | Topic::Logs(d)
             | Topic::Req(d) => Some(d),
-            Topic::ControllerStatus => None,
+            Topic::ControllerStatus | Topic::CiRequests | Topic::CiReply { .. } => None,
+        }
+    }
+
+    /// The reply topic of CI request `request` by `owner`, for answer `part`.
+    pub fn ci_reply(owner: &str, request: &str, part: CiReplyPart) -> Self {
+        Topic::CiReply {
+            owner: owner.to_string(),
+            request: request.to_string(),
+            part,
         }
     }
 
@@ -191,6 +276,9 @@ impl Topic {
         let mut parts = s.split('/');
         if parts.next() != Some(ROOT) {
             return Err(unknown());
+        }
+        if s.starts_with(&format!("{ROOT}/{CI_LEVEL}/")) {
+            return Self::parse_ci(s).ok_or_else(unknown);
         }
         let second = parts.next().ok_or_else(unknown)?;
         let third = parts.next().ok_or_else(unknown)?;
@@ -215,6 +303,31 @@ impl Topic {
     }
 }
 
+impl Topic {
+    /// Parses a topic under `fleet/_ci/`.
+    fn parse_ci(s: &str) -> Option<Self> {
+        let levels: Vec<&str> = s.split('/').collect();
+        match levels.as_slice() {
+            [_, _, "requests"] => Some(Topic::CiRequests),
+            [_, _, "replies", owner, request, part] => {
+                let owner_ok = !owner.is_empty()
+                    && owner.starts_with('_')
+                    && owner
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+                let id_ok = *request == crate::ci::INVALID_ID
+                    || crate::ci::validate_request_id(request).is_ok();
+                if !owner_ok || !id_ok {
+                    return None;
+                }
+                let part = CiReplyPart::ALL.into_iter().find(|p| p.suffix() == *part)?;
+                Some(Self::ci_reply(owner, request, part))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -224,6 +337,16 @@ impl fmt::Display for Topic {
             Topic::Metrics(d) => write!(f, "{ROOT}/{d}/metrics"),
             Topic::Logs(d) => write!(f, "{ROOT}/{d}/logs"),
             Topic::Req(d) => write!(f, "{ROOT}/{d}/req"),
+            Topic::CiRequests => write!(f, "{ROOT}/{CI_LEVEL}/requests"),
+            Topic::CiReply {
+                owner,
+                request,
+                part,
+            } => write!(
+                f,
+                "{ROOT}/{CI_LEVEL}/replies/{owner}/{request}/{}",
+                part.suffix()
+            ),
         }
     }
 }
@@ -254,6 +377,32 @@ mod tests {
                 None => s.clone(),
             };
             assert_eq!(t.spec().pattern, pattern);
+        }
+    }
+
+    #[test]
+    fn ci_topics_round_trip() {
+        let req = Topic::CiRequests;
+        assert_eq!(req.to_string(), "fleet/_ci/requests");
+        assert_eq!(Topic::parse("fleet/_ci/requests").expect("parses"), req);
+        assert_eq!(req.spec().pattern, "fleet/_ci/requests");
+        for part in CiReplyPart::ALL {
+            let t = Topic::ci_reply("_token-0123abcd", "build-17", part);
+            let s = t.to_string();
+            assert_eq!(Topic::parse(&s).expect("parses"), t, "{s}");
+            let pattern = s
+                .replacen("_token-0123abcd", "<owner>", 1)
+                .replacen("build-17", "<id>", 1);
+            assert_eq!(t.spec().pattern, pattern);
+        }
+        for bad in [
+            "fleet/_ci/replies/_token-x/build/other",
+            "fleet/_ci/replies/_token-x/+/result",
+            "fleet/_ci/replies/owner/build/result",
+            "fleet/_ci/replies/_token-x/build",
+            "fleet/_ci/other",
+        ] {
+            assert!(Topic::parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,6 +1,7 @@
 //! `fleetctl deploy` and `fleetctl deployment show|list`.
 
-use super::{print_json, show_progress};
+use super::deploy_wait::{self, tally, Outcome};
+use super::print_json;
 use crate::api::ApiClient;
 use crate::display;
 use crate::table::Table;
@@ -10,12 +11,8 @@ use fleet_schema::api::{
     CreateDeployment, DeploymentCreated, DeploymentView, DeviceProgress, RollbackTriggerSpec,
     StrategySpec, TargetSpec,
 };
-use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-/// How often `deploy --wait` polls the deployment.
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
+use std::time::Duration;
 
 /// Parses a label selector `k=v[,k2=v2]`.
 fn parse_selector(s: &str) -> Result<BTreeMap<String, String>> {
@@ -78,30 +75,6 @@ fn parse_trigger(s: &str) -> Result<RollbackTriggerSpec> {
     })
 }
 
-/// Counts of devices per outcome.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Tally {
-    succeeded: usize,
-    failed: usize,
-    active: usize,
-    superseded: usize,
-}
-
-fn tally(view: &DeploymentView) -> Tally {
-    let mut t = Tally::default();
-    for p in view.devices.values() {
-        match p {
-            DeviceProgress::Succeeded => t.succeeded += 1,
-            DeviceProgress::Failed { .. } => t.failed += 1,
-            DeviceProgress::Superseded | DeviceProgress::RolledBack => t.superseded += 1,
-            DeviceProgress::Pending
-            | DeviceProgress::InProgress { .. }
-            | DeviceProgress::Waiting => t.active += 1,
-        }
-    }
-    t
-}
-
 /// Creates a deployment; with `--wait`, follows it to the end.
 pub fn deploy(g: &Global, args: &DeployArgs) -> Result<()> {
     let selector = match &args.selector {
@@ -149,84 +122,53 @@ pub fn deploy(g: &Global, args: &DeployArgs) -> Result<()> {
             }
         };
     }
-    if g.output == Output::Table {
-        println!(
+    match g.output {
+        Output::Json => deploy_wait::print_created(&created)?,
+        Output::Table => println!(
             "deployment {} created: {app}@{version} to {} device(s)",
             created.id,
             created.devices.len()
-        );
+        ),
     }
-    let view = wait(g, &api, &created, Duration::from_secs(args.timeout))?;
+    let (view, outcome) =
+        deploy_wait::follow(g, &api, &created, Duration::from_secs(args.timeout))?;
     let counts = tally(&view);
-    match g.output {
-        Output::Json => print_json(&view)?,
-        Output::Table => {
-            println!(
-                "deployment {} {}: {} succeeded, {} failed, {} superseded",
-                view.id, view.state, counts.succeeded, counts.failed, counts.superseded
+    if g.output == Output::Table {
+        println!(
+            "deployment {} {}: {} succeeded, {} failed, {} superseded",
+            view.id,
+            outcome.as_str(),
+            counts.succeeded,
+            counts.failed,
+            counts.superseded
+        );
+        if counts.failed > 0 {
+            print!(
+                "{}",
+                device_table(&view, |p| matches!(p, DeviceProgress::Failed { .. })).render()
             );
-            if counts.failed > 0 {
-                print!(
-                    "{}",
-                    device_table(&view, |p| matches!(p, DeviceProgress::Failed { .. })).render()
-                );
-            }
         }
     }
-    if view.state != "succeeded" {
-        bail!("deployment {} ended {}", view.id, view.state);
-    }
-    Ok(())
-}
-
-/// Polls the deployment until it leaves "in-progress", with a progress bar of succeeded devices.
-fn wait(
-    g: &Global,
-    api: &ApiClient,
-    created: &DeploymentCreated,
-    timeout: Duration,
-) -> Result<DeploymentView> {
-    let bar = if show_progress(g.output) {
-        let bar = ProgressBar::new(created.devices.len() as u64);
-        if let Ok(style) =
-            ProgressStyle::with_template("[{bar:40}] {pos}/{len} succeeded {msg} ({elapsed})")
-        {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let path = format!("/api/v1/deployments/{}", created.id);
-    let deadline = Instant::now() + timeout;
-    let view = loop {
-        let view: DeploymentView = api.get(&path)?;
-        let counts = tally(&view);
-        bar.set_length(view.devices.len() as u64);
-        bar.set_position(counts.succeeded as u64);
-        bar.set_message(format!(
-            "· {} failed · {} in progress",
-            counts.failed, counts.active
-        ));
-        if !super::watch::is_active(&view.state) {
-            break view;
-        }
-        if Instant::now() >= deadline {
-            bar.abandon();
-            bail!(
-                "deployment {} still in progress after {}s ({} of {} succeeded); \
-                 follow it with `fleetctl deployment show {}`",
-                created.id,
-                timeout.as_secs(),
+    if outcome != Outcome::Succeeded {
+        let detail = match outcome {
+            Outcome::TimedOut => format!(
+                " after {}s ({} of {} succeeded); it goes on in fleetd: \
+                 `fleetctl deployment show {}`",
+                args.timeout,
                 counts.succeeded,
                 view.devices.len(),
-                created.id
-            );
+                view.id
+            ),
+            _ => String::new(),
+        };
+        return Err(deploy_wait::Unsuccessful {
+            id: view.id,
+            outcome,
+            detail,
         }
-        std::thread::sleep(POLL_INTERVAL);
-    };
-    bar.finish_and_clear();
-    Ok(view)
+        .into());
+    }
+    Ok(())
 }
 
 /// A DEVICE/PROGRESS table of the devices whose progress matches `keep`.
@@ -255,7 +197,7 @@ pub fn show(g: &Global, id: &str) -> Result<()> {
         view.state,
         counts.succeeded,
         counts.failed,
-        counts.active,
+        counts.in_progress,
         counts.superseded,
         view.devices.len()
     );
@@ -337,38 +279,5 @@ mod tests {
         assert!(parse_selector("site").is_err());
         assert!(parse_selector("=x").is_err());
         assert!(parse_selector(",").is_err());
-    }
-
-    #[test]
-    fn tallies_count_each_outcome() {
-        let mut devices = BTreeMap::new();
-        devices.insert("a".into(), DeviceProgress::Succeeded);
-        devices.insert("b".into(), DeviceProgress::Failed { reason: "x".into() });
-        devices.insert(
-            "c".into(),
-            DeviceProgress::InProgress {
-                phase: "installing".into(),
-            },
-        );
-        devices.insert("d".into(), DeviceProgress::Pending);
-        let view = DeploymentView {
-            id: "d1".into(),
-            application: "app".into(),
-            version: "1.0.0".into(),
-            strategy: "all-at-once".into(),
-            state: "in-progress".into(),
-            created_at: 0,
-            devices,
-            rollout: None,
-        };
-        assert_eq!(
-            tally(&view),
-            Tally {
-                succeeded: 1,
-                failed: 1,
-                active: 2,
-                superseded: 0
-            }
-        );
     }
 }

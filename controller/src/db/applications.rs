@@ -111,6 +111,23 @@ impl Db {
         Ok(())
     }
 
+    /// Deletes a group and returns it (`None` when there was none). Deployments that named it
+    /// keep the devices they already have; a rollout stops growing through it.
+    pub fn delete_group(&self, name: &str) -> Result<Option<GroupSpec>, DbError> {
+        let txn = self.raw().begin_write()?;
+        let removed = {
+            let mut table = txn.open_table(GROUPS)?;
+            let old = table.remove(name)?;
+            match old {
+                Some(v) => Some(decode::<GroupSpec>("groups", name, v.value())?),
+                None => None,
+            }
+        };
+        txn.commit()?;
+        self.bump_fleet_epoch();
+        Ok(removed)
+    }
+
     /// One group.
     pub fn group(&self, name: &str) -> Result<Option<GroupSpec>, DbError> {
         let txn = self.raw().begin_read()?;

@@ -1,5 +1,9 @@
-//! Resolving a deployment's target (explicit ids and/or a label selector, as a union) to known
-//! devices. Every way a target can be unusable is an error naming what was wrong, never a
+//! Resolving a deployment's target to known devices. The rule (documented in the README,
+//! "Targets"): `group`, `selector` and `match_expressions` are filters that all must hold (a
+//! device is chosen when it is a member of the group AND its labels contain every selector pair
+//! AND satisfy every expression); `devices` names ids explicitly, which are chosen as well. So
+//! `{"group": "edge-stores", "selector": {"location": "us-west"}}` means the edge-stores devices
+//! in us-west. Every way a target can be unusable is an error naming what was wrong, never a
 //! silently smaller deployment.
 
 use fleet_schema::api::{GroupSpec, TargetSpec};
@@ -45,9 +49,9 @@ pub enum TargetError {
     /// A match expression is malformed.
     #[error("target.match_expressions: {0}")]
     BadExpression(String),
-    /// The selector matches no known device.
-    #[error("selector {} matches no device", format_selector(.0))]
-    NoMatch(BTreeMap<String, String>),
+    /// The filters (group, selector, expressions) together match no known device.
+    #[error("target {0} matches no device")]
+    NoMatch(String),
 }
 
 fn bad_devices_message(invalid: &[(String, String)], unknown: &[String]) -> String {
@@ -70,9 +74,9 @@ fn format_selector(sel: &BTreeMap<String, String>) -> String {
     format!("{{{}}}", pairs.join(","))
 }
 
-/// Resolves `target` against the known devices (id to labels). Returns the sorted, de-duplicated
-/// union of the listed devices, the devices whose labels contain every selector pair and
-/// satisfy every match expression, and the members of `group` (resolved the same way).
+/// Resolves `target` against the known devices (id to labels): the sorted, de-duplicated
+/// union of the listed `devices` and the devices that pass every filter (selector and match
+/// expressions; see [`resolve_with_group`] for the group).
 pub fn resolve(
     target: &TargetSpec,
     known: &BTreeMap<String, BTreeMap<String, String>>,
@@ -80,7 +84,9 @@ pub fn resolve(
     resolve_with_group(target, None, known)
 }
 
-/// [`resolve`] with the target's named group already looked up.
+/// [`resolve`] with the target's named group already looked up: the group is one more filter
+/// (its members are its static `devices` plus the devices its own selector and expressions
+/// match), intersected with the target's selector and expressions.
 pub fn resolve_with_group(
     target: &TargetSpec,
     group: Option<&GroupSpec>,
@@ -110,23 +116,53 @@ pub fn resolve_with_group(
         unknown.dedup();
         return Err(TargetError::BadDevices { invalid, unknown });
     }
-    if has_labels {
-        let matched = matching(&target.selector, &target.match_expressions, known);
+    if has_labels || group.is_some() {
+        let members: Option<BTreeSet<String>> = group.map(|g| group_members(g, known));
+        let matched: Vec<String> = matching(&target.selector, &target.match_expressions, known)
+            .into_iter()
+            .filter(|d| members.as_ref().is_none_or(|m| m.contains(d)))
+            .collect();
         if matched.is_empty() {
-            return Err(TargetError::NoMatch(target.selector.clone()));
+            return Err(TargetError::NoMatch(describe_filters(target)));
         }
         chosen.extend(matched);
     }
-    if let Some(g) = group {
-        chosen.extend(g.devices.iter().filter(|d| known.contains_key(*d)).cloned());
-        if !g.selector.is_empty() || !g.match_expressions.is_empty() {
-            chosen.extend(matching(&g.selector, &g.match_expressions, known));
-        }
-    }
-    if chosen.is_empty() {
-        return Err(TargetError::NoMatch(target.selector.clone()));
-    }
     Ok(chosen.into_iter().collect())
+}
+
+/// The known members of a group: its static ids plus the devices its own selector and
+/// expressions match (a group with neither has only its static ids).
+pub fn group_members(
+    g: &GroupSpec,
+    known: &BTreeMap<String, BTreeMap<String, String>>,
+) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = g
+        .devices
+        .iter()
+        .filter(|d| known.contains_key(*d))
+        .cloned()
+        .collect();
+    if !g.selector.is_empty() || !g.match_expressions.is_empty() {
+        out.extend(matching(&g.selector, &g.match_expressions, known));
+    }
+    out
+}
+
+/// The filters of a target as the errors show them, e.g.
+/// `group "edge-stores" AND selector {location=us-west}`.
+fn describe_filters(t: &TargetSpec) -> String {
+    let mut parts = Vec::new();
+    if let Some(g) = &t.group {
+        parts.push(format!("group {g:?}"));
+    }
+    if !t.selector.is_empty() {
+        parts.push(format!("selector {}", format_selector(&t.selector)));
+    }
+    if !t.match_expressions.is_empty() {
+        let n = t.match_expressions.len();
+        parts.push(format!("{n} match expression(s)"));
+    }
+    parts.join(" AND ")
 }
 
 /// Known devices whose labels contain every pair of `selector` and satisfy every expression.
@@ -147,13 +183,21 @@ pub fn matching(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleet_schema::manifest::Operator;
 
+    /// Four devices: the seed's edge-stores in us-west and us-east, and devices outside it.
     fn known() -> BTreeMap<String, BTreeMap<String, String>> {
-        let l = |site: &str| BTreeMap::from([("site".to_string(), site.to_string())]);
+        let l = |tier: &str, location: &str| {
+            BTreeMap::from([
+                ("tier".to_string(), tier.to_string()),
+                ("location".to_string(), location.to_string()),
+            ])
+        };
         BTreeMap::from([
-            ("d1".to_string(), l("a")),
-            ("d2".to_string(), l("b")),
-            ("d3".to_string(), l("a")),
+            ("d1".to_string(), l("edge", "us-west")),
+            ("d2".to_string(), l("edge", "us-east")),
+            ("d3".to_string(), l("core", "us-west")),
+            ("d4".to_string(), l("core", "eu")),
         ])
     }
 
@@ -168,10 +212,106 @@ mod tests {
         }
     }
 
+    fn edge_stores() -> GroupSpec {
+        GroupSpec {
+            name: "edge-stores".into(),
+            devices: vec![],
+            selector: BTreeMap::from([("tier".to_string(), "edge".to_string())]),
+            match_expressions: vec![],
+        }
+    }
+
+    fn not_in(key: &str, values: &[&str]) -> LabelRequirement {
+        LabelRequirement {
+            key: key.into(),
+            operator: Operator::NotIn,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    fn with_group(mut t: TargetSpec) -> TargetSpec {
+        t.group = Some("edge-stores".into());
+        t
+    }
+
+    fn ok(t: &TargetSpec, g: Option<&GroupSpec>) -> Vec<String> {
+        resolve_with_group(t, g, &known()).expect("resolves")
+    }
+
     #[test]
-    fn union_of_ids_and_selector() {
-        let got = resolve(&spec(&["d2", "d2"], &[("site", "a")]), &known()).expect("resolves");
-        assert_eq!(got, vec!["d1", "d2", "d3"]);
+    fn devices_alone_are_taken_as_listed() {
+        assert_eq!(ok(&spec(&["d2", "d2", "d4"], &[]), None), vec!["d2", "d4"]);
+    }
+
+    #[test]
+    fn selector_alone_needs_every_pair() {
+        let t = spec(&[], &[("location", "us-west")]);
+        assert_eq!(ok(&t, None), vec!["d1", "d3"]);
+        let t = spec(&[], &[("location", "us-west"), ("tier", "core")]);
+        assert_eq!(ok(&t, None), vec!["d3"]);
+    }
+
+    #[test]
+    fn expressions_alone_select() {
+        let mut t = spec(&[], &[]);
+        t.match_expressions = vec![not_in("location", &["us-west"])];
+        assert_eq!(ok(&t, None), vec!["d2", "d4"]);
+    }
+
+    #[test]
+    fn group_alone_is_its_members() {
+        let t = with_group(spec(&[], &[]));
+        assert_eq!(ok(&t, Some(&edge_stores())), vec!["d1", "d2"]);
+        let static_group = GroupSpec {
+            devices: vec!["d4".into(), "gone".into()],
+            selector: BTreeMap::new(),
+            ..edge_stores()
+        };
+        assert_eq!(ok(&t, Some(&static_group)), vec!["d4"]);
+    }
+
+    /// The seed's example: the edge-stores devices in us-west, not every us-west device.
+    #[test]
+    fn group_and_selector_intersect() {
+        let t = with_group(spec(&[], &[("location", "us-west")]));
+        assert_eq!(ok(&t, Some(&edge_stores())), vec!["d1"]);
+    }
+
+    #[test]
+    fn group_and_expressions_intersect() {
+        let mut t = with_group(spec(&[], &[]));
+        t.match_expressions = vec![not_in("location", &["us-west"])];
+        assert_eq!(ok(&t, Some(&edge_stores())), vec!["d2"]);
+    }
+
+    #[test]
+    fn selector_and_expressions_intersect() {
+        let mut t = spec(&[], &[("location", "us-west")]);
+        t.match_expressions = vec![not_in("tier", &["edge"])];
+        assert_eq!(ok(&t, None), vec!["d3"]);
+    }
+
+    #[test]
+    fn group_selector_and_expressions_all_hold() {
+        let mut t = with_group(spec(&[], &[("location", "us-east")]));
+        t.match_expressions = vec![not_in("location", &["eu"])];
+        assert_eq!(ok(&t, Some(&edge_stores())), vec!["d2"]);
+        t.match_expressions = vec![not_in("location", &["us-east"])];
+        let err = resolve_with_group(&t, Some(&edge_stores()), &known()).expect_err("empty");
+        assert_eq!(
+            err.to_string(),
+            "target group \"edge-stores\" AND selector {location=us-east} AND 1 match \
+             expression(s) matches no device"
+        );
+    }
+
+    /// Explicit ids are added to what the filters select, whether or not they pass them.
+    #[test]
+    fn devices_are_added_to_the_filtered_set() {
+        let t = spec(&["d4"], &[("location", "us-west")]);
+        assert_eq!(ok(&t, None), vec!["d1", "d3", "d4"]);
+        let t = with_group(spec(&["d3"], &[("location", "us-west")]));
+        assert_eq!(ok(&t, Some(&edge_stores())), vec!["d1", "d3"]);
     }
 
     #[test]
@@ -181,28 +321,15 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("nope") && msg.contains("a/b"), "{msg}");
         let err = resolve(&spec(&[], &[("site", "z")]), &known()).expect_err("no match");
-        assert_eq!(err.to_string(), "selector {site=z} matches no device");
-    }
-
-    #[test]
-    fn expressions_narrow_and_groups_add() {
-        use fleet_schema::manifest::Operator;
+        assert_eq!(
+            err.to_string(),
+            "target selector {site=z} matches no device"
+        );
+        // A filter that matches nothing is an error even when explicit ids are listed.
+        let err = resolve(&spec(&["d1"], &[("site", "z")]), &known()).expect_err("no match");
+        assert!(err.to_string().contains("site=z"), "{err}");
         let mut t = spec(&[], &[]);
-        t.match_expressions = vec![LabelRequirement {
-            key: "site".into(),
-            operator: Operator::NotIn,
-            values: vec!["a".into()],
-        }];
-        assert_eq!(resolve(&t, &known()).expect("resolves"), vec!["d2"]);
-        let g = GroupSpec {
-            name: "g".into(),
-            devices: vec!["d1".into()],
-            selector: BTreeMap::new(),
-            match_expressions: vec![],
-        };
-        let got = resolve_with_group(&t, Some(&g), &known()).expect("resolves");
-        assert_eq!(got, vec!["d1", "d2"]);
-        t.match_expressions[0].values.clear();
+        t.match_expressions = vec![not_in("tier", &[])];
         assert!(matches!(
             resolve(&t, &known()),
             Err(TargetError::BadExpression(_))

@@ -113,3 +113,30 @@ pub async fn put_group(
 pub async fn list_groups(State(st): State<AppState>) -> Result<Json<Vec<GroupSpec>>, ApiFailure> {
     Ok(Json(st.db.call(|db| db.groups()).await?))
 }
+
+/// `GET /api/v1/groups/{name}`: one group.
+pub async fn get_group(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<GroupSpec>, ApiFailure> {
+    let key = name.clone();
+    st.db
+        .call(move |db| db.group(&key))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiFailure::not_found(format!("group {name:?} does not exist")))
+}
+
+/// `DELETE /api/v1/groups/{name}`: removes a group and answers with it (404 when there is
+/// none).
+pub async fn delete_group(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<GroupSpec>, ApiFailure> {
+    let key = name.clone();
+    st.db
+        .call(move |db| db.delete_group(&key))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiFailure::not_found(format!("group {name:?} does not exist")))
+}

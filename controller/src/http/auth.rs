@@ -50,6 +50,7 @@ pub fn access(method: &Method, path: &str) -> Access {
         (_, _) if admin_area => Access::Token(Scope::Admin),
         ("GET", _) => Access::Token(Scope::Read),
         ("POST", _) if deploy_area => Access::Token(Scope::Deploy),
+        ("DELETE", "/api/v1/groups/{name}") => Access::Token(Scope::Deploy),
         _ => Access::Token(Scope::Admin),
     }
 }
@@ -129,6 +130,10 @@ mod tests {
         assert_eq!(
             access(&Method::DELETE, "/api/v1/tokens/{id}"),
             Access::Token(Scope::Admin)
+        );
+        assert_eq!(
+            access(&Method::DELETE, "/api/v1/groups/{name}"),
+            Access::Token(Scope::Deploy)
         );
         assert_eq!(
             access(&Method::PUT, "/api/v1/deployments"),

@@ -50,16 +50,14 @@ pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<DeploymentView>
     ))
 }
 
-/// `GET /api/v1/deployments/{id}`.
-pub async fn get_one(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<DeploymentView>, ApiFailure> {
-    let key = id.clone();
-    // Only the deployment's own devices are read, so a poller costs in proportion to the
-    // deployment, not to the whole fleet.
-    let found = st
-        .db
+/// One deployment's view, reading only its own devices (so a poller costs in proportion to
+/// the deployment, not to the whole fleet); `None` when it does not exist.
+pub async fn load_view(
+    db: &crate::db::Db,
+    id: &str,
+) -> Result<Option<DeploymentView>, crate::db::DbError> {
+    let key = id.to_string();
+    let found = db
         .call(move |db| {
             let Some(rec) = db.deployment(&key)? else {
                 return Ok(None);
@@ -73,9 +71,18 @@ pub async fn get_one(
             Ok(Some((rec, desired, devices)))
         })
         .await?;
-    let (rec, desired, devices) =
-        found.ok_or_else(|| ApiFailure::not_found(format!("deployment {id:?} not found")))?;
-    Ok(Json(deployment_view(&rec, &desired, &devices)))
+    Ok(found.map(|(rec, desired, devices)| deployment_view(&rec, &desired, &devices)))
+}
+
+/// `GET /api/v1/deployments/{id}`.
+pub async fn get_one(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentView>, ApiFailure> {
+    load_view(&st.db, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiFailure::not_found(format!("deployment {id:?} not found")))
 }
 
 /// Query of the action endpoint.

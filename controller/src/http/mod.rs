@@ -107,6 +107,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/groups",
             get(applications::list_groups).post(applications::put_group),
         )
+        .route(
+            "/api/v1/groups/{name}",
+            get(applications::get_group).delete(applications::delete_group),
+        )
         .route("/api/v1/devices", get(devices::list))
         .route("/api/v1/devices/{id}", get(devices::get_one))
         .route("/api/v1/devices/{id}/logs", get(logs::device_logs))

@@ -45,6 +45,8 @@ pub struct LoopContext {
     pub connected: watch::Sender<bool>,
     /// Cancelled at shutdown: the loop then ends at the next error or disconnect.
     pub shutdown: CancellationToken,
+    /// To the CI worker: payloads from `fleet/_ci/requests` (see [`crate::ci`]).
+    pub ci: Option<mpsc::Sender<axum::body::Bytes>>,
 }
 
 /// Polls until a disconnect requested at shutdown (or until an error after shutdown began).
@@ -63,7 +65,11 @@ pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
                 failures = 0;
                 ctx.metrics.mqtt_connects.fetch_add(1, Ordering::Relaxed);
                 ctx.connected.send_replace(true);
-                tokio::spawn(on_connect(ctx.client.clone(), ctx.queue.clone()));
+                tokio::spawn(on_connect(
+                    ctx.client.clone(),
+                    ctx.queue.clone(),
+                    ctx.ci.is_some(),
+                ));
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 route(&ctx, &mut seen, &p.topic, p.payload).await
@@ -101,7 +107,7 @@ pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
 
 /// On every ConnAck: subscribe again (also when the broker kept the session), announce the
 /// controller, and republish every desired state (heals a broker that lost retained messages).
-async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>) {
+async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>, ci: bool) {
     let filters = [
         DeviceTopicKind::Status,
         DeviceTopicKind::Cmd,
@@ -112,12 +118,27 @@ async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>) {
     if let Err(e) = client.subscribe_many(filters).await {
         tracing::error!(error = %e, "cannot subscribe to device topics");
     }
+    if ci {
+        let topic = fleet_schema::Topic::CiRequests.to_string();
+        if let Err(e) = client.subscribe(topic, QoS::AtLeastOnce).await {
+            tracing::error!(error = %e, "cannot subscribe to CI requests");
+        }
+    }
     queue.announce_controller(crate::clock::now_ms());
     queue.mark_all_devices();
 }
 
 /// Routes one incoming message; rejections are logged and counted, never fatal.
 async fn route(ctx: &LoopContext, seen: &mut SeenStamps, topic: &str, payload: axum::body::Bytes) {
+    if let (Some(ci), Ok(fleet_schema::Topic::CiRequests)) =
+        (&ctx.ci, fleet_schema::Topic::parse(topic))
+    {
+        // Never wait on CI work here: a full queue drops the request (the job times out).
+        if ci.try_send(payload).is_err() {
+            ctx.metrics.reject("ci-requests", "queue-full");
+        }
+        return;
+    }
     match classify(&ctx.trust, seen, topic, payload) {
         Inbound::Status(v) => {
             let update = StatusUpdate {

@@ -261,6 +261,8 @@ pub fn classify(trust: &Trust, seen: &mut SeenStamps, topic: &str, payload: Byte
                 Err(r) => Inbound::Rejected(r),
             }
         }
-        Topic::Req(_) | Topic::ControllerStatus => Inbound::Ignored,
+        Topic::Req(_) | Topic::ControllerStatus | Topic::CiRequests | Topic::CiReply { .. } => {
+            Inbound::Ignored
+        }
     }
 }

@@ -73,6 +73,8 @@ pub struct BridgeParts {
     pub errors: Arc<crate::engine::error_window::ErrorWindows>,
     /// Where verified log batches go.
     pub logs: tokio::sync::broadcast::Sender<Arc<LogBatch>>,
+    /// Where CI requests go ([`crate::ci`]); `None`: not subscribed.
+    pub ci: Option<mpsc::Sender<axum::body::Bytes>>,
 }
 
 /// Starts the bridge's tasks.
@@ -84,6 +86,7 @@ pub fn start(parts: BridgeParts, db: Db, shutdown: CancellationToken) -> Bridge 
         metrics,
         errors,
         logs,
+        ci,
     } = parts;
     let options = mqtt_options(&conn, &trust);
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
@@ -130,6 +133,7 @@ pub fn start(parts: BridgeParts, db: Db, shutdown: CancellationToken) -> Bridge 
         metrics,
         connected: connected_tx,
         shutdown,
+        ci,
     };
     let poll_task = tokio::spawn(event_loop::run(eventloop, ctx));
     Bridge {

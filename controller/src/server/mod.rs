@@ -126,6 +126,7 @@ pub async fn run(
     // Presence is volatile: "online" means "reported online since this controller started".
     // Agents re-announce on every connect and when the controller comes online.
     let was_online = db.call(|db| db.reset_presence()).await?;
+    db.call(crate::ci::ledger::init).await?;
     tracing::info!(database = %db_path.display(), devices_marked_offline = was_online, "database open");
     let store = crate::store::select::open_store(
         args.store,
@@ -230,6 +231,7 @@ pub async fn run(
     let token = CancellationToken::new();
     let errors = Arc::new(crate::engine::error_window::ErrorWindows::default());
     let logs = http::logs::log_channel();
+    let (ci_tx, ci_rx) = tokio::sync::mpsc::channel(crate::ci::QUEUE);
     let mut conn = mqtt::Connection::controller(bus_url, &trust, bus_tls);
     if let Some(user) = &sec.mqtt_username {
         conn.username = user.clone();
@@ -242,6 +244,7 @@ pub async fn run(
             metrics: metrics.clone(),
             errors: errors.clone(),
             logs: logs.clone(),
+            ci: Some(ci_tx),
         },
         db.clone(),
         token.clone(),
@@ -271,6 +274,21 @@ pub async fn run(
             .push(tokio::spawn(warn_insecure(token.clone())));
     }
 
+    bridge.tasks.push(tokio::spawn(crate::ci::run(
+        Arc::new(crate::ci::CiContext {
+            db: db.clone(),
+            store: store.clone(),
+            queue: bridge.queue.clone(),
+            metrics: metrics.clone(),
+            public_url: public.clone().into(),
+            trust: trust.clone(),
+            client: bridge.client.clone(),
+            max_upload_bytes: args.max_upload_bytes,
+            busy: Default::default(),
+            shutdown: token.clone(),
+        }),
+        ci_rx,
+    )));
     let state = AppState {
         db,
         store,
