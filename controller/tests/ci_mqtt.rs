@@ -66,17 +66,37 @@ impl Ci {
         child
     }
 
-    /// Publishes a JSON request on `fleet/_ci/requests`.
+    /// Publishes a JSON request signed with this token, as a CI script does (topics.md).
     fn publish(&self, request: &Value) {
-        self.publish_args(&["-m", &request.to_string()]);
+        let body = request.to_string();
+        let topic = self.signed_topic(body.as_bytes());
+        self.publish_args(&topic, &["-m", &body]);
     }
 
-    /// `mosquitto_pub` on `fleet/_ci/requests` with the payload flags `payload`.
-    fn publish_args(&self, payload: &[&str]) {
+    /// Publishes a request as it is on the plain topic (a token inside, if any).
+    fn publish_plain(&self, request: &Value) {
+        self.publish_args("fleet/_ci/requests", &["-m", &request.to_string()]);
+    }
+
+    /// `fleet/_ci/requests/<token id>/<hmac of payload>`.
+    fn signed_topic(&self, payload: &[u8]) -> String {
+        let mut parts = self.token.split('_').skip(1);
+        let (id, secret) = (parts.next().expect("id"), parts.next().expect("secret"));
+        let key_hex = hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            secret.as_bytes(),
+        ));
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key_hex.as_bytes());
+        let mac = hex::encode(ring::hmac::sign(&key, payload));
+        format!("fleet/_ci/requests/{id}/{mac}")
+    }
+
+    /// `mosquitto_pub` on `topic` with the payload flags `payload`.
+    fn publish_args(&self, topic: &str, payload: &[&str]) {
         let out = Command::new(&self.pub_bin)
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-u", &self.user, "-P", &self.token, "-q", "1"])
-            .args(["-t", "fleet/_ci/requests"])
+            .args(["-t", topic])
             .args(payload)
             .output()
             .expect("run mosquitto_pub");
@@ -87,18 +107,28 @@ impl Ci {
         );
     }
 
-    /// Publishes `request` (by `sender`'s credentials) and returns the first answer on
+    /// Publishes `request` (signed by `sender`) and returns the first answer on
     /// `<reply of id>/result` (`extra` flags for mosquitto_sub, such as `-R`: live only).
     fn ask(&self, f: &Fleetd, sender: &Ci, id: &str, request: &Value, extra: &[&str]) -> Value {
+        self.ask_with(f, id, extra, || sender.publish(request))
+    }
+
+    /// Runs `send` and returns the first answer on `<reply of id>/result`.
+    fn ask_with(&self, f: &Fleetd, id: &str, extra: &[&str], send: impl FnOnce()) -> Value {
         let sub = self.sub(&format!("{}/result", self.reply(id)), 1, 30, extra);
-        sender.publish(request);
+        send();
         answers(sub, f).remove(0)
     }
 
+    /// A request (to be signed), issued now.
     fn request(&self, id: &str, version: &str) -> Value {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
         json!({
             "id": id,
-            "token": self.token,
+            "issued_at": now,
             "deployment": {
                 "application": APP,
                 "version": version,
@@ -207,6 +237,30 @@ fn ci_deploys_by_mqtt_publish_on_the_embedded_broker() {
     );
     assert_eq!(deployment_count(&f), 1);
 
+    // Requests that do not authenticate are refused and change nothing: a token sent inside a
+    // request on this broker (any client could read it), a wrong HMAC, an old signature.
+    let error_of = |v: &Value| v["error"].as_str().unwrap_or_default().to_string();
+    let mut carried = ci.request("build-5", "1.0.0");
+    carried["token"] = json!(ci.token);
+    carried.as_object_mut().expect("object").remove("issued_at");
+    let refused = ci.ask_with(&f, "build-5", &[], || ci.publish_plain(&carried));
+    assert!(error_of(&refused).contains("exposed"), "{refused}");
+    let body = ci.request("build-6", "1.0.0").to_string();
+    let forged = ci.signed_topic(b"another payload");
+    let refused = ci.ask_with(&f, "build-6", &[], || {
+        ci.publish_args(&forged, &["-m", &body])
+    });
+    assert!(error_of(&refused).contains("HMAC"), "{refused}");
+    let mut old = ci.request("build-7", "1.0.0");
+    old["issued_at"] = json!(old["issued_at"].as_u64().expect("secs") - 3600);
+    let refused = ci.ask(&f, &ci, "build-7", &old, &[]);
+    assert!(error_of(&refused).starts_with("issued_at"), "{refused}");
+    // Refusals of authentication are not retained (anyone can name a token id).
+    let late = ci.sub(&format!("{}/result", ci.reply("build-6")), 1, 2, &[]);
+    let out = late.wait_with_output().expect("mosquitto_sub");
+    assert!(out.stdout.is_empty(), "a refusal was retained");
+    assert_eq!(deployment_count(&f), 1);
+
     // After a restart (the embedded broker forgot its retained answers) the ledger answers.
     f.restart();
     wait_online(&f, &[&agent]);
@@ -231,7 +285,8 @@ fn ci_deploys_by_mqtt_publish_on_the_embedded_broker() {
     let mut req = ci.request("build-4", "2.0.0");
     req["artifact"] = json!({"name": APP, "version": "2.0.0", "url": serve(bytes), "sha256": sha});
     let cbor_file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(cbor_file.path(), fleet_schema::encode(&req).expect("CBOR")).expect("write");
+    let cbor = fleet_schema::encode(&req).expect("CBOR");
+    std::fs::write(cbor_file.path(), &cbor).expect("write");
     let done = ci.sub(
         &format!("{}/result", ci.reply("build-4")),
         1,
@@ -241,7 +296,7 @@ fn ci_deploys_by_mqtt_publish_on_the_embedded_broker() {
     let out = Command::new(&ci.pub_bin)
         .args(["-h", "127.0.0.1", "-p", &ci.port.to_string()])
         .args(["-u", &ci.user, "-P", &ci.token, "-q", "1"])
-        .args(["-t", "fleet/_ci/requests", "-f"])
+        .args(["-t", &ci.signed_topic(&cbor), "-f"])
         .arg(cbor_file.path())
         .output()
         .expect("run mosquitto_pub");
@@ -328,10 +383,11 @@ fn ci_deploys_through_mosquitto_with_the_generated_acl() {
         "another token read the replies: {}",
         String::from_utf8_lossy(&snooped.stdout)
     );
-    // A request published by the other token on the right topic still needs the right app.
+    // This broker keeps requests private, so a request may carry its token (plain topic); a
+    // wrong token is refused all the same.
     let mut req = other.request("m-2", "1.0.0");
     req["token"] = json!(ci.token.replace(&ci.token[ci.token.len() - 4..], "0000"));
-    let refused = ci.ask(&f, &other, "m-2", &req, &[]);
+    let refused = ci.ask_with(&f, "m-2", &[], || other.publish_plain(&req));
     assert!(
         refused["error"]
             .as_str()

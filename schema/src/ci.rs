@@ -12,6 +12,9 @@ use crate::api::{CreateDeployment, DeploymentView, DeviceProgress};
 use crate::topic::CiReplyPart;
 use serde::{Deserialize, Serialize};
 
+/// How far a signed request's `issued_at` may be from fleetd's clock, either way: 10 minutes.
+pub const MAX_SIGNED_AGE_S: u64 = 600;
+
 /// Longest request id.
 pub const MAX_REQUEST_ID: usize = 128;
 
@@ -45,10 +48,18 @@ pub struct CiRequest {
     /// again, never deployed twice. 1 to 128 of `A-Z a-z 0-9 . _ -`, starting with a letter or
     /// digit.
     pub id: String,
-    /// The CI credential: a deploy-scoped API token (`fleet_<id>_<secret>`). Optional only
-    /// against `fleetd --insecure`.
+    /// The CI credential carried in the request: a deploy-scoped API token
+    /// (`fleet_<id>_<secret>`). Accepted only where the broker keeps requests private (an
+    /// external broker with fleetd's ACL); elsewhere requests are signed instead, on
+    /// `fleet/_ci/requests/<token id>/<hmac>`, and carry no token. Optional against
+    /// `fleetd --insecure`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// When the job signed the request, in Unix seconds: required for signed requests, which
+    /// fleetd takes only within [`MAX_SIGNED_AGE_S`] of its clock (a recorded request cannot
+    /// be replayed later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<u64>,
     /// An artifact to register first, fetched by fleetd from a URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<CiArtifact>,

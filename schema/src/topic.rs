@@ -58,6 +58,15 @@ pub enum Topic {
     /// `fleet/_ci/requests`: deployment requests from CI jobs (JSON or CBOR), QoS 1, CI to
     /// controller.
     CiRequests,
+    /// `fleet/_ci/requests/<token id>/<hmac>`: a CI request signed with its token instead of
+    /// carrying it (HMAC-SHA256 of the payload, keyed with the sha256 hex of the token's
+    /// secret), so a bus that lets other clients read requests learns no credential.
+    CiSignedRequest {
+        /// The token's public id (8 hex).
+        token: String,
+        /// The HMAC, 64 hex digits.
+        mac: String,
+    },
     /// `fleet/_ci/replies/<owner>/<request id>/<part>`: fleetd's answers to one CI request;
     /// `<owner>` is the MQTT user name of the request's token, so an ACL can give each CI
     /// credential its own replies.
@@ -146,7 +155,7 @@ pub struct TopicSpec {
 
 impl Topic {
     /// Every topic pattern and its delivery properties: the contract `topics.md` documents.
-    pub const SPECS: [TopicSpec; 10] = [
+    pub const SPECS: [TopicSpec; 11] = [
         TopicSpec {
             pattern: "fleet/<device>/cmd",
             qos: 1,
@@ -197,6 +206,13 @@ impl Topic {
             payload: "CiRequest",
         },
         TopicSpec {
+            pattern: "fleet/_ci/requests/<token id>/<hmac>",
+            qos: 1,
+            retained: false,
+            publisher: "CI",
+            payload: "CiRequest",
+        },
+        TopicSpec {
             pattern: "fleet/_ci/replies/<owner>/<id>/accepted",
             qos: 1,
             retained: true,
@@ -229,10 +245,11 @@ impl Topic {
             Topic::ControllerStatus => 4,
             Topic::Req(_) => 5,
             Topic::CiRequests => 6,
+            Topic::CiSignedRequest { .. } => 7,
             Topic::CiReply { part, .. } => match part {
-                CiReplyPart::Accepted => 7,
-                CiReplyPart::Progress => 8,
-                CiReplyPart::Result => 9,
+                CiReplyPart::Accepted => 8,
+                CiReplyPart::Progress => 9,
+                CiReplyPart::Result => 10,
             },
         };
         &Self::SPECS[i]
@@ -246,7 +263,10 @@ impl Topic {
             | Topic::Metrics(d)
             | Topic::Logs(d)
             | Topic::Req(d) => Some(d),
-            Topic::ControllerStatus | Topic::CiRequests | Topic::CiReply { .. } => None,
+            Topic::ControllerStatus
+            | Topic::CiRequests
+            | Topic::CiSignedRequest { .. }
+            | Topic::CiReply { .. } => None,
         }
     }
 
@@ -309,6 +329,17 @@ impl Topic {
         let levels: Vec<&str> = s.split('/').collect();
         match levels.as_slice() {
             [_, _, "requests"] => Some(Topic::CiRequests),
+            [_, _, "requests", token, mac] => {
+                let hex = |s: &str, n: usize| {
+                    s.len() == n
+                        && s.bytes()
+                            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                };
+                (hex(token, 8) && hex(mac, 64)).then(|| Topic::CiSignedRequest {
+                    token: token.to_string(),
+                    mac: mac.to_string(),
+                })
+            }
             [_, _, "replies", owner, request, part] => {
                 let owner_ok = !owner.is_empty()
                     && owner.starts_with('_')
@@ -338,6 +369,9 @@ impl fmt::Display for Topic {
             Topic::Logs(d) => write!(f, "{ROOT}/{d}/logs"),
             Topic::Req(d) => write!(f, "{ROOT}/{d}/req"),
             Topic::CiRequests => write!(f, "{ROOT}/{CI_LEVEL}/requests"),
+            Topic::CiSignedRequest { token, mac } => {
+                write!(f, "{ROOT}/{CI_LEVEL}/requests/{token}/{mac}")
+            }
             Topic::CiReply {
                 owner,
                 request,
@@ -386,6 +420,19 @@ mod tests {
         assert_eq!(req.to_string(), "fleet/_ci/requests");
         assert_eq!(Topic::parse("fleet/_ci/requests").expect("parses"), req);
         assert_eq!(req.spec().pattern, "fleet/_ci/requests");
+        let mac = "ab".repeat(32);
+        let signed = format!("fleet/_ci/requests/0123abcd/{mac}");
+        let t = Topic::parse(&signed).expect("a signed request topic");
+        assert_eq!(t.to_string(), signed);
+        assert_eq!(t.spec().pattern, "fleet/_ci/requests/<token id>/<hmac>");
+        for bad in [
+            format!("fleet/_ci/requests/0123ABCD/{mac}"),
+            format!("fleet/_ci/requests/0123abc/{mac}"),
+            "fleet/_ci/requests/0123abcd/short".to_string(),
+            format!("fleet/_ci/requests/0123abcd/{mac}/x"),
+        ] {
+            assert!(Topic::parse(&bad).is_err(), "{bad}");
+        }
         for part in CiReplyPart::ALL {
             let t = Topic::ci_reply("_token-0123abcd", "build-17", part);
             let s = t.to_string();

@@ -6,12 +6,18 @@ use super::ledger::{self, CiRecord};
 use super::parse::{self, Format, ReplyTo};
 use super::CiContext;
 use crate::engine::deploy::{self, DeployContext};
-use fleet_schema::ci::{CiReply, CiRequest};
+use fleet_schema::ci::{CiReply, CiRequest, MAX_SIGNED_AGE_S};
+use fleet_schema::Topic;
 use std::sync::Arc;
 
-/// Handles one payload from `fleet/_ci/requests`.
-pub async fn handle(ctx: Arc<CiContext>, payload: axum::body::Bytes) {
-    let parsed = parse::parse(&payload, ctx.trust.insecure());
+/// Handles one payload from `fleet/_ci/requests` (a token inside) or
+/// `fleet/_ci/requests/<token id>/<hmac>` (signed with the token).
+pub async fn handle(ctx: Arc<CiContext>, topic: Topic, payload: axum::body::Bytes) {
+    let signed = match &topic {
+        Topic::CiSignedRequest { token, mac } => Some((token.as_str(), mac.as_str())),
+        _ => None,
+    };
+    let parsed = parse::parse(&payload, signed.map(|s| s.0), ctx.trust.insecure());
     let Some(reply) = parsed.reply else {
         let n = ctx.metrics.reject("ci-requests", "unaddressed");
         if n <= 5 || n.is_multiple_of(1000) {
@@ -25,8 +31,10 @@ pub async fn handle(ctx: Arc<CiContext>, payload: axum::body::Bytes) {
         Ok(r) => r,
         Err(e) => return refuse(&ctx, &reply, format, e, true).await,
     };
-    if let Err(e) = authorize(&ctx, &req) {
-        return refuse(&ctx, &reply, format, e, true).await;
+    if let Err(e) = authorize(&ctx, &req, signed, &payload) {
+        // Not retained: anyone can name a token id, and a retained refusal would stand in
+        // for that token's real answer to a later request with the same id.
+        return refuse(&ctx, &reply, format, e, false).await;
     }
     let key = ledger::key(&reply.owner, &reply.id);
     // One request per key at a time: a duplicate published while the first is being carried
@@ -85,13 +93,46 @@ pub async fn handle(ctx: Arc<CiContext>, payload: axum::body::Bytes) {
     }
 }
 
-/// The request's token may deploy its application (and push its artifact).
-fn authorize(ctx: &CiContext, req: &CiRequest) -> Result<(), String> {
-    let header = req.token.as_ref().map(|t| format!("Bearer {t}"));
-    let who = ctx
-        .trust
-        .authenticate(header.as_deref())
-        .map_err(|e| format!("token: {e}"))?;
+/// The request's token may deploy its application (and push its artifact). A signed request
+/// must be fresh and carry no token; a token inside a request is taken only where the broker
+/// keeps requests private.
+fn authorize(
+    ctx: &CiContext,
+    req: &CiRequest,
+    signed: Option<(&str, &str)>,
+    payload: &[u8],
+) -> Result<(), String> {
+    let who = match signed {
+        Some((token, mac)) => {
+            if req.token.is_some() {
+                return Err("token: a signed request must not carry its token".into());
+            }
+            let issued = req
+                .issued_at
+                .ok_or("issued_at: a signed request needs issued_at (Unix seconds)")?;
+            let now = crate::clock::now_ms() / 1000;
+            if issued.abs_diff(now) > MAX_SIGNED_AGE_S {
+                return Err(format!(
+                    "issued_at: {issued} is more than {MAX_SIGNED_AGE_S} s from fleetd's clock \
+                     ({now}); sign the request when sending it"
+                ));
+            }
+            ctx.trust.authenticate_mac(token, mac, payload)
+        }
+        None => {
+            if req.token.is_some() && !ctx.requests_private && !ctx.trust.insecure() {
+                return Err(
+                    "token: this broker lets other clients read fleet/_ci/requests, so a token \
+                     sent in a request is exposed: revoke it, and sign requests instead \
+                     (fleet/_ci/requests/<token id>/<hmac>, see topics.md)"
+                        .into(),
+                );
+            }
+            let header = req.token.as_ref().map(|t| format!("Bearer {t}"));
+            ctx.trust.authenticate(header.as_deref())
+        }
+    }
+    .map_err(|e| format!("token: {e}"))?;
     who.require_app(&req.deployment.application)
         .map_err(|e| format!("token: {e}"))?;
     if let Some(a) = &req.artifact {
@@ -101,11 +142,12 @@ fn authorize(ctx: &CiContext, req: &CiRequest) -> Result<(), String> {
     Ok(())
 }
 
-/// sha256 of the request without its token (a rotated token does not make it another
-/// request).
+/// sha256 of the request without its token and signing time (a rotated token, or the same
+/// request signed again, is not another request).
 fn digest(req: &CiRequest) -> String {
     let mut bare = req.clone();
     bare.token = None;
+    bare.issued_at = None;
     let bytes = serde_json::to_vec(&bare).unwrap_or_default();
     hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
 }

@@ -35,6 +35,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// A message on a CI request topic: the topic (plain or signed) and its payload.
+pub type CiMessage = (fleet_schema::Topic, Bytes);
+
 /// Requests queued between the poll task and the CI worker.
 pub const QUEUE: usize = 1000;
 
@@ -61,6 +64,9 @@ pub struct CiContext {
     pub trust: Arc<Trust>,
     /// The bridge's client, for the answers.
     pub client: AsyncClient,
+    /// Whether the broker keeps `fleet/_ci/requests` private (an external broker held to
+    /// fleetd's ACL): only then may a request carry its token instead of being signed.
+    pub requests_private: bool,
     /// Largest artifact fetched from a URL.
     pub max_upload_bytes: u64,
     /// Request keys being carried out right now.
@@ -71,7 +77,7 @@ pub struct CiContext {
 
 /// Takes requests from the bridge until shutdown; first resumes following the deployments of
 /// requests whose verdict was not sent before the last stop.
-pub async fn run(ctx: Arc<CiContext>, mut requests: mpsc::Receiver<Bytes>) {
+pub async fn run(ctx: Arc<CiContext>, mut requests: mpsc::Receiver<CiMessage>) {
     match ctx.db.call(ledger::unfinished).await {
         Ok(open) => {
             for (key, rec) in open {
@@ -84,8 +90,8 @@ pub async fn run(ctx: Arc<CiContext>, mut requests: mpsc::Receiver<Bytes>) {
     loop {
         tokio::select! {
             msg = requests.recv() => match msg {
-                Some(payload) => {
-                    tokio::spawn(handle::handle(ctx.clone(), payload));
+                Some((topic, payload)) => {
+                    tokio::spawn(handle::handle(ctx.clone(), topic, payload));
                 }
                 None => return,
             },

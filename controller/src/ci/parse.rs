@@ -37,8 +37,10 @@ pub struct Parsed {
     pub request: Result<CiRequest, String>,
 }
 
-/// Reads a payload. `insecure` lets a request without a token be answered as `_anonymous`.
-pub fn parse(payload: &[u8], insecure: bool) -> Parsed {
+/// Reads a payload. `signer` is the token id of a signed request's topic (its answers go to
+/// that token's replies); `insecure` lets a request without a token be answered as
+/// `_anonymous`.
+pub fn parse(payload: &[u8], signer: Option<&str>, insecure: bool) -> Parsed {
     let format = match payload.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => Format::Json,
         _ => Format::Cbor,
@@ -77,7 +79,7 @@ pub fn parse(payload: &[u8], insecure: bool) -> Parsed {
             }
         }
     };
-    let reply = reply_to(&value, insecure);
+    let reply = reply_to(&value, signer, insecure);
     let request = serde_json::from_value::<CiRequest>(value)
         .map_err(|e| format!("invalid request: {e}"))
         .and_then(|r| {
@@ -93,8 +95,10 @@ pub fn parse(payload: &[u8], insecure: bool) -> Parsed {
 
 /// The reply address read leniently from a request that may be invalid: the token id is part of
 /// the token string (not its secret), the id is used only when it follows the id rules.
-fn reply_to(value: &serde_json::Value, insecure: bool) -> Option<ReplyTo> {
-    let owner = match value.get("token").and_then(|t| t.as_str()) {
+fn reply_to(value: &serde_json::Value, signer: Option<&str>, insecure: bool) -> Option<ReplyTo> {
+    let carried = value.get("token").and_then(|t| t.as_str());
+    let owner = match signer.or(carried) {
+        Some(id) if signer.is_some() => token_username(id),
         Some(t) => match Credential::parse(t) {
             Ok(Credential::Api { id, .. }) => token_username(&id),
             _ if insecure => ANONYMOUS_OWNER.to_string(),
@@ -127,7 +131,7 @@ mod tests {
 
     #[test]
     fn json_requests_parse_with_their_reply_address() {
-        let p = parse(json("").as_bytes(), false);
+        let p = parse(json("").as_bytes(), None, false);
         assert_eq!(p.format, Format::Json);
         let reply = p.reply.expect("reply");
         assert_eq!(
@@ -141,19 +145,20 @@ mod tests {
     fn cbor_requests_parse_too() {
         let v: serde_json::Value = serde_json::from_str(&json("")).expect("json");
         let cbor = fleet_schema::encode(&v).expect("cbor");
-        let p = parse(&cbor, false);
+        let p = parse(&cbor, None, false);
         assert_eq!(p.format, Format::Cbor);
         assert!(p.request.is_ok());
     }
 
     #[test]
     fn errors_name_the_field_and_still_have_an_address() {
-        let p = parse(json(r#","colour":"red""#).as_bytes(), false);
+        let p = parse(json(r#","colour":"red""#).as_bytes(), None, false);
         assert!(p.reply.is_some());
         let err = p.request.expect_err("unknown field");
         assert!(err.contains("colour"), "{err}");
         let p = parse(
             format!(r#"{{"id":"a/b","token":"{TOKEN}","deployment":{{}}}}"#).as_bytes(),
+            None,
             false,
         );
         assert_eq!(p.reply.expect("reply").id, INVALID_ID);
@@ -163,12 +168,20 @@ mod tests {
 
     #[test]
     fn unreadable_requests_have_no_address_unless_insecure() {
-        assert!(parse(b"{nope", false).reply.is_none());
-        assert!(parse(b"", false).request.is_err());
-        assert!(parse(br#"{"id":"x"}"#, false).reply.is_none());
-        let p = parse(br#"{"id":"x"}"#, true);
+        assert!(parse(b"{nope", None, false).reply.is_none());
+        assert!(parse(b"", None, false).request.is_err());
+        assert!(parse(br#"{"id":"x"}"#, None, false).reply.is_none());
+        let p = parse(br#"{"id":"x"}"#, None, true);
         assert_eq!(p.reply.expect("reply").owner, ANONYMOUS_OWNER);
         let big = vec![b' '; DEFAULT_MAX_PAYLOAD + 1];
-        assert!(parse(&big, true).request.is_err());
+        assert!(parse(&big, None, true).request.is_err());
+    }
+
+    #[test]
+    fn signed_requests_are_answered_to_the_signing_token() {
+        let body = br#"{"id":"b-2","issued_at":1,"deployment":{"application":"web","version":"1.0.0","target":{"devices":["d1"]}}}"#;
+        let p = parse(body, Some("89abcdef"), false);
+        assert_eq!(p.reply.expect("reply").owner, "_token-89abcdef");
+        assert!(p.request.is_ok());
     }
 }

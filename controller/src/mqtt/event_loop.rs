@@ -46,7 +46,7 @@ pub struct LoopContext {
     /// Cancelled at shutdown: the loop then ends at the next error or disconnect.
     pub shutdown: CancellationToken,
     /// To the CI worker: payloads from `fleet/_ci/requests` (see [`crate::ci`]).
-    pub ci: Option<mpsc::Sender<axum::body::Bytes>>,
+    pub ci: Option<mpsc::Sender<crate::ci::CiMessage>>,
 }
 
 /// Polls until a disconnect requested at shutdown (or until an error after shutdown began).
@@ -119,8 +119,13 @@ async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>, ci: bool) {
         tracing::error!(error = %e, "cannot subscribe to device topics");
     }
     if ci {
-        let topic = fleet_schema::Topic::CiRequests.to_string();
-        if let Err(e) = client.subscribe(topic, QoS::AtLeastOnce).await {
+        // Plain requests, and requests signed with a token (`fleet/_ci/requests/<id>/<hmac>`).
+        let filters = [
+            fleet_schema::Topic::CiRequests.to_string(),
+            format!("{}/+/+", fleet_schema::Topic::CiRequests),
+        ]
+        .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+        if let Err(e) = client.subscribe_many(filters).await {
             tracing::error!(error = %e, "cannot subscribe to CI requests");
         }
     }
@@ -130,11 +135,13 @@ async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>, ci: bool) {
 
 /// Routes one incoming message; rejections are logged and counted, never fatal.
 async fn route(ctx: &LoopContext, seen: &mut SeenStamps, topic: &str, payload: axum::body::Bytes) {
-    if let (Some(ci), Ok(fleet_schema::Topic::CiRequests)) =
-        (&ctx.ci, fleet_schema::Topic::parse(topic))
+    if let (
+        Some(ci),
+        Ok(t @ (fleet_schema::Topic::CiRequests | fleet_schema::Topic::CiSignedRequest { .. })),
+    ) = (&ctx.ci, fleet_schema::Topic::parse(topic))
     {
         // Never wait on CI work here: a full queue drops the request (the job times out).
-        if ci.try_send(payload).is_err() {
+        if ci.try_send((t, payload)).is_err() {
             ctx.metrics.reject("ci-requests", "queue-full");
         }
         return;

@@ -261,8 +261,10 @@ pub fn classify(trust: &Trust, seen: &mut SeenStamps, topic: &str, payload: Byte
                 Err(r) => Inbound::Rejected(r),
             }
         }
-        Topic::Req(_) | Topic::ControllerStatus | Topic::CiRequests | Topic::CiReply { .. } => {
-            Inbound::Ignored
-        }
+        Topic::Req(_)
+        | Topic::ControllerStatus
+        | Topic::CiRequests
+        | Topic::CiSignedRequest { .. }
+        | Topic::CiReply { .. } => Inbound::Ignored,
     }
 }

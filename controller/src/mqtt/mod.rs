@@ -74,7 +74,7 @@ pub struct BridgeParts {
     /// Where verified log batches go.
     pub logs: tokio::sync::broadcast::Sender<Arc<LogBatch>>,
     /// Where CI requests go ([`crate::ci`]); `None`: not subscribed.
-    pub ci: Option<mpsc::Sender<axum::body::Bytes>>,
+    pub ci: Option<mpsc::Sender<crate::ci::CiMessage>>,
 }
 
 /// Starts the bridge's tasks.

@@ -284,6 +284,7 @@ pub async fn run(
             trust: trust.clone(),
             client: bridge.client.clone(),
             max_upload_bytes: args.max_upload_bytes,
+            requests_private: args.mqtt_url.is_some() && sec.mosquitto_dir.is_some(),
             busy: Default::default(),
             shutdown: token.clone(),
         }),

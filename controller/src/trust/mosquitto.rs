@@ -96,13 +96,16 @@ pub fn render(controller: &User, tokens: &[User], devices: &[User]) -> Files {
     let _ = writeln!(acl, "user {CONTROLLER_USERNAME}\ntopic readwrite fleet/#\n");
     acl.push_str(
         "# API tokens (fleetctl, CI, dashboards): statuses, logs and presence, read only; CI\n\
-         # requests (fleetd checks the token's scope) and the token's own CI replies.\n",
+         # requests, plain or signed with the token's own id (fleetd checks the token's scope),\n\
+         # and the token's own CI replies.\n",
     );
     for t in tokens {
+        let id = t.name.strip_prefix("_token-").unwrap_or(&t.name);
         let _ = writeln!(
             acl,
             "user {}\ntopic read fleet/+/status\ntopic read fleet/+/logs\ntopic read fleet/_controller/status\n\
-             topic write fleet/_ci/requests\ntopic read fleet/_ci/replies/{}/#\n",
+             topic write fleet/_ci/requests\ntopic write fleet/_ci/requests/{id}/+\n\
+             topic read fleet/_ci/replies/{}/#\n",
             t.name, t.name
         );
     }
