@@ -67,6 +67,11 @@ fn logs_outlive_the_device_follow_live_and_a_flood_stays_bounded() {
             .contains("listening on")
     });
     assert!(stored, "the app's start line reached the store");
+    let (ok, out) = fleetctl(&fleetd, &["logs", "logs-1", "--app", APP, "--from-device"]);
+    assert!(
+        ok && out.contains("listening on"),
+        "the agent's own ring, via fleetd: {out}"
+    );
 
     // Offline: the agent is gone, its lines are not.
     agent.stop();
