@@ -127,7 +127,8 @@ fn store_query(q: &LogsQuery) -> Result<LogQuery, ApiFailure> {
 /// Lines from the central store, then (follow) live batches.
 async fn from_store(st: AppState, device: DeviceId, q: LogsQuery) -> Result<Response, ApiFailure> {
     let lq = store_query(&q)?;
-    // Subscribed before reading, so no line falls between the stored ones and the live ones.
+    // Subscribed before reading, so no line falls between the stored ones and the live ones
+    // (one stored meanwhile may show twice).
     let rx = q.follow.then(|| st.logs.subscribe());
     let (store, dev) = (st.log_store.clone(), device.to_string());
     let entries = tokio::task::spawn_blocking(move || store.read(&dev, &lq))
@@ -151,7 +152,7 @@ async fn from_store(st: AppState, device: DeviceId, q: LogsQuery) -> Result<Resp
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(futures_util::StreamExt::chain(
             head,
-            live(rx, device.to_string(), q.app),
+            live(rx, device.to_string(), q.app, false),
         )),
     )
         .into_response())
@@ -203,21 +204,24 @@ async fn from_agent(st: AppState, device: DeviceId, q: LogsQuery) -> Result<Resp
     }
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(live(rx, id, app)),
+        Body::from_stream(live(rx, id, app, true)),
     )
         .into_response())
 }
 
-/// The live batches of device `id` (restricted to `app`) as NDJSON chunks; a reader that fell
+/// The live batches of device `id` (restricted to `app`) as NDJSON chunks, with the agent's
+/// history answers when `history` (else those are copies of stored lines); a reader that fell
 /// behind gets a batch saying how many batches it missed.
 fn live(
     rx: broadcast::Receiver<Arc<LogBatch>>,
     id: String,
     app: Option<String>,
+    history: bool,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
-    futures_util::stream::unfold((rx, id, app), |(mut rx, id, app)| async move {
+    futures_util::stream::unfold((rx, id, app), move |(mut rx, id, app)| async move {
         loop {
             match rx.recv().await {
+                Ok(b) if b.history && !history => {}
                 Ok(b) => {
                     if let Some(b) = only(&b, &id, app.as_deref()) {
                         return Some((
