@@ -159,3 +159,67 @@ pub fn start(
         }
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(app: &str, msg: &str) -> LogEntry {
+        LogEntry {
+            timestamp: 5,
+            app: app.into(),
+            stream: "stdout".into(),
+            level: LogLevel::Info,
+            message: msg.into(),
+        }
+    }
+
+    #[test]
+    fn live_lines_and_drops_are_stored_history_answers_are_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LogStore::new(
+            dir.path().to_path_buf(),
+            &LogStoreArgs {
+                log_max_bytes: DEFAULT_MAX_BYTES,
+                log_max_age_hours: DEFAULT_MAX_AGE_HOURS,
+            },
+        );
+        let batch = |entries, dropped, history| LogBatch {
+            device_id: "d1".into(),
+            entries,
+            dropped,
+            history,
+        };
+        let now = crate::clock::now_ms();
+        store
+            .append(&batch(vec![line("web", "hello")], 3, false), now)
+            .expect("stores");
+        store
+            .append(&batch(vec![line("web", "again")], 0, true), now)
+            .expect("skips");
+        let all = LogQuery {
+            app: None,
+            since: None,
+            limit: 10,
+        };
+        let got: Vec<(String, String)> = store
+            .read("d1", &all)
+            .expect("reads")
+            .into_iter()
+            .map(|e| (e.app, e.message))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("web".to_string(), "hello".to_string()),
+                (
+                    "agent".to_string(),
+                    "3 lines dropped by the agent (rate limit or full buffer)".to_string()
+                ),
+            ]
+        );
+        assert!(store.read("d2", &all).expect("reads").is_empty());
+        store.sweep(now).expect("sweeps");
+        assert_eq!(store.read("d1", &all).expect("reads").len(), 2);
+    }
+}
