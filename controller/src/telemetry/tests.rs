@@ -2,32 +2,20 @@
 //! and (when Debian's `promtool` is installed) the format checked by Prometheus' own linter.
 
 use super::*;
-use fleet_schema::{AppMetrics, AppPhase, AppStatus, DeviceMetrics, DeviceStatus, Inventory};
+use fleet_schema::{AppMetrics, DeviceMetrics, DeviceStatus};
 
 fn record(id: &str, site: &str, version: &str) -> DeviceRecord {
-    let status = DeviceStatus {
-        device_id: id.into(),
-        online: true,
-        agent_version: "0.1.0".into(),
-        inventory: Some(Inventory {
-            labels: [("site".to_string(), site.to_string())].into(),
-            ..Inventory::default()
-        }),
-        observed_generation: 1,
-        apps: vec![AppStatus {
-            name: "web".into(),
-            version: version.into(),
-            phase: AppPhase::Running,
-            restart_count: 0,
-            last_error: None,
-            running_version: None,
-            deployment_id: None,
-            health: Default::default(),
-            health_message: None,
-        }],
-        reported_at: 0,
-        refused: None,
-    };
+    // Built from JSON as a device sends it, so fields added later keep their defaults.
+    let status: DeviceStatus = serde_json::from_value(serde_json::json!({
+        "device_id": id,
+        "online": true,
+        "agent_version": "0.1.0",
+        "inventory": {"labels": {"site": site}},
+        "observed_generation": 1,
+        "apps": [{"name": "web", "version": version, "phase": "running", "restart_count": 0}],
+        "reported_at": 0,
+    }))
+    .expect("a valid status");
     DeviceRecord::apply(None, status, 5_000)
 }
 
