@@ -55,6 +55,8 @@ pub struct Plan {
     pub keep_alive: Duration,
     /// The simulated devices' connection timeout (TCP connect plus ConnAck).
     pub connect_timeout: Duration,
+    /// Also measure the metrics bridge (devices report metrics, `/metrics` is scraped).
+    pub scrape: bool,
 }
 
 /// Where a run stands, so a timeout or error can say how far it got.
@@ -150,6 +152,9 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         plan.connect_timeout,
     ));
 
+    if plan.scrape {
+        shared.metrics.enable();
+    }
     enter(phase, "connecting the simulated devices");
     let cpu_start = plan.cpu.sample();
     let started = Instant::now();
@@ -238,6 +243,12 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         missing_acks: repeat.sim.missing_acks,
         cpu: u2,
     };
+    let scrape = if plan.scrape {
+        enter(phase, "measuring the metrics bridge");
+        Some(crate::scrape::measure(&plan.http, &plan.token, plan.cpu.fleetd, &shared).await?)
+    } else {
+        None
+    };
     let errors = shared.errors.snapshot();
 
     Ok(Report {
@@ -266,6 +277,7 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
         step_sizes: first.step_sizes,
         cpu,
         repeat: repeat_report,
+        scrape,
     })
 }
 

@@ -63,6 +63,8 @@ pub struct FleetShared {
     pub errors: ErrorTally,
     /// Payloads on `cmd` that did not decode.
     pub bad_payloads: AtomicU64,
+    /// Metrics reports (`fleet-sim --scrape`).
+    pub metrics: crate::scrape::MetricsFlow,
 }
 
 impl FleetShared {
@@ -85,6 +87,7 @@ impl FleetShared {
             connect_timeout,
             errors: ErrorTally::default(),
             bad_payloads: AtomicU64::new(0),
+            metrics: crate::scrape::MetricsFlow::default(),
         }
     }
 }
@@ -111,7 +114,7 @@ pub fn device_id(index: usize, n: usize) -> String {
     format!("sim-{index:0width$}")
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -204,6 +207,15 @@ pub async fn run_device(
                 if !connected_once {
                     connected_once = true;
                     emit(SimEventKind::Connected);
+                    if shared.metrics.enabled() {
+                        tokio::spawn(crate::scrape::report(
+                            index,
+                            device.id().to_string(),
+                            client.clone(),
+                            Arc::clone(&publisher),
+                            Arc::clone(&shared),
+                        ));
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {

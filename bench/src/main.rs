@@ -13,6 +13,7 @@ mod fleet;
 mod procs;
 mod publish;
 mod report;
+mod scrape;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
@@ -57,6 +58,13 @@ struct Args {
     /// Keep the temporary directory (fleetd.log, mosquitto.log) and print its path.
     #[arg(long)]
     keep_dir: bool,
+    /// Also measure the metrics bridge: every device reports metrics with two apps every 10 s,
+    /// then `/metrics` is scraped (time, size) and fleetd's memory is read.
+    #[arg(long)]
+    scrape: bool,
+    /// An extra flag for fleetd (repeat), e.g. `--fleetd-arg=--metrics-per-device=false`.
+    #[arg(long, allow_hyphen_values = true)]
+    fleetd_arg: Vec<String>,
     /// Deployment strategy: all at once, or a canary in steps of --initial, then --increment
     /// percent of the fleet every --interval.
     #[arg(long, value_enum, default_value_t = Strategy::AllAtOnce)]
@@ -181,6 +189,7 @@ fn run(args: Args) -> Result<()> {
         dir.path(),
         external.as_deref(),
         &token,
+        &args.fleetd_arg,
     )?;
     let (mqtt_host, mqtt_port) = split_mqtt_url(external.as_deref().unwrap_or(&endpoints.mqtt))?;
     let plan = bench::Plan {
@@ -200,6 +209,7 @@ fn run(args: Args) -> Result<()> {
         },
         keep_alive: Duration::from_secs(args.keep_alive),
         connect_timeout: Duration::from_secs(args.connect_timeout),
+        scrape: args.scrape,
     };
     let phase = bench::Phase::default();
     let runtime = tokio::runtime::Builder::new_multi_thread()

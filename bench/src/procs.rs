@@ -239,6 +239,7 @@ pub fn start_fleetd(
     dir: &Path,
     external_mqtt: Option<&str>,
     token: &str,
+    extra: &[String],
 ) -> Result<FleetdEndpoints> {
     if !bin.is_file() {
         bail!(
@@ -266,6 +267,7 @@ pub fn start_fleetd(
         }
         None => cmd.args(["--mqtt-listen", &format!("127.0.0.1:{}", free_port()?)]),
     };
+    cmd.args(extra);
     cmd.env("FLEETD_ADMIN_TOKEN", token);
     let mut child = cmd
         .stdin(Stdio::null())

@@ -179,6 +179,9 @@ pub struct Report {
     pub cpu: CpuFigures,
     /// The second, steady-state deployment.
     pub repeat: RepeatRound,
+    /// The metrics bridge (`--scrape`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrape: Option<crate::scrape::ScrapeReport>,
 }
 
 fn ms(v: f64) -> String {
@@ -304,6 +307,25 @@ impl Report {
             rows.push((
                 "repeat deployment: Mosquitto CPU / device update".into(),
                 cpu_ms(r.cpu.mosquitto_ms_per_update),
+            ));
+        }
+        if let Some(s) = &self.scrape {
+            let times: Vec<String> = s.scrape_ms.iter().map(|t| ms(*t)).collect();
+            rows.push(("metrics bridge: GET /metrics".into(), times.join(", ")));
+            rows.push((
+                "metrics bridge: body".into(),
+                format!(
+                    "{:.1} MiB, {} series",
+                    s.body_bytes as f64 / 1048576.0,
+                    s.series
+                ),
+            ));
+            rows.push((
+                "metrics bridge: fleetd RSS".into(),
+                format!(
+                    "{:.0} MiB before metrics, {:.0} MiB with every device's figures, {:.0} MiB after the scrapes",
+                    s.rss_before_mib, s.rss_with_metrics_mib, s.rss_after_scrapes_mib
+                ),
             ));
         }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);

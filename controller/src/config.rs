@@ -53,6 +53,12 @@ pub struct ServeArgs {
     /// Security settings (authentication, TLS, external broker credentials).
     #[command(flatten)]
     pub security: SecurityArgs,
+    /// The metrics bridge's settings.
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
+    /// The central log store's limits.
+    #[command(flatten)]
+    pub log_store: crate::logstore::LogStoreArgs,
 }
 
 /// How fleetd authenticates callers and encrypts its connections.

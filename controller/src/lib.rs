@@ -10,7 +10,9 @@
 //! - [`mqtt`]: the bridge to the bus (status intake, desired-state publishing, cmd guard).
 //! - [`http`]: the HTTP API.
 //! - [`ci`]: deploying from CI by MQTT publish (`fleet/_ci/requests`).
-//! - [`metrics`]: counters exported on `/metrics`.
+//! - [`logstore`]: the central, bounded store of the devices' log lines.
+//! - [`metrics`]: fleetd's own counters, exported on `/metrics`.
+//! - [`telemetry`]: the metrics bridge (the fleet's telemetry on `/metrics`).
 //! - [`trust`]: the controller key, device identities and enrollment, API tokens, Mosquitto
 //!   files.
 //! - [`tls`]: TLS configurations and the HTTPS listener.
@@ -24,10 +26,12 @@ pub mod db;
 pub mod demo;
 pub mod engine;
 pub mod http;
+pub mod logstore;
 pub mod metrics;
 pub mod mqtt;
 pub mod server;
 pub mod store;
 pub mod system;
+pub mod telemetry;
 pub mod tls;
 pub mod trust;

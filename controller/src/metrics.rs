@@ -1,9 +1,12 @@
-//! The controller's own metrics, rendered in the Prometheus text format on `GET /metrics`.
-//! A handful of counters does not justify a metrics framework: atomics plus one map for the
-//! labelled rejection counter.
+//! The controller's own counters, exported on `GET /metrics` with the fleet's telemetry
+//! ([`crate::telemetry`]). Atomics bumped where things happen, plus one map for the labelled
+//! rejection counter; `prometheus-client` encodes them at each scrape.
 
+use crate::telemetry::expose::{counter, gauge, label, Labels};
+use crate::telemetry::Telemetry;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -23,9 +26,19 @@ pub struct Metrics {
     pub mqtt_connects: AtomicU64,
     /// Deployments created since start.
     pub deployments_created: AtomicU64,
+    /// The fleet's telemetry (the metrics bridge).
+    pub telemetry: Telemetry,
 }
 
 impl Metrics {
+    /// Counters at zero, with the bridge's settings.
+    pub fn with_telemetry(telemetry: Telemetry) -> Self {
+        Self {
+            telemetry,
+            ..Self::default()
+        }
+    }
+
     /// Counts one rejected payload. `topic` is the topic kind ("status", "cmd", "unknown"),
     /// `reason` a short machine-friendly reason ("empty", "truncated", ...).
     /// Returns how many of that kind were counted so far (for bounded logging).
@@ -53,89 +66,73 @@ impl Metrics {
             .sum()
     }
 
-    /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
-    pub fn render(&self, mqtt_connected: bool) -> String {
-        let mut out = String::with_capacity(2048);
-        out.push_str("# HELP fleetd_rejected_payloads_total MQTT payloads rejected (malformed, oversized, foreign or misaddressed).\n");
-        out.push_str("# TYPE fleetd_rejected_payloads_total counter\n");
+    /// Writes fleetd's own counters (names kept from the hand-written exposition of earlier
+    /// releases; the encoder adds `_total` to counters).
+    pub fn encode(&self, enc: &mut DescriptorEncoder<'_>, mqtt_connected: bool) -> fmt::Result {
         {
             let map = self
                 .rejected
                 .lock()
                 .expect("metrics lock is never poisoned");
-            for ((topic, reason), n) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "fleetd_rejected_payloads_total{{topic=\"{}\",reason=\"{}\"}} {n}",
-                    escape(topic),
-                    escape(reason)
-                );
-            }
+            counter(
+                enc,
+                "fleetd_rejected_payloads",
+                "MQTT payloads rejected (malformed, oversized, foreign or misaddressed).",
+                map.iter().map(|((topic, reason), n)| {
+                    (
+                        vec![
+                            label("topic", topic.as_str()),
+                            label("reason", reason.as_str()),
+                        ],
+                        *n,
+                    )
+                }),
+            )?;
         }
-        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: i128| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
+        let one = |v: u64| [(Labels::new(), v)];
         gauge(
-            &mut out,
+            enc,
             "fleetd_devices_online",
             "Devices whose last status said online.",
-            "gauge",
-            i128::from(self.devices_online.load(Ordering::Relaxed)),
-        );
+            [(Labels::new(), self.devices_online.load(Ordering::Relaxed))],
+        )?;
+        let counters: [(&str, &str, &AtomicU64); 5] = [
+            (
+                "fleetd_status_messages_processed",
+                "Device status messages applied to the database.",
+                &self.status_processed,
+            ),
+            (
+                "fleetd_desired_states_published",
+                "Desired states published on fleet/<device>/cmd, republishes included.",
+                &self.desired_published,
+            ),
+            (
+                "fleetd_cmd_repairs",
+                "Retained cmd messages replaced by the database copy.",
+                &self.cmd_repaired,
+            ),
+            (
+                "fleetd_mqtt_connects",
+                "Connections to the MQTT broker since start.",
+                &self.mqtt_connects,
+            ),
+            (
+                "fleetd_deployments_created",
+                "Deployments created since start.",
+                &self.deployments_created,
+            ),
+        ];
+        for (name, help, v) in counters {
+            counter(enc, name, help, one(v.load(Ordering::Relaxed)))?;
+        }
         gauge(
-            &mut out,
-            "fleetd_status_messages_processed_total",
-            "Device status messages applied to the database.",
-            "counter",
-            i128::from(self.status_processed.load(Ordering::Relaxed)),
-        );
-        gauge(
-            &mut out,
-            "fleetd_desired_states_published_total",
-            "Desired states published on fleet/<device>/cmd, republishes included.",
-            "counter",
-            i128::from(self.desired_published.load(Ordering::Relaxed)),
-        );
-        gauge(
-            &mut out,
-            "fleetd_cmd_repairs_total",
-            "Retained cmd messages replaced by the database copy.",
-            "counter",
-            i128::from(self.cmd_repaired.load(Ordering::Relaxed)),
-        );
-        gauge(
-            &mut out,
-            "fleetd_mqtt_connects_total",
-            "Connections to the MQTT broker since start.",
-            "counter",
-            i128::from(self.mqtt_connects.load(Ordering::Relaxed)),
-        );
-        gauge(
-            &mut out,
-            "fleetd_deployments_created_total",
-            "Deployments created since start.",
-            "counter",
-            i128::from(self.deployments_created.load(Ordering::Relaxed)),
-        );
-        gauge(
-            &mut out,
+            enc,
             "fleetd_mqtt_connected",
             "1 while the controller is connected to the broker.",
-            "gauge",
-            i128::from(mqtt_connected),
-        );
-        out
+            one(u64::from(mqtt_connected)),
+        )
     }
-}
-
-/// Escapes a label value (backslash, quote, newline) for the text format.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -148,12 +145,24 @@ mod tests {
         m.reject("status", "empty");
         m.reject("status", "empty");
         m.reject("cmd", "syntax");
-        let text = m.render(true);
+        assert_eq!(m.rejected_for("status"), 2);
+        let text = crate::telemetry::render(
+            std::sync::Arc::new(m),
+            true,
+            crate::telemetry::DbFacts::default(),
+            0,
+        )
+        .expect("renders");
         assert!(
             text.contains("fleetd_rejected_payloads_total{topic=\"status\",reason=\"empty\"} 2")
         );
         assert!(text.contains("fleetd_rejected_payloads_total{topic=\"cmd\",reason=\"syntax\"} 1"));
         assert!(text.contains("fleetd_mqtt_connected 1"));
-        assert_eq!(m.rejected_for("status"), 2);
+        assert!(text.contains("# TYPE fleetd_status_messages_processed counter"));
+        assert!(
+            text.contains("fleetd_status_messages_processed_total 0"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -1,7 +1,9 @@
-//! `fleetctl logs DEVICE [--app A] [--lines N] [-f]`: a device's recent app output and, with
-//! `-f`, new lines as they come, from `GET /api/v1/devices/{id}/logs` (newline-delimited JSON
-//! `LogBatch`es). fleetd asks the agent with a request it signs and relays only batches it
-//! verified against the device's key; tools never talk to devices directly.
+//! `fleetctl logs DEVICE [--app A] [--since T] [--limit N] [-f]`: a device's app output from
+//! fleetd's central log store (so it works while the device is offline) and, with `-f`, new
+//! lines as they come, from `GET /api/v1/devices/{id}/logs` (newline-delimited JSON
+//! `LogBatch`es). `--from-device` asks the online agent for its in-memory history instead;
+//! fleetd signs that request and relays only batches it verified against the device's key, so
+//! tools never talk to devices directly.
 
 use super::print_json_line;
 use crate::api::{encode, query, ApiClient, HttpFailure};
@@ -16,8 +18,11 @@ use fleet_schema::{LogBatch, LogEntry};
 #[command(after_long_help = "\
 Output (table): one line per log line, `HH:MM:SS LEVEL APP: MESSAGE` (UTC). --output json: each \
 LogEntry as a JSON line ({\"timestamp\", \"app\", \"stream\", \"level\", \"message\"}). When the \
-agent dropped lines (rate limit, full buffer), `(N lines dropped ...)` goes to stderr.
-Without -f, fleetctl fails when the device does not answer within a few seconds (fleetd's 504).")]
+agent dropped lines (rate limit, full buffer), `(N lines dropped ...)` goes to stderr (and the \
+store keeps an `agent` line saying so).
+Lines come from fleetd's store, kept per device within its size and age limits (8 MiB and 7 days \
+by default), so an offline device's output is there too. With --from-device and without -f, \
+fleetctl fails when the device does not answer within a few seconds (fleetd's 504).")]
 pub struct LogsArgs {
     /// The device.
     #[arg(value_parser = crate::args::device_id)]
@@ -25,9 +30,16 @@ pub struct LogsArgs {
     /// Only this app's lines.
     #[arg(long)]
     pub app: Option<String>,
-    /// How many recent lines to ask the agent for (fleetd asks for at most 1000).
-    #[arg(long, default_value_t = 100)]
+    /// How many of the newest lines to show (at most 10000; 1000 with --from-device).
+    #[arg(long, visible_alias = "limit", default_value_t = 100)]
     pub lines: u32,
+    /// Only lines from this time on: Unix milliseconds or a duration back from now (30s, 15m,
+    /// 2h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Ask the online agent for its in-memory history instead of reading fleetd's store.
+    #[arg(long)]
+    pub from_device: bool,
     /// Keep printing new lines until interrupted.
     #[arg(short = 'f', long)]
     pub follow: bool,
@@ -39,7 +51,15 @@ fn path(args: &LogsArgs) -> String {
     if let Some(app) = &args.app {
         q.push(("app", app.clone()));
     }
-    q.push(("lines", args.lines.to_string()));
+    if let Some(since) = &args.since {
+        q.push(("since", since.clone()));
+    }
+    if args.from_device {
+        q.push(("source", "agent".into()));
+        q.push(("lines", args.lines.to_string()));
+    } else {
+        q.push(("limit", args.lines.to_string()));
+    }
     if args.follow {
         q.push(("follow", "true".into()));
     }
@@ -144,10 +164,14 @@ mod tests {
         let a = parse(&["rpi-1", "--app", "web ui", "--lines", "20", "-f"]).expect("parses");
         assert_eq!(
             path(&a),
-            "/api/v1/devices/rpi-1/logs?app=web%20ui&lines=20&follow=true"
+            "/api/v1/devices/rpi-1/logs?app=web%20ui&limit=20&follow=true"
         );
         let a = parse(&["rpi-1"]).expect("parses");
-        assert_eq!(path(&a), "/api/v1/devices/rpi-1/logs?lines=100");
+        assert_eq!(path(&a), "/api/v1/devices/rpi-1/logs?limit=100");
+        let a = parse(&["rpi-1", "--since", "15m", "--limit", "5"]).expect("parses");
+        assert_eq!(path(&a), "/api/v1/devices/rpi-1/logs?since=15m&limit=5");
+        let a = parse(&["rpi-1", "--from-device", "--lines", "7"]).expect("parses");
+        assert_eq!(path(&a), "/api/v1/devices/rpi-1/logs?source=agent&lines=7");
         assert!(parse(&["../etc"]).is_err());
         assert!(parse(&[]).is_err());
     }

@@ -53,6 +53,8 @@ pub struct AppState {
     pub logs: tokio::sync::broadcast::Sender<Arc<LogBatch>>,
     /// Bound on enrollment requests waiting for an operator.
     pub max_pending_enrollments: usize,
+    /// The central store of the devices' log lines.
+    pub log_store: Arc<crate::logstore::LogStore>,
 }
 
 /// Builds the API router.
@@ -135,6 +137,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::telemetry::latency::track,
         ))
         .fallback(error::no_route)
         .with_state(state)

@@ -166,7 +166,11 @@ async fn route(ctx: &LoopContext, seen: &mut SeenStamps, topic: &str, payload: a
                 tracing::warn!(topic, "cmd guard stopped; message ignored");
             }
         }
-        Inbound::Metrics(batch) => ctx.errors.record(&batch, crate::clock::now_ms()),
+        Inbound::Metrics(batch) => {
+            let now = crate::clock::now_ms();
+            ctx.errors.record(&batch, now);
+            ctx.metrics.telemetry.record(batch, now);
+        }
         Inbound::Logs(batch) => {
             // No follower is fine: the batch is dropped.
             let _ = ctx.logs.send(Arc::new(batch));

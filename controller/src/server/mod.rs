@@ -226,7 +226,10 @@ pub async fn run(
     let https = server_tls.is_some();
     let public = public_url(args.public_url.as_deref(), http_addr, https);
 
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::with_telemetry(
+        crate::telemetry::Telemetry::new(args.telemetry.clone())
+            .map_err(|e| ServeError::Settings(e.to_string()))?,
+    ));
     metrics.devices_online.store(0, Ordering::Relaxed);
     let token = CancellationToken::new();
     let errors = Arc::new(crate::engine::error_window::ErrorWindows::default());
@@ -268,6 +271,14 @@ pub async fn run(
             token.clone(),
         )));
     }
+    let log_store = Arc::new(crate::logstore::LogStore::new(
+        args.data_dir.join("logs"),
+        &args.log_store,
+    ));
+    bridge.tasks.push(
+        crate::logstore::start(log_store.clone(), logs.subscribe(), token.clone())
+            .map_err(|e| ServeError::Task(format!("cannot start the log store: {e}")))?,
+    );
     if trust.insecure() {
         bridge
             .tasks
@@ -312,6 +323,7 @@ pub async fn run(
         trust: trust.clone(),
         logs,
         max_pending_enrollments: sec.max_pending_enrollments,
+        log_store,
     };
     let http_token = token.clone();
     let router = http::router(state);
