@@ -91,10 +91,13 @@ pub type Observed = BTreeMap<String, AppObserved>;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Download and verify the artifact.
+    /// Download and verify the artifact of an app version.
     Download {
         /// App name.
         app: String,
+        /// The app version it is for: the download is recorded under it (an app version may
+        /// reuse an artifact of another version, e.g. a configuration-only release).
+        version: String,
         /// What to fetch.
         artifact: ArtifactRef,
     },
@@ -251,6 +254,7 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
         } else {
             actions.push(Action::Download {
                 app,
+                version: version.clone(),
                 artifact: want.artifact.clone(),
             });
         }

@@ -42,7 +42,7 @@ fn every_component_is_fetched_then_started() {
     let fetched: Vec<(&str, &str)> = acts
         .iter()
         .map(|a| match a {
-            Action::Download { app, artifact } => (app.as_str(), artifact.name.as_str()),
+            Action::Download { app, artifact, .. } => (app.as_str(), artifact.name.as_str()),
             other => panic!("unexpected {other:?}"),
         })
         .collect();

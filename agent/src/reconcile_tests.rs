@@ -106,6 +106,35 @@ fn fresh_app_is_downloaded_installed_then_started() {
 }
 
 #[test]
+fn an_app_version_reusing_an_older_artifact_is_downloaded_once_then_installed() {
+    // web@3.0.0 ships the artifact of web@2.0.0 (a configuration-only release): the download is
+    // for the app version, so once it is there the next step is the install, not another
+    // download (the agent used to fetch it again and again).
+    let mut d = desired(&[("web", "3.0.0")]);
+    d.apps[0].artifact = artifact("web", "2.0.0", ArtifactType::Binary);
+    let now = Instant::now();
+    let acts = reconcile(Some(&d), &Observed::new(), now);
+    match &acts[..] {
+        [Action::Download {
+            version, artifact, ..
+        }] => {
+            assert_eq!(version, "3.0.0");
+            assert_eq!(artifact.version, "2.0.0");
+        }
+        other => panic!("{other:?}"),
+    }
+    let obs = AppObserved {
+        downloaded: Some("3.0.0".into()),
+        ..Default::default()
+    };
+    let acts = reconcile(Some(&d), &one(obs), now);
+    assert!(
+        matches!(&acts[..], [Action::Install { version, .. }] if version == "3.0.0"),
+        "{acts:?}"
+    );
+}
+
+#[test]
 fn upgrade_keeps_old_version_until_new_one_runs() {
     let d = desired(&[("web", "2.0.0")]);
     let now = Instant::now();

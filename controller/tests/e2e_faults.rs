@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 use support::agent::Agent;
 use support::fleet::{
-    app_status, deploy, deployment, upload_sample, wait_deployment, wait_online, APP,
+    app_status, deploy, deployment, register_app, upload_sample, wait_deployment, wait_online, APP,
 };
 use support::gate::Gate;
 use support::{get, wait_until, Fleetd, MqttClient};
@@ -93,6 +93,30 @@ fn an_artifact_server_down_for_a_while_delays_a_rollout_but_does_not_fail_it() {
     gate.open_to(fleetd.http_port().expect("fleetd's HTTP port"));
     wait_deployment(&fleetd, &d1, "succeeded", &[&agent]);
     assert_eq!(agent.app_pids(APP, "1.0.0").len(), 1);
+}
+
+#[test]
+fn an_app_version_reusing_an_older_artifact_is_fetched_once() {
+    // A configuration-only release: web@1.0.1 runs the artifact of 1.0.0. The agent used to
+    // record the download under the artifact's version and fetch it again, forever.
+    let fleetd = Fleetd::start();
+    let agent = Agent::start("reuse-1", &fleetd.access(), &[]);
+    wait_online(&fleetd, &[&agent]);
+    upload_sample(&fleetd, "1.0.0");
+    register_app(
+        &fleetd,
+        &serde_json::json!({
+            "apiVersion": "fleet.v1", "kind": "Application",
+            "metadata": {"name": APP, "version": "1.0.1"},
+            "spec": {"artifacts": [{"name": APP, "version": "1.0.0", "type": "binary"}]}
+        }),
+    );
+    let d = deploy(&fleetd, "1.0.1", &["reuse-1"]);
+    wait_deployment(&fleetd, &d, "succeeded", &[&agent]);
+    assert_eq!(agent.app_pids(APP, "1.0.1").len(), 1);
+    std::thread::sleep(Duration::from_secs(2));
+    let fetches = agent.log().matches("downloading").count();
+    assert_eq!(fetches, 1, "one download:\n{}", agent.log());
 }
 
 #[test]

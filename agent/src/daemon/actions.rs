@@ -27,7 +27,11 @@ type Key = (String, String);
 impl Daemon {
     pub(super) fn execute(&mut self, action: Action, now: Instant) {
         match action {
-            Action::Download { app, artifact } => self.start_download(app, artifact),
+            Action::Download {
+                app,
+                version,
+                artifact,
+            } => self.start_download(app, version, artifact),
             Action::Install { app, version, keep } => self.start_install(app, version, keep),
             Action::Start {
                 app,
@@ -73,8 +77,7 @@ impl Daemon {
         }
     }
 
-    fn start_download(&mut self, app: String, artifact: ArtifactRef) {
-        let version = artifact.version.clone();
+    fn start_download(&mut self, app: String, version: String, artifact: ArtifactRef) {
         // The query of a download URL is a credential (signature, presigned S3 parameters):
         // logged without it.
         let shown = artifact.url.split('?').next().unwrap_or_default();
