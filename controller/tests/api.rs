@@ -206,6 +206,22 @@ fn bad_uploads_are_4xx_naming_the_problem() {
 }
 
 #[test]
+fn an_overlong_version_is_a_400_without_server_paths() {
+    // A 300-character pre-release used to reach the file system ("File name too long") and
+    // come back as a 500 naming a path under the data directory.
+    let f = Fleetd::start();
+    let version = format!("1.0.0-{}", "a".repeat(300));
+    let (status, err) = upload(&f, "myapp", &version, b"bytes");
+    assert_eq!(status, 400, "{err}");
+    let text = err["error"].as_str().unwrap_or_default();
+    assert!(text.contains("longer than 64"), "{text}");
+    let data = f.data_dir();
+    assert!(!text.contains(&*data.to_string_lossy()), "{text}");
+    let (status, _) = get(&f.url(&format!("/api/v1/artifacts/myapp/{version}")));
+    assert!(status == 400 || status == 404, "{status}");
+}
+
+#[test]
 fn deployment_errors_are_4xx_naming_the_problem() {
     let f = Fleetd::start();
     assert_eq!(upload(&f, "app", "1.0.0", b"bin").0, 201);

@@ -214,9 +214,20 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Validates a version: it must be a semantic version (e.g. `2.0.0`, `1.2.3-rc.1`), which also
-/// makes it safe as a path component and gives versions a total order.
+/// Longest version string: versions become parts of file names (`<app>-<version>.partial`),
+/// which file systems cap at 255 bytes.
+pub const MAX_VERSION_LEN: usize = 64;
+
+/// Validates a version: it must be a semantic version (e.g. `2.0.0`, `1.2.3-rc.1`) of at most
+/// [`MAX_VERSION_LEN`] characters, which also makes it safe as a path component and gives
+/// versions a total order.
 pub fn validate_version(version: &str) -> Result<semver::Version, String> {
+    if version.len() > MAX_VERSION_LEN {
+        return Err(format!(
+            "version of {} characters is longer than {MAX_VERSION_LEN}",
+            version.len()
+        ));
+    }
     semver::Version::parse(version)
         .map_err(|e| format!("version {version:?} is not a semantic version (e.g. 2.0.0): {e}"))
 }
@@ -243,6 +254,10 @@ mod tests {
         assert!(validate_version("2.0.0").is_ok());
         assert!(validate_version("v2").is_err());
         assert!(validate_version("../1.0.0").is_err());
+        let long = format!("1.0.0-{}", "a".repeat(300));
+        let err = validate_version(&long).expect_err("too long");
+        assert!(err.contains("longer than 64"), "{err}");
+        assert!(validate_version(&format!("1.0.0-{}", "a".repeat(58))).is_ok());
     }
 
     #[test]

@@ -36,10 +36,16 @@ impl ApiFailure {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
-    /// 500: our fault; logged, and the message still says what failed.
+    /// 500: our fault. The details (which may name server paths) go to fleetd's log under an
+    /// incident number; the answer says only that, so a caller learns nothing about the host.
     pub fn internal(e: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %e, "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        static INCIDENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = INCIDENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(incident = n, error = %e, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error (incident {n} in fleetd's log)"),
+        )
     }
 }
 
