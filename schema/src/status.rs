@@ -94,6 +94,14 @@ pub struct AppStatus {
     pub components: Vec<ComponentStatus>,
 }
 
+impl AppStatus {
+    /// The version that serves now: the one kept running during an upgrade or after a failed
+    /// one, otherwise the version this status describes. What dashboards count per version.
+    pub fn serving_version(&self) -> &str {
+        self.running_version.as_deref().unwrap_or(&self.version)
+    }
+}
+
 open_enum! {
     /// An app's health as its health check sees it.
     #[derive(Default)]

@@ -2,7 +2,7 @@
 //! the system's CA bundle), checks it against the request's sha256 while staging it in the
 //! store, and commits it like an upload (the same version with other bytes is refused).
 
-use crate::store::{ArtifactStore, StoreOutcome};
+use crate::store::{ArtifactStore, NewArtifact, StoreOutcome};
 use fleet_schema::api::UploadMetadata;
 use fleet_schema::ci::CiArtifact;
 use fleet_schema::ArtifactMeta;
@@ -12,8 +12,9 @@ use std::time::Duration;
 /// The system CA bundle (Debian and derivatives) trusted for https downloads.
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// Checks the request's artifact fields (pure); the error names the field.
-pub fn check(a: &CiArtifact) -> Result<(), String> {
+/// Checks the request's artifact fields (pure) and returns them as the store's new artifact;
+/// the error names the field.
+pub fn check(a: &CiArtifact) -> Result<NewArtifact, String> {
     if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
         return Err(format!(
             "artifact.url {:?} must be http:// or https://",
@@ -23,8 +24,7 @@ pub fn check(a: &CiArtifact) -> Result<(), String> {
     if a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("artifact.sha256 must be 64 hex digits".into());
     }
-    crate::http::upload::validate(metadata(a)).map_err(|e| format!("artifact: {e}"))?;
-    Ok(())
+    crate::http::upload::validate(metadata(a)).map_err(|e| format!("artifact: {e}"))
 }
 
 fn metadata(a: &CiArtifact) -> UploadMetadata {
@@ -69,8 +69,7 @@ pub async fn register(
     a: &CiArtifact,
     max_bytes: u64,
 ) -> Result<ArtifactMeta, String> {
-    check(a)?;
-    let new = crate::http::upload::validate(metadata(a)).map_err(|e| format!("artifact: {e}"))?;
+    let new = check(a)?;
     let url = a.url.clone();
     // ureq is blocking: a thread reads the body and hands chunks over a bounded channel.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(8);

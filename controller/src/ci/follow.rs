@@ -2,7 +2,7 @@
 //! and, when it ends, the retained `result`, recorded in the ledger so it is sent once and a
 //! repeated request gets it again.
 
-use super::ledger::{self, CiRecord};
+use super::ledger::CiRecord;
 use super::parse::ReplyTo;
 use super::CiContext;
 use fleet_schema::ci::{final_outcome, CiReply, DeviceCounts};
@@ -81,8 +81,7 @@ async fn follow(ctx: Arc<CiContext>, key: String, mut rec: CiRecord) {
                 error: (!failed.is_empty()).then(|| failed.join("; ")),
             };
             rec.result = Some(result.clone());
-            let (k, r) = (key.clone(), rec.clone());
-            if let Err(e) = ctx.db.call(move |db| ledger::put(db, &k, &r)).await {
+            if let Err(e) = super::handle::save(&ctx, &key, &rec).await {
                 tracing::error!(error = %e, request = %key, "cannot record a CI verdict");
             }
             super::publish(&ctx, &reply, rec.format, &result).await;

@@ -236,7 +236,8 @@ async fn adopt(ctx: &CiContext, rec: &CiRecord, resumed: bool) -> Option<(String
     Some((found.id, view.devices.into_keys().collect()))
 }
 
-async fn save(ctx: &CiContext, key: &str, rec: &CiRecord) -> Result<(), String> {
+/// Records a request in the ledger.
+pub(super) async fn save(ctx: &CiContext, key: &str, rec: &CiRecord) -> Result<(), String> {
     let (k, r) = (key.to_string(), rec.clone());
     ctx.db
         .call(move |db| ledger::put(db, &k, &r))

@@ -96,16 +96,15 @@ pub fn parse(payload: &[u8], signer: Option<&str>, insecure: bool) -> Parsed {
 /// The reply address read leniently from a request that may be invalid: the token id is part of
 /// the token string (not its secret), the id is used only when it follows the id rules.
 fn reply_to(value: &serde_json::Value, signer: Option<&str>, insecure: bool) -> Option<ReplyTo> {
-    let carried = value.get("token").and_then(|t| t.as_str());
-    let owner = match signer.or(carried) {
-        Some(id) if signer.is_some() => token_username(id),
-        Some(t) => match Credential::parse(t) {
+    let owner = match (signer, value.get("token").and_then(|t| t.as_str())) {
+        (Some(id), _) => token_username(id),
+        (None, Some(t)) => match Credential::parse(t) {
             Ok(Credential::Api { id, .. }) => token_username(&id),
             _ if insecure => ANONYMOUS_OWNER.to_string(),
             _ => return None,
         },
-        None if insecure => ANONYMOUS_OWNER.to_string(),
-        None => return None,
+        (None, None) if insecure => ANONYMOUS_OWNER.to_string(),
+        (None, None) => return None,
     };
     let id = value
         .get("id")

@@ -93,19 +93,19 @@ impl DeviceLog {
     }
 
     /// Appends `entries` (stored at `now`), then trims to the limits.
-    pub fn append(
+    pub fn append<'a>(
         &mut self,
-        entries: &[LogEntry],
+        entries: impl IntoIterator<Item = &'a LogEntry>,
         now: UnixMillis,
         limits: Limits,
     ) -> io::Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut buf = Vec::with_capacity(entries.len() * 128);
+        let mut buf = Vec::new();
         for e in entries {
             serde_json::to_writer(&mut buf, e).map_err(io::Error::other)?;
             buf.push(b'\n');
+        }
+        if buf.is_empty() {
+            return Ok(());
         }
         let roll = self
             .segments
@@ -113,18 +113,24 @@ impl DeviceLog {
             .is_none_or(|s| s.bytes >= limits.segment_bytes());
         if roll {
             let seq = self.segments.back().map_or(1, |s| s.seq + 1);
+            // A device's directory is made with its first segment.
+            fs::create_dir_all(&self.dir)?;
             self.segments.push_back(Segment {
                 seq,
                 bytes: 0,
                 newest: now,
             });
         }
-        fs::create_dir_all(&self.dir)?;
+        let seq = self
+            .segments
+            .back()
+            .expect("a segment was just ensured")
+            .seq;
+        let path = self.path(seq);
         let seg = self
             .segments
             .back_mut()
             .expect("a segment was just ensured");
-        let path = self.dir.join(format!("{:016}.ndjson", seg.seq));
         let mut f = OpenOptions::new().create(true).append(true).open(path)?;
         f.write_all(&buf)?;
         seg.bytes += buf.len() as u64;

@@ -77,21 +77,19 @@ impl LogStore {
         if batch.history {
             return Ok(());
         }
-        let mut entries = batch.entries.clone();
-        if batch.dropped > 0 {
-            entries.push(LogEntry {
-                timestamp: now,
-                app: "agent".into(),
-                stream: "stderr".into(),
-                level: LogLevel::Warn,
-                message: format!(
-                    "{} lines dropped by the agent (rate limit or full buffer)",
-                    batch.dropped
-                ),
-            });
-        }
+        let dropped = (batch.dropped > 0).then(|| LogEntry {
+            timestamp: now,
+            app: "agent".into(),
+            stream: "stderr".into(),
+            level: LogLevel::Warn,
+            message: format!(
+                "{} lines dropped by the agent (rate limit or full buffer)",
+                batch.dropped
+            ),
+        });
         let limits = self.limits;
-        self.with_log(&batch.device_id, |log| log.append(&entries, now, limits))
+        let entries = batch.entries.iter().chain(dropped.as_ref());
+        self.with_log(&batch.device_id, |log| log.append(entries, now, limits))
     }
 
     /// The lines of `device` that `q` selects, oldest first.

@@ -28,7 +28,7 @@ struct Row<'a> {
 fn version_of<'a>(rec: Option<&'a DeviceRecord>, app: &str) -> &'a str {
     rec.and_then(|r| r.status.as_ref())
         .and_then(|s| s.apps.iter().find(|a| a.name == app))
-        .map(|a| a.running_version.as_deref().unwrap_or(&a.version))
+        .map(|a| a.serving_version())
         .unwrap_or("")
 }
 

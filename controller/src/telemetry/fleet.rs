@@ -62,7 +62,7 @@ pub fn encode(enc: &mut DescriptorEncoder<'_>, facts: &FleetFacts<'_>) -> fmt::R
     let mut versions: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for r in &enrolled {
         for a in r.status.iter().flat_map(|s| &s.apps) {
-            let v = a.running_version.as_deref().unwrap_or(&a.version);
+            let v = a.serving_version();
             *versions.entry((a.name.as_str(), v)).or_insert(0) += 1;
         }
     }

@@ -35,11 +35,11 @@ impl Default for HttpLatency {
 
 impl HttpLatency {
     /// Records one request.
-    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    pub fn observe(&self, method: String, route: String, status: u16, seconds: f64) {
         self.family
             .get_or_create(&vec![
-                ("method", method.to_string()),
-                ("route", route.to_string()),
+                ("method", method),
+                ("route", route),
                 ("status", status.to_string()),
             ])
             .observe(seconds);
@@ -61,8 +61,8 @@ pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Resp
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let response = next.run(req).await;
     st.metrics.telemetry.latency.observe(
-        &method,
-        &route,
+        method,
+        route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );

@@ -74,11 +74,6 @@ impl Samples {
         self.devices.iter()
     }
 
-    /// Number of devices with a sample.
-    pub fn len(&self) -> usize {
-        self.devices.len()
-    }
-
     /// True when no device has a sample.
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
