@@ -231,8 +231,9 @@ fn enrollment_binds_an_id_to_one_key_with_a_token_or_an_operator() {
         "the tokenless agent waits for an operator:\n{}",
         agent.log()
     );
+    // fleetd records the request before the agent has read (and logged) the answer.
     assert!(
-        agent.log().contains("enrollment pending"),
+        wait_until(SECS, || agent.log().contains("enrollment pending")),
         "{}",
         agent.log()
     );
