@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// The central log store's limits.
     #[command(flatten)]
     pub log_store: crate::logstore::LogStoreArgs,
+    /// Resource limits (connections, timeouts, sizes); see docs/limits.md.
+    #[command(flatten)]
+    pub limits: crate::limits::LimitArgs,
 }
 
 /// How fleetd authenticates callers and encrypts its connections.

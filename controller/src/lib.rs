@@ -9,6 +9,7 @@
 //! - [`engine`]: deployment planning and progress (pure functions) and their orchestration.
 //! - [`mqtt`]: the bridge to the bus (status intake, desired-state publishing, cmd guard).
 //! - [`http`]: the HTTP API.
+//! - [`limits`]: every resource limit's flag, and the counter of limits hit.
 //! - [`ci`]: deploying from CI by MQTT publish (`fleet/_ci/requests`).
 //! - [`logstore`]: the central, bounded store of the devices' log lines.
 //! - [`metrics`]: fleetd's own counters, exported on `/metrics`.
@@ -26,6 +27,7 @@ pub mod db;
 pub mod demo;
 pub mod engine;
 pub mod http;
+pub mod limits;
 pub mod logstore;
 pub mod metrics;
 pub mod mqtt;

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub deployments_created: AtomicU64,
     /// The fleet's telemetry (the metrics bridge).
     pub telemetry: Telemetry,
+    /// Resource limits hit (connections, sizes, timeouts), by limit.
+    pub limits: crate::limits::LimitHits,
 }
 
 impl Metrics {
@@ -89,6 +91,15 @@ impl Metrics {
                 }),
             )?;
         }
+        counter(
+            enc,
+            "fleetd_limit_hits",
+            "Times a resource limit was reached (connections, sizes, timeouts), by limit; see docs/limits.md.",
+            self.limits
+                .snapshot()
+                .into_iter()
+                .map(|(limit, n)| (vec![label("limit", limit)], n)),
+        )?;
         let one = |v: u64| [(Labels::new(), v)];
         gauge(
             enc,
@@ -145,6 +156,7 @@ mod tests {
         m.reject("status", "empty");
         m.reject("status", "empty");
         m.reject("cmd", "syntax");
+        m.limits.hit("http_connections", || "test".into());
         assert_eq!(m.rejected_for("status"), 2);
         let text = crate::telemetry::render(
             std::sync::Arc::new(m),
@@ -158,6 +170,10 @@ mod tests {
         );
         assert!(text.contains("fleetd_rejected_payloads_total{topic=\"cmd\",reason=\"syntax\"} 1"));
         assert!(text.contains("fleetd_mqtt_connected 1"));
+        assert!(
+            text.contains("fleetd_limit_hits_total{limit=\"http_connections\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE fleetd_status_messages_processed counter"));
         assert!(
             text.contains("fleetd_status_messages_processed_total 0"),
