@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 /// The app and version the benchmark deploys.
-const APP: &str = "sim-app";
+pub(crate) const APP: &str = "sim-app";
 const VERSION: &str = "1.0.0";
 /// The version of the second, steady-state deployment.
 const VERSION_2: &str = "2.0.0";
@@ -111,8 +111,37 @@ fn bar(show: bool, len: usize, template: &str) -> ProgressBar {
     bar
 }
 
-/// Runs the benchmark against an already started fleetd.
-pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
+/// A fleet enrolled, connected and listed online by fleetd, with the timings of getting there.
+pub struct ConnectedFleet {
+    /// fleetd's API as the admin.
+    pub api: Api,
+    /// Settings and sinks shared by the devices.
+    pub shared: Arc<FleetShared>,
+    /// The devices' timing events.
+    pub events: mpsc::UnboundedReceiver<SimEvent>,
+    /// The device tasks (aborted when dropped).
+    pub tasks: JoinSet<()>,
+    /// Seconds to enroll every device.
+    pub enroll_s: f64,
+    /// fleetd CPU per enrollment.
+    pub enrollment: crate::cpu::CpuSample,
+    /// Seconds until every device had its first ConnAck.
+    pub connect_s: f64,
+    /// Seconds until fleetd listed every device online.
+    pub registered_s: f64,
+    /// CPU counters when the devices started connecting.
+    pub cpu_start: crate::cpu::CpuSample,
+    /// CPU counters when fleetd listed every device online.
+    pub cpu_registered: crate::cpu::CpuSample,
+}
+
+/// Enrolls the plan's devices, connects them (`prepare` sets up the shared state first, e.g.
+/// the metrics flow or churn) and waits until fleetd lists every one online.
+pub async fn connect_fleet(
+    plan: &Plan,
+    phase: &Phase,
+    prepare: impl FnOnce(&mut FleetShared),
+) -> Result<ConnectedFleet> {
     let n = plan.devices;
     let api = Api::new(&plan.http, &plan.token);
 
@@ -144,17 +173,15 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
     // With Mosquitto, fleetd writes the password file and reloads the broker shortly after the
     // last enrollment; devices that connect before that are refused and retry.
     let (tx, mut events) = mpsc::unbounded_channel::<SimEvent>();
-    let shared = Arc::new(FleetShared::new(
+    let mut shared = FleetShared::new(
         (plan.mqtt_host.clone(), plan.mqtt_port),
         (APP, VERSION),
         tx,
         plan.keep_alive,
         plan.connect_timeout,
-    ));
-
-    if plan.scrape {
-        shared.metrics.enable();
-    }
+    );
+    prepare(&mut shared);
+    let shared = Arc::new(shared);
     enter(phase, "connecting the simulated devices");
     let cpu_start = plan.cpu.sample();
     let started = Instant::now();
@@ -179,7 +206,7 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
     }
     let connect_s = started.elapsed().as_secs_f64();
     connecting.finish_and_clear();
-    let _fleet: JoinSet<()> = spawner.await.context("spawning the fleet")??;
+    let tasks: JoinSet<()> = spawner.await.context("spawning the fleet")??;
 
     enter(phase, "waiting until fleetd lists every device");
     loop {
@@ -196,6 +223,40 @@ pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
     }
     let registered_s = started.elapsed().as_secs_f64();
     let cpu_registered = plan.cpu.sample();
+    Ok(ConnectedFleet {
+        api,
+        shared,
+        events,
+        tasks,
+        enroll_s,
+        enrollment,
+        connect_s,
+        registered_s,
+        cpu_start,
+        cpu_registered,
+    })
+}
+
+/// Runs the benchmark against an already started fleetd.
+pub async fn run(plan: &Plan, phase: &Phase) -> Result<Report> {
+    let n = plan.devices;
+    let ConnectedFleet {
+        api,
+        shared,
+        mut events,
+        tasks: _fleet,
+        enroll_s,
+        enrollment,
+        connect_s,
+        registered_s,
+        cpu_start,
+        cpu_registered,
+    } = connect_fleet(plan, phase, |shared| {
+        if plan.scrape {
+            shared.metrics.enable();
+        }
+    })
+    .await?;
 
     let first = deploy_round(plan, phase, &api, &mut events, VERSION).await?;
     enter(phase, "measuring fleetd's idle and API polling cost");

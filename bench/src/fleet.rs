@@ -65,6 +65,8 @@ pub struct FleetShared {
     pub bad_payloads: AtomicU64,
     /// Metrics reports (`fleet-sim --scrape`).
     pub metrics: crate::scrape::MetricsFlow,
+    /// Disconnections and log traffic of the soak mode (`fleet-sim --soak`).
+    pub churn: crate::soak::Churn,
 }
 
 impl FleetShared {
@@ -88,6 +90,7 @@ impl FleetShared {
             errors: ErrorTally::default(),
             bad_payloads: AtomicU64::new(0),
             metrics: crate::scrape::MetricsFlow::default(),
+            churn: crate::soak::Churn::default(),
         }
     }
 }
@@ -204,6 +207,7 @@ pub async fn run_device(
                     }
                 }
                 publisher.publish(&device.status(connected_at_ms));
+                shared.churn.register(index, &client);
                 if !connected_once {
                     connected_once = true;
                     emit(SimEventKind::Connected);
@@ -214,6 +218,14 @@ pub async fn run_device(
                             client.clone(),
                             Arc::clone(&publisher),
                             Arc::clone(&shared),
+                        ));
+                    }
+                    if shared.churn.enabled() {
+                        tokio::spawn(crate::soak::report_logs(
+                            index,
+                            device.id().to_string(),
+                            client.clone(),
+                            Arc::clone(&publisher),
                         ));
                     }
                 }
@@ -273,6 +285,9 @@ pub async fn run_device(
                 tracing::debug!("{}: connection error: {e}", device.id());
                 permit.take();
                 ack.on_disconnect();
+                if let Some(until) = shared.churn.offline_until(index) {
+                    tokio::time::sleep_until(until.into()).await;
+                }
                 tokio::time::sleep(Duration::from_millis(200) + spread(index) / 4).await;
                 // The next connection gets a new epoch and its own last will.
                 let will = publisher.with_end(|end| {

@@ -14,6 +14,7 @@ mod procs;
 mod publish;
 mod report;
 mod scrape;
+mod soak;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
@@ -78,6 +79,23 @@ struct Args {
     /// Canary: least time between two steps (fleetd duration syntax).
     #[arg(long, default_value = "1s")]
     interval: String,
+    /// Soak instead of benchmarking: run the fleet with churn (disconnects, a deployment every
+    /// --deploy-every, metrics and logs every 10 s) for this many seconds, sampling fleetd's
+    /// memory, file descriptors, threads and data directory; exits 1 if any of them kept growing.
+    #[arg(long, value_name = "SECS")]
+    soak: Option<u64>,
+    /// Soak: seconds between two samples.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    sample_every: u64,
+    /// Soak: seconds between two churn ticks.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    churn_every: u64,
+    /// Soak: percentage of the fleet taken off the bus (for 1-10 s) at each churn tick.
+    #[arg(long, default_value_t = 5.0)]
+    churn_percent: f64,
+    /// Soak: seconds between two deployments.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    deploy_every: u64,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,12 +229,51 @@ fn run(args: Args) -> Result<()> {
         connect_timeout: Duration::from_secs(args.connect_timeout),
         scrape: args.scrape,
     };
+    let soak = args.soak.map(|secs| soak::SoakSettings {
+        duration: Duration::from_secs(secs),
+        sample_every: Duration::from_secs(args.sample_every),
+        churn_every: Duration::from_secs(args.churn_every),
+        churn_percent: args.churn_percent.clamp(0.0, 100.0),
+        deploy_every: Duration::from_secs(args.deploy_every),
+        fleetd_pid: children.pid("fleetd"),
+        data_dir: dir.path().join("fleetd-data"),
+    });
     let phase = bench::Phase::default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let timeout = Duration::from_secs(args.timeout);
+    let timeout =
+        Duration::from_secs(args.timeout) + soak.as_ref().map_or(Duration::ZERO, |s| s.duration);
+    if let Some(settings) = &soak {
+        let outcome = runtime.block_on(async {
+            match tokio::time::timeout(timeout, soak::run(&plan, &phase, settings)).await {
+                Ok(result) => result,
+                Err(_) => bail!(
+                    "timed out after {} s while {}",
+                    timeout.as_secs(),
+                    phase.describe(devices)
+                ),
+            }
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        let report = outcome.map_err(|e| {
+            let log = procs::log_tail(&dir.path().join("fleetd.log"), 20);
+            anyhow::anyhow!("{e:#}\nlast fleetd log lines:\n{log}")
+        })?;
+        drop(children);
+        if args.keep_dir {
+            eprintln!("logs kept in {}", dir.keep().display());
+        }
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            Output::Table => print!("{}", report.render_table()),
+        }
+        if !report.passed() {
+            bail!("fleetd kept growing during the soak (see the table)");
+        }
+        return Ok(());
+    }
     let outcome = runtime.block_on(async {
         match tokio::time::timeout(timeout, bench::run(&plan, &phase)).await {
             Ok(result) => result,

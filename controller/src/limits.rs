@@ -14,7 +14,15 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// The limits' flags (flattened into `fleetd serve`'s flags under the "Limits" heading).
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Limits")]
-pub struct LimitArgs {}
+pub struct LimitArgs {
+    /// Memory redb may use to cache database pages, MiB (redb's own default is 1 GiB).
+    #[arg(long, env = "FLEETD_DB_CACHE_MIB", default_value_t = 64)]
+    pub db_cache_mib: usize,
+    /// Finished deployments kept (newest first; any a device's desired state still names is
+    /// kept too). Older ones are removed once a minute: each holds per-device state.
+    #[arg(long, env = "FLEETD_KEEP_FINISHED_DEPLOYMENTS", default_value_t = 1000)]
+    pub keep_finished_deployments: usize,
+}
 
 /// Counts of limits hit, by limit name, with the time each was last logged.
 #[derive(Debug, Default)]

@@ -21,6 +21,7 @@ mod desired;
 mod devices;
 mod phases;
 mod records;
+mod retention;
 mod rollouts;
 mod trust;
 
@@ -105,10 +106,22 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// The page cache fleetd gives redb unless told otherwise.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 impl Db {
-    /// Opens (or creates) the database file and makes sure every table exists.
+    /// Opens (or creates) the database file and makes sure every table exists, with redb's
+    /// default page cache.
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        let db = Database::create(path)?;
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Db::open`] with a page cache of at most `cache_bytes` (redb's own default is 1 GiB,
+    /// which a long-running fleetd fills as the database grows).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Db, DbError> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(DEVICES)?;

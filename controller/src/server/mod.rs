@@ -3,6 +3,7 @@
 //! SIGINT/SIGTERM. Nothing here is needed for correctness after a SIGKILL: every change was
 //! committed to the database before it was published, and the next start republishes.
 
+mod retention;
 mod shutdown;
 
 pub use shutdown::wait_for_signal;
@@ -119,10 +120,11 @@ pub async fn run(
         reason,
     })?;
     let db_path = args.data_dir.join("fleetd.redb");
-    let db = Db::open(&db_path).map_err(|reason| ServeError::Db {
-        path: db_path.clone(),
-        reason,
-    })?;
+    let db = Db::open_with_cache(&db_path, args.limits.db_cache_mib.saturating_mul(1 << 20))
+        .map_err(|reason| ServeError::Db {
+            path: db_path.clone(),
+            reason,
+        })?;
     // Presence is volatile: "online" means "reported online since this controller started".
     // Agents re-announce on every connect and when the controller comes online.
     let was_online = db.call(|db| db.reset_presence()).await?;
@@ -258,6 +260,12 @@ pub async fn run(
         errors,
         trust.clone(),
         rollout_tick(),
+        token.clone(),
+    )));
+    bridge.tasks.push(tokio::spawn(retention::run(
+        db.clone(),
+        args.limits.keep_finished_deployments,
+        metrics.clone(),
         token.clone(),
     )));
     if let Some(dir) = &sec.mosquitto_dir {
