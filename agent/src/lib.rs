@@ -9,6 +9,7 @@ pub mod bluegreen;
 pub mod bus;
 pub mod components;
 pub mod config;
+pub mod confine;
 pub mod container;
 pub mod container_run;
 pub mod daemon;

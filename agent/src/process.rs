@@ -65,15 +65,18 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
     let rt = &spec.app_spec.runtime;
     // An image install: entry point and working directory are the container's.
     let image = container::Installed::read(&vdir);
-    let exe = match rt.entrypoint.as_ref().filter(|_| image.is_none()) {
-        Some(e) => files::resolve(&vdir, e).map_err(|e| SpawnError {
-            context: "bad entry point".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?,
-        None => layout::executable(spec.data, spec.app, spec.version),
+    // Resolved inside the version directory: the exec never follows a link out of it.
+    let exe = match image {
+        Some(_) => layout::executable(spec.data, spec.app, spec.version),
+        None => {
+            files::program(&vdir, rt.entrypoint.as_deref(), spec.app).map_err(|e| SpawnError {
+                context: "bad entry point".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+        }
     };
     let dir = match rt.workdir.as_ref().filter(|_| image.is_none()) {
-        Some(w) => files::resolve(&vdir, w).map_err(|e| SpawnError {
+        Some(w) => files::workdir(&vdir, w).map_err(|e| SpawnError {
             context: "bad working directory".into(),
             source: std::io::Error::other(e.to_string()),
         })?,
