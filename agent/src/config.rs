@@ -86,6 +86,9 @@ pub struct Cli {
     /// /etc/systemd/system, or $XDG_CONFIG_HOME/systemd/user for the user scope).
     #[arg(long, value_name = "DIR")]
     pub systemd_unit_dir: Option<PathBuf>,
+    /// Resource limits (see docs/limits.md).
+    #[command(flatten)]
+    pub limits: crate::limits::LimitSettings,
 }
 
 /// Telemetry settings (metrics, logs, offline backlog).
@@ -148,6 +151,12 @@ struct FileConfig {
     archive_max_entries: Option<u64>,
     systemd_scope: Option<String>,
     systemd_unit_dir: Option<PathBuf>,
+    // The limits (serde's flatten does not combine with deny_unknown_fields).
+    forward_max_connections: Option<usize>,
+    log_file_max_bytes: Option<u64>,
+    counters_per_app: Option<usize>,
+    counter_apps: Option<usize>,
+    counter_idle_secs: Option<u64>,
 }
 
 /// Why the settings are unusable.
@@ -200,6 +209,9 @@ pub enum ConfigError {
     /// The systemd scope is not `system` or `user`.
     #[error("invalid --systemd-scope: {0}")]
     SystemdScope(String),
+    /// A limit setting is unusable.
+    #[error("invalid limit: {0}")]
+    Limit(String),
 }
 
 /// A secret setting: its `Debug` never shows the value.
@@ -235,6 +247,8 @@ pub struct Config {
     pub artifacts: crate::verify::ArtifactSettings,
     /// Which systemd manager runs `runtime.type: systemd` apps, and where their units go.
     pub systemd: crate::runtime::systemd::Settings,
+    /// Resource limits (forwarder connections, log file size, counter slots).
+    pub limits: crate::limits::AgentLimits,
 }
 
 impl Config {
@@ -296,6 +310,15 @@ impl Config {
                 .ok_or_else(|| ConfigError::Label(l.clone()))?;
             labels.insert(k.to_string(), v.to_string());
         }
+        let file_limits = crate::limits::LimitSettings {
+            forward_max_connections: file.forward_max_connections,
+            log_file_max_bytes: file.log_file_max_bytes,
+            counters_per_app: file.counters_per_app,
+            counter_apps: file.counter_apps,
+            counter_idle_secs: file.counter_idle_secs,
+        };
+        let limits = crate::limits::AgentLimits::resolve(&cli.limits, &file_limits)
+            .map_err(ConfigError::Limit)?;
         let d = Telemetry::default();
         let telemetry = Telemetry {
             metrics_interval: std::time::Duration::from_millis(
@@ -320,6 +343,7 @@ impl Config {
                     .unwrap_or(d.spool.max_bytes),
             },
             log_rate: cli.log_rate.or(file.log_rate).unwrap_or(d.log_rate),
+            log_file_max: limits.log_file_max_bytes,
             ..d
         };
         let artifacts = crate::verify::ArtifactSettings::resolve(
@@ -353,6 +377,7 @@ impl Config {
             telemetry,
             artifacts,
             systemd,
+            limits,
         })
     }
 }

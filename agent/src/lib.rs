@@ -28,6 +28,7 @@ pub mod install_script;
 pub mod install_tool;
 pub mod inventory;
 pub mod layout;
+pub mod limits;
 pub mod process;
 pub mod reconcile;
 pub mod report;

@@ -57,6 +57,7 @@ impl Daemon {
                 if let Err(e) = self.store.remove_app(&app) {
                     tracing::error!(%app, error = %e, "cannot forget app");
                 }
+                self.telem.counters.forget(&app);
                 self.apps.remove(&app);
                 // Failed (not live) supervisors of the app would otherwise bring it back.
                 self.sups.retain(|(a, _), _| *a != app);
