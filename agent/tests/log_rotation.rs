@@ -56,7 +56,10 @@ done"#;
     let out = fleet_agent::layout::log_file(&agent.data(), "gush");
     let mut rotated = out.clone().into_os_string();
     rotated.push(".1");
-    assert!(std::path::Path::new(&rotated).is_file(), "rotated to <file>.1");
+    assert!(
+        std::path::Path::new(&rotated).is_file(),
+        "rotated to <file>.1"
+    );
     // The file is rotated every poll (250 ms): it holds at most the limit plus what the app
     // wrote since the last rotation; the unbounded growth of the issue was tens of MB.
     let len = std::fs::metadata(&out).expect("live log").len();
