@@ -9,7 +9,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -84,8 +84,14 @@ pub fn run(r: &ScriptRun<'_>) -> Result<(), InstallError> {
         .dir
         .with_file_name(format!(".{}.install-stderr", r.version));
     let io = |context: String| move |source| InstallError::Io { context, source };
-    let stderr =
-        File::create(&err_path).map_err(io(format!("cannot create {}", err_path.display())))?;
+    // Beside the version directory, where an app could have left a link: never followed.
+    let stderr = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&err_path)
+        .map_err(io(format!("cannot create {}", err_path.display())))?;
     let mut child = Command::new(&path)
         .current_dir(r.dir)
         .process_group(0)

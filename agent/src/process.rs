@@ -10,6 +10,7 @@ use fleet_schema::AppSpec;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
@@ -98,15 +99,18 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
     if let Some(logs) = log_path.parent() {
         std::fs::create_dir_all(logs).map_err(err(format!("cannot create {}", logs.display())))?;
     }
+    // Never through a link: the agent rotates (copies and truncates) these files.
     let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(&log_path)
         .map_err(err(format!("cannot open {}", log_path.display())))?;
     let err_path = layout::err_log_file(spec.data, spec.app);
     let log2 = OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(&err_path)
         .map_err(err(format!("cannot open {}", err_path.display())))?;
     // Variables a container sees differently from a process (set after the others).

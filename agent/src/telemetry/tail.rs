@@ -4,6 +4,7 @@
 use super::logs::{parse_level, truncate, MAX_LINE, MAX_READ};
 use fleet_schema::{LogEntry, LogLevel};
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -160,11 +161,21 @@ impl FileTail {
         }
         let mut old = self.path.clone().into_os_string();
         old.push(".1");
-        std::fs::copy(&self.path, &old)?;
+        // Neither file is ever reached through a link (one would point the copy and the
+        // truncation at a file that is not the app's log).
+        let nofollow = nix::fcntl::OFlag::O_NOFOLLOW.bits();
         let mut live = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(nofollow)
             .open(&self.path)?;
+        let mut copy = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(nofollow)
+            .open(&old)?;
+        std::io::copy(&mut live, &mut copy)?;
         // What the tailer has not read, up to the last byte before the truncation.
         let end = live.metadata()?.len();
         let skipped = if self.offset < end {
@@ -326,5 +337,18 @@ mod tests {
         let marker = skipped_marker("fast", Stream::Stdout, skipped, 1);
         assert!(marker.message.contains(&format!("{skipped} lines dropped")));
         assert_eq!(marker.level, LogLevel::Warn);
+    }
+
+    #[test]
+    fn a_log_replaced_by_a_link_is_never_copied_or_truncated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = dir.path().join("host");
+        std::fs::write(&host, "x".repeat(100)).expect("host file");
+        let path = dir.path().join("app.out.log");
+        std::os::unix::fs::symlink(&host, &path).expect("link");
+        let mut t = FileTail::at_end(&path);
+        assert!(t.rotate_if_larger(10).is_err(), "refused through the link");
+        assert_eq!(std::fs::read(&host).expect("host").len(), 100);
+        assert!(!dir.path().join("app.out.log.1").exists());
     }
 }
