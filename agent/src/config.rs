@@ -86,6 +86,13 @@ pub struct Cli {
     /// /etc/systemd/system, or $XDG_CONFIG_HOME/systemd/user for the user scope).
     #[arg(long, value_name = "DIR")]
     pub systemd_unit_dir: Option<PathBuf>,
+    /// Address the blue-green forwarders listen on for an app's `runtime.ports` (default
+    /// 127.0.0.1, where containers publish theirs too; 0.0.0.0 serves the network).
+    #[arg(long, value_name = "IP")]
+    pub forward_listen: Option<std::net::IpAddr>,
+    /// Resource limits (see docs/limits.md).
+    #[command(flatten)]
+    pub limits: crate::limits::LimitSettings,
 }
 
 /// Telemetry settings (metrics, logs, offline backlog).
@@ -148,6 +155,13 @@ struct FileConfig {
     archive_max_entries: Option<u64>,
     systemd_scope: Option<String>,
     systemd_unit_dir: Option<PathBuf>,
+    forward_listen: Option<std::net::IpAddr>,
+    // The limits (serde's flatten does not combine with deny_unknown_fields).
+    forward_max_connections: Option<usize>,
+    log_file_max_bytes: Option<u64>,
+    counters_per_app: Option<usize>,
+    counter_apps: Option<usize>,
+    counter_idle_secs: Option<u64>,
 }
 
 /// Why the settings are unusable.
@@ -200,6 +214,9 @@ pub enum ConfigError {
     /// The systemd scope is not `system` or `user`.
     #[error("invalid --systemd-scope: {0}")]
     SystemdScope(String),
+    /// A limit setting is unusable.
+    #[error("invalid limit: {0}")]
+    Limit(String),
 }
 
 /// A secret setting: its `Debug` never shows the value.
@@ -235,6 +252,10 @@ pub struct Config {
     pub artifacts: crate::verify::ArtifactSettings,
     /// Which systemd manager runs `runtime.type: systemd` apps, and where their units go.
     pub systemd: crate::runtime::systemd::Settings,
+    /// Resource limits (forwarder connections, log file size, counter slots).
+    pub limits: crate::limits::AgentLimits,
+    /// Where blue-green forwarders listen.
+    pub forward_listen: std::net::IpAddr,
 }
 
 impl Config {
@@ -296,6 +317,15 @@ impl Config {
                 .ok_or_else(|| ConfigError::Label(l.clone()))?;
             labels.insert(k.to_string(), v.to_string());
         }
+        let file_limits = crate::limits::LimitSettings {
+            forward_max_connections: file.forward_max_connections,
+            log_file_max_bytes: file.log_file_max_bytes,
+            counters_per_app: file.counters_per_app,
+            counter_apps: file.counter_apps,
+            counter_idle_secs: file.counter_idle_secs,
+        };
+        let limits = crate::limits::AgentLimits::resolve(&cli.limits, &file_limits)
+            .map_err(ConfigError::Limit)?;
         let d = Telemetry::default();
         let telemetry = Telemetry {
             metrics_interval: std::time::Duration::from_millis(
@@ -320,6 +350,7 @@ impl Config {
                     .unwrap_or(d.spool.max_bytes),
             },
             log_rate: cli.log_rate.or(file.log_rate).unwrap_or(d.log_rate),
+            log_file_max: limits.log_file_max_bytes,
             ..d
         };
         let artifacts = crate::verify::ArtifactSettings::resolve(
@@ -353,6 +384,11 @@ impl Config {
             telemetry,
             artifacts,
             systemd,
+            limits,
+            forward_listen: cli
+                .forward_listen
+                .or(file.forward_listen)
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
         })
     }
 }
@@ -401,6 +437,12 @@ mod tests {
         assert_eq!(c.labels.get("tier").map(String::as_str), Some("b=c"));
         assert_eq!(c.telemetry, Telemetry::default(), "defaults");
         assert_eq!(c.systemd, crate::runtime::systemd::Settings::default());
+        assert_eq!(c.limits, crate::limits::AgentLimits::default());
+        assert_eq!(
+            c.forward_listen.to_string(),
+            "127.0.0.1",
+            "forwarders stay local"
+        );
     }
 
     #[test]
@@ -409,7 +451,7 @@ mod tests {
         let path = dir.path().join("agent.toml");
         std::fs::write(
             &path,
-            format!("device_id = \"from-file\"\nmqtt_url = \"mqtts://broker\"\nserver = \"https://fleet\"\nenroll_token_file = \"{}\"\ndata_dir = \"/var/lib/fleet\"\nmetrics_interval_ms = 2000\nsystemd_scope = \"user\"\nsystemd_unit_dir = \"/u\"\n[labels]\nsite = \"file\"\nrack = \"3\"\n", dir.path().join("token").display()),
+            format!("device_id = \"from-file\"\nmqtt_url = \"mqtts://broker\"\nserver = \"https://fleet\"\nenroll_token_file = \"{}\"\ndata_dir = \"/var/lib/fleet\"\nmetrics_interval_ms = 2000\nforward_max_connections = 16\nlog_file_max_bytes = 4096\nforward_listen = \"0.0.0.0\"\nsystemd_scope = \"user\"\nsystemd_unit_dir = \"/u\"\n[labels]\nsite = \"file\"\nrack = \"3\"\n", dir.path().join("token").display()),
         )
         .expect("write");
         std::fs::write(dir.path().join("token"), "enroll_abc\n").expect("write token");
@@ -431,6 +473,12 @@ mod tests {
             "the token is never printed"
         );
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/fleet"));
+        assert_eq!(c.limits.forward_max_connections, 16);
+        assert_eq!(
+            c.telemetry.log_file_max, 4096,
+            "the log limit reaches the tailer"
+        );
+        assert_eq!(c.forward_listen.to_string(), "0.0.0.0");
         assert_eq!(c.labels.get("site").map(String::as_str), Some("flag"));
         assert_eq!(c.labels.get("rack").map(String::as_str), Some("3"));
         assert_eq!(c.systemd.scope, crate::runtime::systemd::Scope::User);

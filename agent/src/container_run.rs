@@ -67,11 +67,12 @@ pub fn config_mounts(vdir: &Path, spec: &AppSpec) -> Result<Vec<Mount>, FileErro
 pub fn write_config_files(vdir: &Path, spec: &AppSpec) -> Result<Vec<Mount>, FileError> {
     let mounts = config_mounts(vdir, spec)?;
     for (m, f) in mounts.iter().zip(&spec.files) {
-        files::write_atomic(
-            &m.host,
-            f.content.as_bytes(),
-            f.mode.unwrap_or(files::DEFAULT_MODE),
-        )?;
+        let (bytes, mode) = (f.content.as_bytes(), f.mode.unwrap_or(files::DEFAULT_MODE));
+        // Under the version directory: walked by descriptor, no link followed out of it.
+        match m.host.strip_prefix(vdir) {
+            Ok(rel) => files::write_confined(vdir, rel, bytes, mode)?,
+            Err(_) => files::write_atomic(&m.host, bytes, mode)?,
+        }
     }
     Ok(mounts)
 }

@@ -6,6 +6,7 @@
 //! so the supervisor starts every kind the same way. An archive's install script
 //! ([`crate::install_script`]) runs once after unpacking, before the rename.
 
+use crate::confine;
 use crate::container::{self, Installed};
 use crate::install_archive::{self, ArchiveError, ArchiveLimits};
 use crate::install_pkg::PackageTool;
@@ -245,22 +246,24 @@ fn stage_archive(
     let rel = install_archive::safe_relative(entry)
         .map_err(|e| InstallError::Entrypoint(format!("entry point {entry:?}: {e}")))?
         .ok_or_else(|| InstallError::Entrypoint("entry point is empty".into()))?;
-    let target = staging.join(&rel);
-    // The entry point must be a regular file inside the version (links were checked to stay
-    // inside when unpacked).
-    let meta = fs::metadata(&target).map_err(|_| {
-        InstallError::Entrypoint(format!("entry point {entry:?} is not in the archive"))
-    })?;
-    if !meta.is_file() {
-        return Err(InstallError::Entrypoint(format!(
-            "entry point {entry:?} is not a regular file"
-        )));
-    }
-    fs::set_permissions(
-        &target,
-        fs::Permissions::from_mode(meta.permissions().mode() & 0o777 | 0o500),
-    )
-    .map_err(err("cannot make the entry point executable"))?;
+    // The entry point must be a regular file inside the version, reached by links that stay
+    // inside; its mode is changed on the open descriptor, and the launcher links to its
+    // physical path, so neither the chmod nor the exec can follow a link out.
+    let (fd, physical) =
+        confine::open_file(staging, &rel, nix::fcntl::OFlag::O_RDONLY).map_err(|e| match e {
+            confine::ConfineError::Missing(_) => {
+                InstallError::Entrypoint(format!("entry point {entry:?} is not in the archive"))
+            }
+            e => InstallError::Entrypoint(format!("entry point {entry:?}: {e}")),
+        })?;
+    let file = File::from(fd);
+    let mode = file
+        .metadata()
+        .map_err(err("cannot read the entry point's mode"))?
+        .permissions()
+        .mode();
+    file.set_permissions(fs::Permissions::from_mode(mode & 0o777 | 0o500))
+        .map_err(err("cannot make the entry point executable"))?;
     let launcher = staging.join(app);
     if rel != Path::new(app) {
         if fs::symlink_metadata(&launcher).is_ok() {
@@ -268,7 +271,8 @@ fn stage_archive(
                 "the archive has its own {app:?} at the top, which is not the entry point {entry:?}"
             )));
         }
-        std::os::unix::fs::symlink(&rel, &launcher).map_err(err("cannot link the entry point"))?;
+        std::os::unix::fs::symlink(&physical, &launcher)
+            .map_err(err("cannot link the entry point"))?;
     }
     Ok(())
 }
@@ -359,3 +363,7 @@ mod tests {
         remove_app(data, "web").expect("idempotent");
     }
 }
+
+#[cfg(test)]
+#[path = "install_links_tests.rs"]
+mod links_tests;

@@ -4,10 +4,13 @@
 //! archives whose entry count or unpacked size exceeds the configured limits. Sizes are counted
 //! from the bytes actually written, not from headers, so a lying header does not help.
 
-use nix::fcntl::OFlag;
-use std::fs::{self, File, OpenOptions};
+use crate::confine::{self, ConfineError, Found, Links, Missing};
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::{linkat, symlinkat, unlinkat, UnlinkatFlags};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Bounds on what one archive may unpack to.
@@ -48,6 +51,14 @@ pub enum ArchiveError {
     /// An entry would be written through (or over) a symbolic link.
     #[error("archive entry {0:?} would be written through a symbolic link")]
     ThroughLink(String),
+    /// A path of the archive leads outside the install directory through its links.
+    #[error("archive entry {entry:?}: {source}")]
+    Confined {
+        /// The entry.
+        entry: String,
+        /// What the walk met.
+        source: ConfineError,
+    },
     /// A device file or FIFO.
     #[error("archive entry {0:?} is a device file or FIFO, which is refused")]
     Device(String),
@@ -96,8 +107,9 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<()
         limits,
         entries: 0,
         bytes: 0,
+        links: Vec::new(),
     };
-    if n >= 2 && magic[..2] == [0x1f, 0x8b] {
+    let unpacked = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         out.tar(flate2::read::GzDecoder::new(io::BufReader::new(file)))
     } else if n >= 4 && (magic[..4] == *b"PK\x03\x04" || magic[..4] == *b"PK\x05\x06") {
         out.zip(file)
@@ -105,7 +117,9 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<()
         out.tar(io::BufReader::new(file))
     } else {
         Err(ArchiveError::UnknownFormat)
-    }
+    };
+    unpacked?;
+    out.recheck_links()
 }
 
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
@@ -135,31 +149,6 @@ pub fn safe_relative(name: &str) -> Result<Option<PathBuf>, ArchiveError> {
     Ok((!out.as_os_str().is_empty()).then_some(out))
 }
 
-/// True when a link at `link` (relative to the root) pointing at `target` stays inside,
-/// resolving `..` lexically (parents of written entries are never links, see
-/// [`Unpacker::prepare`], so the lexical answer is the physical one).
-fn link_stays_inside(link: &Path, target: &str) -> bool {
-    let t = Path::new(target);
-    if t.is_absolute() || target.is_empty() {
-        return false;
-    }
-    let mut depth: i64 = link.parent().map_or(0, |p| p.components().count() as i64);
-    for c in t.components() {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
-}
-
 /// What an entry is, independent of the archive format.
 enum Kind {
     Dir,
@@ -175,6 +164,8 @@ struct Unpacker<'a> {
     limits: &'a ArchiveLimits,
     entries: u64,
     bytes: u64,
+    /// Every link created (entry name, path, target), checked again once all exist.
+    links: Vec<(String, PathBuf, String)>,
 }
 
 impl Unpacker<'_> {
@@ -230,28 +221,39 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    /// Creates the parents of `rel` and checks that neither they nor `rel` itself are links.
-    fn prepare(&self, name: &str, rel: &Path) -> Result<PathBuf, ArchiveError> {
-        let mut at = self.dest.to_path_buf();
-        let parts: Vec<_> = rel.components().collect();
-        for (i, c) in parts.iter().enumerate() {
-            at.push(c);
-            match fs::symlink_metadata(&at) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(ArchiveError::ThroughLink(name.to_string()))
-                }
-                Ok(m) if i + 1 < parts.len() && !m.is_dir() => {
-                    return Err(ArchiveError::Malformed(format!(
-                        "entry {name:?} is below a file"
-                    )))
-                }
-                Ok(_) => {}
-                Err(_) if i + 1 < parts.len() => fs::create_dir(&at)
-                    .map_err(io_err(format!("cannot create {}", at.display())))?,
-                Err(_) => {}
+    /// Walks to `rel` below the destination without following any link, creating missing
+    /// parent directories; a link on the way (or at `rel` itself) is refused.
+    fn prepare(&self, name: &str, rel: &Path) -> Result<Found, ArchiveError> {
+        confine::walk(self.dest, rel, Links::Refuse, Missing::Create).map_err(|e| match e {
+            ConfineError::ThroughLink { .. } => ArchiveError::ThroughLink(name.to_string()),
+            ConfineError::NotADirectory { .. } => {
+                ArchiveError::Malformed(format!("entry {name:?} is below a file"))
             }
+            source => ArchiveError::Confined {
+                entry: name.to_string(),
+                source,
+            },
+        })
+    }
+
+    /// Every link again, now that the whole archive is there: a link checked when it was made
+    /// may have been redirected out by a link made later (`e -> s/..`, then `s -> d/up/...`).
+    fn recheck_links(&self) -> Result<(), ArchiveError> {
+        for (entry, rel, target) in &self.links {
+            confine::walk(self.dest, rel, Links::Follow, Missing::Lexical).map_err(
+                |e| match e {
+                    ConfineError::Escapes { .. } => ArchiveError::LinkOutside {
+                        entry: entry.clone(),
+                        target: target.clone(),
+                    },
+                    source => ArchiveError::Confined {
+                        entry: entry.clone(),
+                        source,
+                    },
+                },
+            )?;
         }
-        Ok(at)
+        Ok(())
     }
 
     fn entry(&mut self, name: &str, kind: Kind, data: &mut dyn Read) -> Result<(), ArchiveError> {
@@ -264,30 +266,47 @@ impl Unpacker<'_> {
         let Some(rel) = safe_relative(name)? else {
             return Ok(());
         };
+        let sys = |what: &str| {
+            let context = format!("cannot {what} {name}");
+            move |e: nix::errno::Errno| ArchiveError::Io {
+                context,
+                source: io::Error::from_raw_os_error(e as i32),
+            }
+        };
         match kind {
             Kind::Skip => Ok(()),
             Kind::Device => Err(ArchiveError::Device(name.to_string())),
             Kind::Dir => {
-                let path = self.prepare(name, &rel)?;
-                if !path.is_dir() {
-                    fs::create_dir(&path)
-                        .map_err(io_err(format!("cannot create {}", path.display())))?;
+                let at = self.prepare(name, &rel)?;
+                match (&at.name, at.kind) {
+                    (_, Some(SFlag::S_IFDIR)) => Ok(()),
+                    (Some(n), None) => nix::sys::stat::mkdirat(
+                        &at.dir,
+                        n.as_os_str(),
+                        Mode::from_bits_truncate(0o755),
+                    )
+                    .map_err(sys("create directory")),
+                    _ => Err(ArchiveError::Malformed(format!(
+                        "entry {name:?} is a directory over a file"
+                    ))),
                 }
-                Ok(())
             }
             Kind::Symlink(target) => {
-                if !link_stays_inside(&rel, &target) {
-                    return Err(ArchiveError::LinkOutside {
+                confine::check_link(self.dest, &rel, target.as_ref()).map_err(|_| {
+                    ArchiveError::LinkOutside {
                         entry: name.to_string(),
-                        target,
-                    });
-                }
-                let path = self.prepare(name, &rel)?;
-                std::os::unix::fs::symlink(&target, &path)
-                    .map_err(io_err(format!("cannot create link {}", path.display())))
+                        target: target.clone(),
+                    }
+                })?;
+                let at = self.prepare(name, &rel)?;
+                let link = self.fresh_name(name, &at)?;
+                symlinkat(target.as_str(), &at.dir, link.as_os_str())
+                    .map_err(sys("create link"))?;
+                self.links.push((name.to_string(), rel, target));
+                Ok(())
             }
             Kind::HardLink(target) => {
-                let target_rel = match safe_relative(&target) {
+                let source = match safe_relative(&target) {
                     Ok(Some(t)) => t,
                     _ => {
                         return Err(ArchiveError::LinkOutside {
@@ -296,23 +315,39 @@ impl Unpacker<'_> {
                         })
                     }
                 };
-                let source = self.prepare(&target, &target_rel)?;
-                let path = self.prepare(name, &rel)?;
-                fs::hard_link(&source, &path)
-                    .map_err(io_err(format!("cannot create link {}", path.display())))
+                let src = confine::walk(self.dest, &source, Links::Refuse, Missing::LastOnly)
+                    .map_err(|_| ArchiveError::ThroughLink(name.to_string()))?;
+                let (Some(src_name), Some(SFlag::S_IFREG)) = (&src.name, src.kind) else {
+                    return Err(ArchiveError::Malformed(format!(
+                        "entry {name:?} is a hard link to {target:?}, which is not a file of the archive"
+                    )));
+                };
+                let at = self.prepare(name, &rel)?;
+                let link = self.fresh_name(name, &at)?;
+                linkat(
+                    &src.dir,
+                    src_name.as_os_str(),
+                    &at.dir,
+                    link.as_os_str(),
+                    AtFlags::empty(),
+                )
+                .map_err(sys("create link"))
             }
             Kind::File(mode) => {
-                let path = self.prepare(name, &rel)?;
-                if path.exists() {
-                    fs::remove_file(&path)
-                        .map_err(io_err(format!("cannot replace {}", path.display())))?;
-                }
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(OFlag::O_NOFOLLOW.bits())
-                    .open(&path)
-                    .map_err(io_err(format!("cannot create {}", path.display())))?;
+                let at = self.prepare(name, &rel)?;
+                let file_name = self.fresh_name(name, &at)?;
+                let fd = openat(
+                    &at.dir,
+                    file_name.as_os_str(),
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(sys("create"))?;
+                let mut file = File::from(fd);
                 let room = self.limits.max_bytes - self.bytes;
                 let n = io::copy(&mut data.take(room.saturating_add(1)), &mut file)
                     .map_err(io_err(format!("cannot unpack {name}")))?;
@@ -322,12 +357,40 @@ impl Unpacker<'_> {
                     });
                 }
                 self.bytes += n;
-                // Keep permission bits only: no setuid, setgid or sticky from an archive.
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o755 | 0o600))
-                    .map_err(io_err(format!("cannot set mode of {}", path.display())))?;
+                // Keep permission bits only: no setuid, setgid or sticky from an archive. Set
+                // on the open descriptor, so no path (and no link) is involved.
+                file.set_permissions(std::fs::Permissions::from_mode(mode & 0o755 | 0o600))
+                    .map_err(io_err(format!("cannot set mode of {name}")))?;
                 Ok(())
             }
         }
+    }
+
+    /// The last component of `at`, removed first when an earlier entry of the same name (a
+    /// file or link, never a directory) is there.
+    fn fresh_name(&self, name: &str, at: &Found) -> Result<std::ffi::OsString, ArchiveError> {
+        let Some(n) = at.name.clone() else {
+            return Err(ArchiveError::Malformed(format!(
+                "entry {name:?} names the archive root"
+            )));
+        };
+        match at.kind {
+            None => {}
+            Some(SFlag::S_IFDIR) => {
+                return Err(ArchiveError::Malformed(format!(
+                    "entry {name:?} would replace a directory"
+                )))
+            }
+            Some(_) => {
+                unlinkat(&at.dir, n.as_os_str(), UnlinkatFlags::NoRemoveDir).map_err(|e| {
+                    ArchiveError::Io {
+                        context: format!("cannot replace {name}"),
+                        source: io::Error::from_raw_os_error(e as i32),
+                    }
+                })?
+            }
+        }
+        Ok(n)
     }
 }
 

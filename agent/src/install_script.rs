@@ -9,7 +9,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -39,28 +39,35 @@ pub struct ScriptRun<'a> {
     pub timeout: Duration,
 }
 
-/// Resolves `script` inside `dir`: a regular file (made executable), never outside.
+/// Resolves `script` inside `dir`: a regular file (made executable), never outside, and
+/// returns its physical path (no link in it), so running it cannot leave `dir` either.
 pub fn resolve(dir: &Path, script: &str, what: &str) -> Result<PathBuf, InstallError> {
     let rel = install_archive::safe_relative(script)
         .map_err(|e| InstallError::Script(format!("{what} {script:?}: {e}")))?
         .ok_or_else(|| InstallError::Script(format!("{what} path is empty")))?;
-    let path = dir.join(&rel);
-    let meta = fs::symlink_metadata(&path)
-        .map_err(|_| InstallError::Script(format!("{what} {script:?} is not in the archive")))?;
-    if !meta.is_file() {
-        return Err(InstallError::Script(format!(
-            "{what} {script:?} is not a regular file"
-        )));
-    }
-    fs::set_permissions(
-        &path,
-        fs::Permissions::from_mode(meta.permissions().mode() & 0o777 | 0o500),
-    )
-    .map_err(|source| InstallError::Io {
-        context: format!("cannot make {what} {script:?} executable"),
-        source,
-    })?;
-    Ok(path)
+    let (fd, physical) = crate::confine::open_file(dir, &rel, nix::fcntl::OFlag::O_RDONLY)
+        .map_err(|e| match e {
+            crate::confine::ConfineError::Missing(_) => {
+                InstallError::Script(format!("{what} {script:?} is not in the archive"))
+            }
+            e => InstallError::Script(format!("{what} {script:?}: {e}")),
+        })?;
+    // Changed on the open descriptor: no path, so no link, is involved.
+    let file = File::from(fd);
+    let mode = file
+        .metadata()
+        .map_err(|source| InstallError::Io {
+            context: format!("cannot read the mode of {what} {script:?}"),
+            source,
+        })?
+        .permissions()
+        .mode();
+    file.set_permissions(fs::Permissions::from_mode(mode & 0o777 | 0o500))
+        .map_err(|source| InstallError::Io {
+            context: format!("cannot make {what} {script:?} executable"),
+            source,
+        })?;
+    Ok(dir.join(physical))
 }
 
 /// The last `n` non-empty lines of `text`, joined with " | ".
@@ -77,8 +84,14 @@ pub fn run(r: &ScriptRun<'_>) -> Result<(), InstallError> {
         .dir
         .with_file_name(format!(".{}.install-stderr", r.version));
     let io = |context: String| move |source| InstallError::Io { context, source };
-    let stderr =
-        File::create(&err_path).map_err(io(format!("cannot create {}", err_path.display())))?;
+    // Beside the version directory, where an app could have left a link: never followed.
+    let stderr = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&err_path)
+        .map_err(io(format!("cannot create {}", err_path.display())))?;
     let mut child = Command::new(&path)
         .current_dir(r.dir)
         .process_group(0)

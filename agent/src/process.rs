@@ -10,6 +10,7 @@ use fleet_schema::AppSpec;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
@@ -65,15 +66,18 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
     let rt = &spec.app_spec.runtime;
     // An image install: entry point and working directory are the container's.
     let image = container::Installed::read(&vdir);
-    let exe = match rt.entrypoint.as_ref().filter(|_| image.is_none()) {
-        Some(e) => files::resolve(&vdir, e).map_err(|e| SpawnError {
-            context: "bad entry point".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?,
-        None => layout::executable(spec.data, spec.app, spec.version),
+    // Resolved inside the version directory: the exec never follows a link out of it.
+    let exe = match image {
+        Some(_) => layout::executable(spec.data, spec.app, spec.version),
+        None => {
+            files::program(&vdir, rt.entrypoint.as_deref(), spec.app).map_err(|e| SpawnError {
+                context: "bad entry point".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+        }
     };
     let dir = match rt.workdir.as_ref().filter(|_| image.is_none()) {
-        Some(w) => files::resolve(&vdir, w).map_err(|e| SpawnError {
+        Some(w) => files::workdir(&vdir, w).map_err(|e| SpawnError {
             context: "bad working directory".into(),
             source: std::io::Error::other(e.to_string()),
         })?,
@@ -95,15 +99,18 @@ pub fn launch(spec: LaunchSpec<'_>) -> Result<Launched, SpawnError> {
     if let Some(logs) = log_path.parent() {
         std::fs::create_dir_all(logs).map_err(err(format!("cannot create {}", logs.display())))?;
     }
+    // Never through a link: the agent rotates (copies and truncates) these files.
     let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(&log_path)
         .map_err(err(format!("cannot open {}", log_path.display())))?;
     let err_path = layout::err_log_file(spec.data, spec.app);
     let log2 = OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(&err_path)
         .map_err(err(format!("cannot open {}", err_path.display())))?;
     // Variables a container sees differently from a process (set after the others).

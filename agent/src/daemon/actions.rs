@@ -42,6 +42,12 @@ impl Daemon {
                 let policy = self.policy_for(&app);
                 let (sup, effects) = Supervisor::start_with(fallback, policy);
                 let key = (app, version);
+                if !self.sups.contains_key(&key) {
+                    // A version starting afresh replaces the app's counter names: whatever the
+                    // previous version posted (junk included) frees its slots; a version still
+                    // running posts its own again.
+                    self.telem.counters.forget(&key.0);
+                }
                 self.sups.insert(key.clone(), SupEntry::new(sup));
                 self.run_effects(&key, effects, now);
             }
@@ -57,6 +63,7 @@ impl Daemon {
                 if let Err(e) = self.store.remove_app(&app) {
                     tracing::error!(%app, error = %e, "cannot forget app");
                 }
+                self.telem.counters.forget(&app);
                 self.apps.remove(&app);
                 // Failed (not live) supervisors of the app would otherwise bring it back.
                 self.sups.retain(|(a, _), _| *a != app);

@@ -263,6 +263,7 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
         crate::identity::load_or_create_secret(&crate::layout::counters_secret(&cfg.data_dir))
             .map_err(std::io::Error::other)?;
     let cfg_telemetry = cfg.telemetry.clone();
+    let counter_limits = cfg.limits.counters;
     let spool = match Spool::open(&cfg.data_dir.join("spool"), cfg.telemetry.spool) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -288,7 +289,12 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
         controller_url: None,
         cancel: Arc::new(AtomicBool::new(false)),
         shutting_down: false,
-        telem: telemetry::Telem::new(cfg_telemetry, counters_secret, Instant::now()),
+        telem: telemetry::Telem::new(
+            cfg_telemetry,
+            counters_secret,
+            counter_limits,
+            Instant::now(),
+        ),
         launcher: std::env::current_exe().ok(),
         traffic: BTreeMap::new(),
         units,

@@ -39,6 +39,8 @@ const OOM_MARKERS: [&str; 5] = [
 pub(super) struct Telem {
     pub(super) counters: Counters,
     pub(super) metrics_base: Option<String>,
+    /// Every agent limit hit (see [`crate::limits`]), shared with the forwarders.
+    pub(super) limits: std::sync::Arc<crate::limits::LimitHits>,
     settings: Settings,
     tailers: BTreeMap<String, Tailer>,
     ring: Ring,
@@ -55,10 +57,18 @@ pub(super) struct Telem {
 impl Telem {
     /// Fresh telemetry state; the first metrics go out one interval after `now`. App counter
     /// keys derive from `counters_secret`.
-    pub(super) fn new(settings: Settings, counters_secret: [u8; 32], now: Instant) -> Self {
+    pub(super) fn new(
+        settings: Settings,
+        counters_secret: [u8; 32],
+        counter_limits: crate::telemetry::counters::CounterLimits,
+        now: Instant,
+    ) -> Self {
+        let limits = std::sync::Arc::<crate::limits::LimitHits>::default();
         Self {
-            counters: Counters::with_secret(counters_secret),
+            counters: Counters::with_secret(counters_secret)
+                .bounded(counter_limits, limits.clone()),
             metrics_base: None,
+            limits,
             ring: Ring::new(settings.log_ring),
             bucket: TokenBucket::new(settings.log_rate, settings.log_rate.saturating_mul(5), now),
             next_metrics: now + settings.metrics_interval,
@@ -122,8 +132,28 @@ impl Daemon {
                     t.dropped += 1;
                 }
             }
-            if let Err(e) = tailer.rotate_if_larger(max_file) {
-                tracing::warn!(app = tailer.app(), error = %e, "cannot rotate app log");
+            let rotated = match tailer.rotate_if_larger(max_file) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(app = tailer.app(), error = %e, "cannot rotate app log");
+                    continue;
+                }
+            };
+            for (stream, n) in rotated.into_iter().filter(|(_, n)| *n > 0) {
+                // Counted as dropped on the bus, and said in the app's own log stream.
+                t.dropped += n;
+                let marker = tail::skipped_marker(tailer.app(), stream, n, ts);
+                t.ring.push(marker.clone());
+                if t.pending.len() < MAX_PENDING {
+                    t.pending.push(marker);
+                }
+                t.limits.hit("log_file_bytes", n, || {
+                    format!(
+                        "{} {} log reached {max_file} bytes before it was read; {n} lines dropped",
+                        tailer.app(),
+                        stream.as_str()
+                    )
+                });
             }
         }
     }

@@ -112,9 +112,16 @@ impl Daemon {
             let fwds = self.traffic.entry(app.clone()).or_default();
             for s in service {
                 if let std::collections::btree_map::Entry::Vacant(slot) = fwds.entry(s) {
-                    match Forwarder::bind(s) {
+                    let bound = Forwarder::bind(
+                        self.cfg.forward_listen,
+                        s,
+                        self.cfg.limits.forward_max_connections,
+                        self.telem.limits.clone(),
+                    );
+                    match bound {
                         Ok(f) => {
-                            tracing::info!(%app, port = s, "serving port through the agent");
+                            let at = self.cfg.forward_listen;
+                            tracing::info!(%app, port = s, %at, "serving port through the agent");
                             slot.insert(f);
                         }
                         Err(e) => {

@@ -125,13 +125,11 @@ impl Daemon {
         let data = self.cfg.data_dir.clone();
         let vdir = layout::version_dir(&data, app, version);
         let rt = &spec.runtime;
-        let exec = match &rt.entrypoint {
-            Some(e) => files::resolve(&vdir, e).map_err(|e| format!("bad entry point: {e}"))?,
-            None => layout::executable(&data, app, version),
-        };
+        let exec = files::program(&vdir, rt.entrypoint.as_deref(), app)
+            .map_err(|e| format!("bad entry point: {e}"))?;
         let workdir = match &rt.workdir {
             Some(w) => {
-                files::resolve(&vdir, w).map_err(|e| format!("bad working directory: {e}"))?
+                files::workdir(&vdir, w).map_err(|e| format!("bad working directory: {e}"))?
             }
             None => vdir.clone(),
         };

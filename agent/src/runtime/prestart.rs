@@ -4,6 +4,7 @@
 //! 0, `exec`s the real command (same pid, so supervision is unchanged). A failing script ends
 //! the start with the script's exit status and a line on the app's stderr naming it.
 
+use crate::confine;
 use crate::runtime::files;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -18,21 +19,22 @@ if [ "$rc" -ne 0 ]; then
 fi
 exec "$@""#;
 
-/// Resolves the script inside the version directory: a regular file, never outside it.
+/// Resolves the script inside the version directory: a regular file, never outside it, reached
+/// by links that stay inside; returns its physical path, so running it follows no link out.
 pub fn resolve(vdir: &Path, script: &str) -> Result<PathBuf, String> {
     let path =
         files::resolve(vdir, script).map_err(|e| format!("pre-start script {script:?}: {e}"))?;
-    if !path.starts_with(vdir) {
+    let Ok(rel) = path.strip_prefix(vdir) else {
         return Err(format!(
             "pre-start script {script:?} must be inside the version directory"
         ));
-    }
-    match std::fs::metadata(&path) {
-        Ok(m) if m.is_file() => Ok(path),
-        Ok(_) => Err(format!("pre-start script {script:?} is not a regular file")),
-        Err(_) => Err(format!(
+    };
+    match confine::open_file(vdir, rel, nix::fcntl::OFlag::O_RDONLY) {
+        Ok((_, physical)) => Ok(vdir.join(physical)),
+        Err(confine::ConfineError::Missing(_)) => Err(format!(
             "pre-start script {script:?} is not in the installed version"
         )),
+        Err(e) => Err(format!("pre-start script {script:?}: {e}")),
     }
 }
 

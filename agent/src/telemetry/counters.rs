@@ -9,29 +9,78 @@
 //! app cannot forge another's error rate to trigger or block a rollback. The key survives agent
 //! restarts, so apps the agent adopts keep reporting.
 
+use crate::limits::LimitHits;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Largest request accepted (headers and body).
 pub const MAX_REQUEST: usize = 16 * 1024;
-/// Most counters kept per app.
-pub const MAX_COUNTERS: usize = 64;
-/// Most apps with counters.
-pub const MAX_APPS: usize = 64;
 /// Path prefix: `POST /v1/metrics/<app>`.
 pub const PATH_PREFIX: &str = "/v1/metrics/";
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Bounds of the counters table (agent settings, see docs/limits.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterLimits {
+    /// Most counters one app may hold; a new name beyond it is refused to that app alone.
+    pub per_app: usize,
+    /// Most apps with counters at once.
+    pub apps: usize,
+    /// A counter (and an app whose counters are all) not posted for this long is forgotten,
+    /// so names an app stopped using (or a removed version's) free their slots.
+    pub idle: Duration,
+}
+
+impl Default for CounterLimits {
+    fn default() -> Self {
+        Self {
+            per_app: 64,
+            apps: 64,
+            idle: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Why counters were refused (answered 429, naming the limit).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CounterError {
+    /// The app already holds its maximum of counter names.
+    #[error("app {app:?} already has {max} counters; {refused} new ones refused")]
+    TooManyCounters {
+        /// The app.
+        app: String,
+        /// The per-app limit.
+        max: usize,
+        /// New names not stored.
+        refused: usize,
+    },
+    /// The table holds its maximum of apps, none idle.
+    #[error("counters of {max} apps are held already; app {app:?} refused")]
+    TooManyApps {
+        /// The app.
+        app: String,
+        /// The limit.
+        max: usize,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    apps: BTreeMap<String, BTreeMap<String, (f64, Instant)>>,
+}
+
 /// Latest counters per app, shared between the endpoint and the metrics sampler, with the
 /// secret the per-app keys derive from.
 #[derive(Clone, Default)]
-pub struct Counters(
-    Arc<Mutex<BTreeMap<String, BTreeMap<String, f64>>>>,
-    Arc<[u8; 32]>,
-);
+pub struct Counters {
+    table: Arc<Mutex<Table>>,
+    secret: Arc<[u8; 32]>,
+    limits: CounterLimits,
+    hits: Arc<LimitHits>,
+}
 
 impl std::fmt::Debug for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -40,14 +89,24 @@ impl std::fmt::Debug for Counters {
 }
 
 impl Counters {
-    /// Counters whose app keys derive from `secret`.
+    /// Counters whose app keys derive from `secret`, with the default limits.
     pub fn with_secret(secret: [u8; 32]) -> Counters {
-        Counters(Arc::default(), Arc::new(secret))
+        Counters {
+            secret: Arc::new(secret),
+            ..Counters::default()
+        }
+    }
+
+    /// The same table bounded by `limits`, counting hits in `hits`.
+    pub fn bounded(mut self, limits: CounterLimits, hits: Arc<LimitHits>) -> Counters {
+        self.limits = limits;
+        self.hits = hits;
+        self
     }
 
     /// The key of `app` (32 hex characters).
     pub fn key_for(&self, app: &str) -> String {
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.1.as_ref());
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.secret.as_ref());
         let tag = ring::hmac::sign(&key, app.as_bytes());
         hex::encode(&tag.as_ref()[..16])
     }
@@ -67,34 +126,88 @@ impl Counters {
                 == 0
     }
 
-    /// Merges reported values into the app's counters (bounded).
-    pub fn merge(&self, app: &str, values: BTreeMap<String, f64>) -> Result<(), &'static str> {
-        let mut all = self.0.lock().map_err(|_| "counter store poisoned")?;
-        if !all.contains_key(app) && all.len() >= MAX_APPS {
-            return Err("too many apps");
-        }
-        let mine = all.entry(app.to_string()).or_default();
-        for (k, v) in values {
-            if mine.contains_key(&k) || mine.len() < MAX_COUNTERS {
-                mine.insert(k, v);
+    /// Merges reported values into the app's counters: names the app already has are always
+    /// updated; new names take free slots of that app only (its idle names are forgotten
+    /// first), and a new app takes a free app slot (idle apps are forgotten first).
+    pub fn merge(&self, app: &str, values: BTreeMap<String, f64>) -> Result<(), CounterError> {
+        self.merge_at(app, values, Instant::now())
+    }
+
+    /// [`Counters::merge`] at a given instant (tests).
+    pub fn merge_at(
+        &self,
+        app: &str,
+        values: BTreeMap<String, f64>,
+        now: Instant,
+    ) -> Result<(), CounterError> {
+        let l = self.limits;
+        let result = {
+            let mut t = self.table.lock().expect("counter lock is never poisoned");
+            let fresh = |at: &Instant| now.saturating_duration_since(*at) < l.idle;
+            if !t.apps.contains_key(app) && t.apps.len() >= l.apps {
+                t.apps.retain(|_, c| c.values().any(|(_, at)| fresh(at)));
             }
+            if !t.apps.contains_key(app) && t.apps.len() >= l.apps {
+                Err(CounterError::TooManyApps {
+                    app: app.to_string(),
+                    max: l.apps,
+                })
+            } else {
+                let mine = t.apps.entry(app.to_string()).or_default();
+                if values.keys().any(|k| !mine.contains_key(k)) && mine.len() >= l.per_app {
+                    mine.retain(|_, (_, at)| fresh(at));
+                }
+                let mut refused = 0;
+                for (k, v) in values {
+                    if mine.contains_key(&k) || mine.len() < l.per_app {
+                        mine.insert(k, (v, now));
+                    } else {
+                        refused += 1;
+                    }
+                }
+                match refused {
+                    0 => Ok(()),
+                    refused => Err(CounterError::TooManyCounters {
+                        app: app.to_string(),
+                        max: l.per_app,
+                        refused,
+                    }),
+                }
+            }
+        };
+        if let Err(e) = &result {
+            let limit = match e {
+                CounterError::TooManyCounters { .. } => "counters_per_app",
+                CounterError::TooManyApps { .. } => "counter_apps",
+            };
+            self.hits.hit(limit, 1, || e.to_string());
         }
-        Ok(())
+        result
+    }
+
+    /// Forgets an app's counters (the app was removed), freeing its slot.
+    pub fn forget(&self, app: &str) {
+        self.table
+            .lock()
+            .expect("counter lock is never poisoned")
+            .apps
+            .remove(app);
     }
 
     /// The app's counters.
     pub fn get(&self, app: &str) -> BTreeMap<String, f64> {
-        self.0
-            .lock()
-            .map(|all| all.get(app).cloned().unwrap_or_default())
+        let t = self.table.lock().expect("counter lock is never poisoned");
+        t.apps
+            .get(app)
+            .map(|c| c.iter().map(|(k, (v, _))| (k.clone(), *v)).collect())
             .unwrap_or_default()
     }
 }
 
-/// A parsed request's outcome: status code and reason.
-fn handle(req: &[u8], counters: &Counters) -> (u16, &'static str) {
+/// A parsed request's outcome: status code, reason and a body naming what was refused.
+fn handle(req: &[u8], counters: &Counters) -> (u16, &'static str, String) {
     let Some(head_end) = req.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return (400, "Bad Request");
+        return (400, "Bad Request", String::new());
     };
     let head = String::from_utf8_lossy(&req[..head_end]);
     let body = &req[head_end + 4..];
@@ -102,27 +215,33 @@ fn handle(req: &[u8], counters: &Counters) -> (u16, &'static str) {
     let mut first = lines.next().unwrap_or_default().split_whitespace();
     let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
     let Some(rest) = path.strip_prefix(PATH_PREFIX) else {
-        return (404, "Not Found");
+        return (404, "Not Found", String::new());
     };
     if method != "POST" {
-        return (405, "Method Not Allowed");
+        return (405, "Method Not Allowed", String::new());
     }
     let Some((app, key)) = rest.split_once('/') else {
-        return (401, "Unauthorized");
+        return (401, "Unauthorized", String::new());
     };
     if fleet_schema::artifact::validate_name(app).is_err() {
-        return (400, "Bad Request");
+        return (400, "Bad Request", String::new());
     }
     if !counters.key_matches(app, key) {
-        return (403, "Forbidden");
+        return (403, "Forbidden", String::new());
     }
     let values: BTreeMap<String, f64> = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(_) => return (400, "Bad Request"),
+        Err(e) => {
+            return (
+                400,
+                "Bad Request",
+                format!("body is not a JSON object of numbers: {e}\n"),
+            )
+        }
     };
     match counters.merge(app, values) {
-        Ok(()) => (204, "No Content"),
-        Err(_) => (429, "Too Many Requests"),
+        Ok(()) => (204, "No Content", String::new()),
+        Err(e) => (429, "Too Many Requests", format!("{e}\n")),
     }
 }
 
@@ -158,13 +277,15 @@ async fn serve_one(mut s: TcpStream, counters: Counters) {
             }
         }
     };
-    let (code, reason) = match tokio::time::timeout(READ_TIMEOUT, read).await {
+    let (code, reason, body) = match tokio::time::timeout(READ_TIMEOUT, read).await {
         Ok(Some(())) => handle(&buf, &counters),
-        Ok(None) => (413, "Payload Too Large"),
-        Err(_) => (408, "Request Timeout"),
+        Ok(None) => (413, "Payload Too Large", String::new()),
+        Err(_) => (408, "Request Timeout", String::new()),
     };
-    let resp =
-        format!("HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let resp = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     let _ = s.write_all(resp.as_bytes()).await;
     let _ = s.shutdown().await;
 }
@@ -191,85 +312,9 @@ pub async fn serve(listen: &str, counters: Counters) -> std::io::Result<String> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+#[path = "counters_tests.rs"]
+mod tests;
 
-    #[test]
-    fn requests_are_parsed_bounded_and_keyed_per_app() {
-        let c = Counters::with_secret([7; 32]);
-        let web = c.key_for("web");
-        let post = |path: &str, body: &str| {
-            format!(
-                "POST {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-        };
-        let req = post(
-            &format!("/v1/metrics/web/{web}"),
-            r#"{"requests":10,"errors":1}"#,
-        );
-        assert_eq!(handle(req.as_bytes(), &c).0, 204);
-        assert_eq!(c.get("web").get("errors"), Some(&1.0));
-        // Another app's key, no key, a key for another secret: refused, nothing stored.
-        let db = c.key_for("db");
-        let forged = post(&format!("/v1/metrics/web/{db}"), r#"{"errors":1000}"#);
-        assert_eq!(handle(forged.as_bytes(), &c).0, 403);
-        assert_eq!(handle(post("/v1/metrics/web", "{}").as_bytes(), &c).0, 401);
-        let other = Counters::with_secret([8; 32]).key_for("web");
-        assert_eq!(
-            handle(
-                post(&format!("/v1/metrics/web/{other}"), "{}").as_bytes(),
-                &c
-            )
-            .0,
-            403
-        );
-        assert_eq!(c.get("web").get("errors"), Some(&1.0));
-        assert_eq!(
-            handle(
-                format!("GET /v1/metrics/web/{web} HTTP/1.1\r\n\r\n").as_bytes(),
-                &c
-            )
-            .0,
-            405
-        );
-        assert_eq!(handle(b"POST /other HTTP/1.1\r\n\r\n", &c).0, 404);
-        assert_eq!(
-            handle(
-                post(&format!("/v1/metrics/web/{web}"), "not json").as_bytes(),
-                &c
-            )
-            .0,
-            400
-        );
-        assert_eq!(
-            handle(b"POST /v1/metrics/../x HTTP/1.1\r\n\r\n{}", &c).0,
-            400
-        );
-        let many: BTreeMap<String, f64> = (0..100).map(|i| (format!("k{i}"), 1.0)).collect();
-        c.merge("web", many).expect("merges");
-        assert_eq!(c.get("web").len(), MAX_COUNTERS, "capped");
-    }
-
-    #[tokio::test]
-    async fn a_real_http_post_is_stored() {
-        let c = Counters::with_secret([1; 32]);
-        let base = serve("127.0.0.1:0", c.clone()).await.expect("binds");
-        let addr = base
-            .trim_start_matches("http://")
-            .trim_end_matches(PATH_PREFIX)
-            .to_string();
-        let mut s = TcpStream::connect(&addr).await.expect("connects");
-        let body = r#"{"requests": 5}"#;
-        let req = format!(
-            "POST {PATH_PREFIX}svc/{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-            c.key_for("svc"),
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.expect("writes");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).await.expect("reads");
-        assert!(resp.starts_with("HTTP/1.1 204"), "{resp}");
-        assert_eq!(c.get("svc").get("requests"), Some(&5.0));
-    }
-}
+#[cfg(test)]
+#[path = "counters_limits_tests.rs"]
+mod limits_tests;
