@@ -231,16 +231,37 @@ fn an_oversized_json_body_is_refused_naming_the_limit() {
         vec!["\"d\""; 800_000].join(",")
     );
     assert!(huge.len() > 3 * 1024 * 1024);
-    let (status, text) = post(
-        &f.url("/api/v1/deployments"),
-        "application/json",
-        huge.as_bytes(),
+    // fleetd answers from the Content-Length, before the body: read while sending it.
+    let addr = f.http.trim_start_matches("http://").to_string();
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    let head = format!(
+        "POST /api/v1/deployments HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        admin_token(),
+        huge.len()
     );
-    assert_eq!(status, 413, "{text}");
-    let err = parse_json(&text)["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(err.contains("--max-request-body-bytes"), "{err}");
+    conn.write_all(head.as_bytes()).expect("head");
+    let mut writer = conn.try_clone().expect("clone");
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(huge.as_bytes());
+    });
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = conn.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&answer).contains("\"}") {
+            break;
+        }
+    }
+    let _ = conn.shutdown(std::net::Shutdown::Both);
+    let _ = sender.join();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("--max-request-body-bytes"), "{answer}");
     assert!(limit_hits(&f, "request_body_bytes") >= 1);
 }
