@@ -75,9 +75,9 @@ fn raw_upload(
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     out.extend_from_slice(&buf[..n]);
-                    if out.windows(4).any(|w| w == b"\r\n\r\n")
-                        && String::from_utf8_lossy(&out).contains("\"error\"")
-                    {
+                    // A whole JSON answer (fleetd's answers are one JSON object).
+                    let text = String::from_utf8_lossy(&out);
+                    if text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
                         break;
                     }
                 }
@@ -264,4 +264,35 @@ fn an_oversized_json_body_is_refused_naming_the_limit() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("--max-request-body-bytes"), "{answer}");
     assert!(limit_hits(&f, "request_body_bytes") >= 1);
+}
+
+#[test]
+fn the_body_timeout_cuts_a_stalled_upload_but_not_a_slow_one_that_progresses() {
+    let f = Fleetd::start_with_args(&["--http-body-timeout-secs", "2"]);
+    let meta = r#"{"name":"slow","version":"1.0.0","type":"binary","size":6}"#;
+    let start = format!("{}{}", metadata_part(meta), file_part_start());
+    let end = format!("\r\n--{BOUNDARY}--\r\n");
+    // One byte a second for six seconds, three times the timeout in all: stored.
+    let (mut conn, answer) = raw_upload(&f, &start, 6 + end.len() as u64);
+    for _ in 0..6 {
+        conn.write_all(b"s").expect("a byte");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    conn.write_all(end.as_bytes()).expect("end");
+    let answer = answer.join().expect("reader");
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    // Stalled after the first bytes: refused, nothing left staged.
+    let meta = r#"{"name":"stalled","version":"1.0.0","type":"binary"}"#;
+    let start = format!("{}{}", metadata_part(meta), file_part_start());
+    let (mut conn, answer) = raw_upload(&f, &start, 1000);
+    conn.write_all(b"first bytes").expect("first bytes");
+    let answer = answer.join().expect("reader");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("--http-body-timeout-secs"), "{answer}");
+    assert!(support::wait_until(
+        Duration::from_secs(10),
+        || staged_files(&f) == 0
+    ));
+    assert!(limit_hits(&f, "http_body_timeout") >= 1);
 }

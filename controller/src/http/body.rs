@@ -48,11 +48,19 @@ impl FromRequest<AppState> for LimitedBody {
         if declared.is_some_and(|n| n > max as u64) {
             return Err(too_large(st, declared));
         }
+        let stall = req
+            .extensions()
+            .get::<crate::server::watch::BodyStall>()
+            .cloned()
+            .unwrap_or_default();
         let mut stream = req.into_body().into_data_stream();
         let mut out = Vec::with_capacity(declared.map_or(0, |n| n as usize));
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
-                ApiFailure::bad_request(format!("reading the request body failed: {e}"))
+                super::upload::stalled_or(
+                    &stall,
+                    ApiFailure::bad_request(format!("reading the request body failed: {e}")),
+                )
             })?;
             if out.len() + chunk.len() > max {
                 return Err(too_large(st, None));

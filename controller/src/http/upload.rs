@@ -8,6 +8,7 @@
 
 use super::upload_gate::Reservation;
 use super::{ApiFailure, AppState};
+use crate::server::watch::BodyStall;
 use crate::store::scan::{ScanHook, ScanOutcome};
 use crate::store::{NewArtifact, StagedBlob, StoreError, StoreOutcome};
 use crate::trust::Principal;
@@ -33,6 +34,29 @@ const MAX_METADATA_BYTES: usize = 64 * 1024;
 pub async fn upload(
     State(st): State<AppState>,
     Extension(caller): Extension<Principal>,
+    stall: Option<Extension<BodyStall>>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<ArtifactMeta>), ApiFailure> {
+    let stall = stall.map(|Extension(s)| s).unwrap_or_default();
+    receive(st, caller, multipart)
+        .await
+        .map_err(|e| stalled_or(&stall, e))
+}
+
+/// The answer for a body that stalled past the body timeout, whatever the parser made of it.
+pub fn stalled_or(stall: &BodyStall, e: ApiFailure) -> ApiFailure {
+    if stall.stalled() {
+        return ApiFailure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body stalled: no data within the body timeout (--http-body-timeout-secs); nothing was stored",
+        );
+    }
+    e
+}
+
+async fn receive(
+    st: AppState,
+    caller: Principal,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<ArtifactMeta>), ApiFailure> {
     let _slot = st.uploads.slot(&st.metrics)?;

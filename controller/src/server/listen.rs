@@ -6,7 +6,7 @@
 //! [`super::watch`]); every one of them, and every accept error, is counted in
 //! `fleetd_limit_hits_total`. Accept errors (out of file descriptors, ...) back off briefly.
 
-use super::watch::{timed_body, Activity, Timeouts, Tracked};
+use super::watch::{timed_body, Activity, BodyStall, Timeouts, Tracked};
 use crate::limits::LimitArgs;
 use crate::metrics::Metrics;
 use axum::body::Body;
@@ -181,8 +181,9 @@ where
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let guard = act.handling();
         let m = metrics.clone();
-        let req = req.map(|b| {
-            timed_body(Body::new(b), timeouts.body, move || {
+        let stall = BodyStall::default();
+        let mut req = req.map(|b| {
+            timed_body(Body::new(b), timeouts.body, stall.clone(), move || {
                 m.limits.hit("http_body_timeout", || {
                     format!(
                         "a request body stalled for {:?} (--http-body-timeout-secs); the request failed",
@@ -191,6 +192,7 @@ where
                 })
             })
         });
+        req.extensions_mut().insert(stall);
         let fut = hyper::service::Service::call(&inner, req);
         async move {
             let out = fut.await;

@@ -192,10 +192,31 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 }
 
+/// Set on a request (as an extension) when its body stalled past the body timeout, so the
+/// handler can say so rather than report whatever its parser made of the cut-off body.
+#[derive(Debug, Clone, Default)]
+pub struct BodyStall(Arc<std::sync::atomic::AtomicBool>);
+
+impl BodyStall {
+    /// Whether the body stalled.
+    pub fn stalled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn mark(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// A request body whose every piece must arrive within `timeout` of the previous one (a
 /// timeout between reads, not on the whole body); `on_timeout` is called when one does not,
 /// and the body ends with an error naming the timeout.
-pub fn timed_body(body: Body, timeout: Duration, on_timeout: impl Fn() + Send + 'static) -> Body {
+pub fn timed_body(
+    body: Body,
+    timeout: Duration,
+    stall: BodyStall,
+    on_timeout: impl Fn() + Send + 'static,
+) -> Body {
     let stream = body.into_data_stream();
     let timed = futures_util::stream::unfold(Some(stream), move |stream| async move {
         let mut stream = stream?;
@@ -217,6 +238,7 @@ pub fn timed_body(body: Body, timeout: Duration, on_timeout: impl Fn() + Send + 
     });
     Body::from_stream(timed.inspect(move |item| {
         if matches!(item, Err(e) if e.kind() == io::ErrorKind::TimedOut) {
+            stall.mark();
             on_timeout();
         }
     }))
