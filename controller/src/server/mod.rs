@@ -287,6 +287,10 @@ pub async fn run(
             .push(tokio::spawn(warn_insecure(token.clone())));
     }
 
+    let uploads = Arc::new(crate::http::upload_gate::UploadGate::new(
+        args.limits.max_uploads_in_flight,
+        args.limits.max_staging_bytes,
+    ));
     bridge.tasks.push(tokio::spawn(crate::ci::run(
         Arc::new(crate::ci::CiContext {
             db: db.clone(),
@@ -297,6 +301,7 @@ pub async fn run(
             trust: trust.clone(),
             client: bridge.client.clone(),
             max_upload_bytes: args.limits.max_upload_bytes,
+            uploads: uploads.clone(),
             requests_private: args.mqtt_url.is_some() && sec.mosquitto_dir.is_some(),
             busy: Default::default(),
             shutdown: token.clone(),
@@ -312,10 +317,7 @@ pub async fn run(
         mqtt_connected: bridge.connected.clone(),
         public_url: public.into(),
         max_upload_bytes: args.limits.max_upload_bytes,
-        uploads: Arc::new(crate::http::upload_gate::UploadGate::new(
-            args.limits.max_uploads_in_flight,
-            args.limits.max_staging_bytes,
-        )),
+        uploads,
         max_request_body_bytes: args.limits.max_request_body_bytes,
         max_manifest_bytes: args.limits.max_manifest_bytes,
         scan: args
