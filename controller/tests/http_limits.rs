@@ -40,49 +40,42 @@ fn try_devices(f: &Fleetd) -> Option<u16> {
     Some(resp.status().as_u16())
 }
 
-#[test]
-fn a_slow_loris_client_is_disconnected_after_the_header_timeout() {
-    let f = Fleetd::start_with_args(&["--http-header-timeout-secs", "2"]);
-    let mut conn = TcpStream::connect(http_addr(&f)).expect("connect");
-    conn.set_read_timeout(Some(Duration::from_millis(1000)))
-        .expect("read timeout");
+/// Sends a request head one byte a second, never ending it; returns how long the server
+/// kept the connection (`None`: still open after 40 s).
+fn trickle_head(conn: &mut (impl Read + Write)) -> Option<Duration> {
     conn.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        .expect("start of the head");
+        .ok()?;
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(40);
-    let mut disconnected = false;
     let mut buf = [0u8; 1024];
-    // One more byte of the header every second, never ending it.
-    while Instant::now() < deadline {
-        if conn.write_all(b"a").is_err() {
-            disconnected = true;
-            break;
+    while started.elapsed() < Duration::from_secs(40) {
+        if conn.write_all(b"a").and_then(|()| conn.flush()).is_err() {
+            return Some(started.elapsed());
         }
         match conn.read(&mut buf) {
-            Ok(0) => {
-                disconnected = true;
-                break;
-            }
+            Ok(0) => return Some(started.elapsed()),
             Ok(_) => {}
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
-            Err(_) => {
-                disconnected = true;
-                break;
-            }
+            Err(_) => return Some(started.elapsed()),
         }
     }
+    None
+}
+
+#[test]
+fn a_slow_loris_client_is_disconnected_after_the_header_timeout() {
+    let f = Fleetd::start_with_args(&["--http-header-timeout-secs", "2"]);
+    let mut conn = TcpStream::connect(http_addr(&f)).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_millis(1000)))
+        .expect("read timeout");
+    let kept = trickle_head(&mut conn)
+        .expect("a client trickling its request head was still connected after 40 s");
     assert!(
-        disconnected,
-        "a client trickling its request head was still connected after {:?}",
-        started.elapsed()
-    );
-    assert!(
-        started.elapsed() >= Duration::from_secs(2),
-        "disconnected before the header timeout"
+        kept >= Duration::from_secs(1),
+        "disconnected after {kept:?}"
     );
     assert!(
         limit_hits(&f, "http_header_timeout") >= 1,
@@ -91,6 +84,44 @@ fn a_slow_loris_client_is_disconnected_after_the_header_timeout() {
     );
     // fleetd still serves.
     assert_eq!(try_devices(&f), Some(200));
+}
+
+#[test]
+fn a_slow_loris_client_over_https_is_disconnected_after_the_header_timeout() {
+    use rustls::pki_types::pem::PemObject;
+    let f = Fleetd::start_tls_with(&["--http-header-timeout-secs", "2"]);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls::pki_types::CertificateDer::pem_file_iter(support::test_certs().join("ca.pem"))
+            .expect("ca.pem")
+    {
+        roots.add(cert.expect("certificate")).expect("CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let client =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("TLS client");
+    let tcp = TcpStream::connect(f.http.trim_start_matches("https://")).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_millis(1000)))
+        .expect("read timeout");
+    let mut tls = rustls::StreamOwned::new(client, tcp);
+    let kept = trickle_head(&mut tls)
+        .expect("an HTTPS client trickling its request head was still connected after 40 s");
+    assert!(
+        kept >= Duration::from_secs(1),
+        "disconnected after {kept:?}"
+    );
+    assert!(
+        limit_hits(&f, "http_header_timeout") >= 1,
+        "{}",
+        f.metrics()
+    );
 }
 
 #[test]

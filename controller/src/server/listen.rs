@@ -151,12 +151,18 @@ async fn connection(
     acceptor: Option<TlsAcceptor>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let activity = Activity::new();
+    // The header timeout counts from here, or from the end of the TLS handshake.
     match acceptor {
-        None => http(&shared, Tracked::new(tcp, activity.clone()), activity).await,
+        None => {
+            let activity = Activity::new();
+            http(&shared, Tracked::new(tcp, activity.clone()), activity).await
+        }
         Some(acceptor) => {
             match tokio::time::timeout(shared.limits.handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => http(&shared, Tracked::new(tls, activity.clone()), activity).await,
+                Ok(Ok(tls)) => {
+                    let activity = Activity::new();
+                    http(&shared, Tracked::new(tls, activity.clone()), activity).await
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => shared.metrics.limits.hit("http_tls_handshake_timeout", || {
                     format!(
