@@ -5,9 +5,6 @@ pub use fleet_schema::MqttUrl;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-/// Default cap on one uploaded artifact: 8 GiB.
-pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 8 * 1024 * 1024 * 1024;
-
 /// The flags of `fleetd` when it serves (also the flags a future `fleetd demo` reuses).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -27,9 +24,6 @@ pub struct ServeArgs {
     /// Base URL agents download artifacts from (default: derived from the HTTP address).
     #[arg(long)]
     pub public_url: Option<String>,
-    /// Largest accepted artifact upload, in bytes.
-    #[arg(long, env = "FLEETD_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES, hide = true)]
-    pub max_upload_bytes: u64,
     /// How long a download URL handed to devices stays valid, in seconds (a device holding an
     /// expired one asks fleetd for a fresh URL).
     #[arg(long, env = "FLEETD_DOWNLOAD_URL_TTL_SECS", default_value_t = 24 * 3600)]

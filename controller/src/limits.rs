@@ -22,7 +22,58 @@ pub struct LimitArgs {
     /// kept too). Older ones are removed once a minute: each holds per-device state.
     #[arg(long, env = "FLEETD_KEEP_FINISHED_DEPLOYMENTS", default_value_t = 1000)]
     pub keep_finished_deployments: usize,
+    // --- HTTP server, uploads and request bodies (see docs/limits.md, "HTTP") ---
+    /// Most HTTP(S) connections open at once; a connection beyond it is closed as soon as it is
+    /// accepted, before it holds anything. Kept below half of fleetd's open-file limit (the
+    /// embedded broker needs the rest).
+    #[arg(long, env = "FLEETD_MAX_HTTP_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_http_connections: u32,
+    /// Longest a client may take to send a complete request head, counted from its connection
+    /// (or from the first byte of a later request on a kept-alive connection), seconds.
+    #[arg(long, env = "FLEETD_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_secs: u64,
+    /// Longest fleetd waits for the next piece of a request body, or for a client to take the
+    /// next piece of a response, seconds: a timeout between reads (or writes), never on the
+    /// whole transfer, so large uploads and downloads that progress are not cut.
+    #[arg(long, env = "FLEETD_HTTP_BODY_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_timeout_secs: u64,
+    /// Longest a kept-alive connection may wait idle for its next request, seconds.
+    #[arg(long, env = "FLEETD_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_idle_timeout_secs: u64,
+    /// Longest a client may take to complete the TLS handshake (HTTPS), seconds.
+    #[arg(long, env = "FLEETD_TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub tls_handshake_timeout_secs: u64,
+    /// Largest body of an API request other than an upload (deployment requests, manifests,
+    /// tokens, groups, ...), bytes.
+    #[arg(long, env = "FLEETD_MAX_REQUEST_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_request_body_bytes: usize,
+    /// Largest application manifest: its YAML with every alias expanded, and the total bytes
+    /// of its arguments, environment and configuration files once validated.
+    #[arg(long, env = "FLEETD_MAX_MANIFEST_BYTES", default_value_t = fleet_schema::manifest::DEFAULT_MAX_MANIFEST_BYTES)]
+    pub max_manifest_bytes: usize,
+    /// Largest accepted artifact upload, in bytes.
+    #[arg(long, env = "FLEETD_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
+    pub max_upload_bytes: u64,
+    /// Most bytes being staged at once, over all uploads in flight (and CI fetches); an upload
+    /// that would go beyond it is refused with 507.
+    #[arg(long, env = "FLEETD_MAX_STAGING_BYTES", default_value_t = DEFAULT_MAX_STAGING_BYTES)]
+    pub max_staging_bytes: u64,
+    /// Most artifact uploads received at once; one more is answered 429.
+    #[arg(long, env = "FLEETD_MAX_UPLOADS_IN_FLIGHT", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_uploads_in_flight: u32,
 }
+
+/// Default cap on one uploaded artifact: 8 GiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
+/// Default cap on the bytes staged at once over all uploads: 16 GiB.
+pub const DEFAULT_MAX_STAGING_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 /// Counts of limits hit, by limit name, with the time each was last logged.
 #[derive(Debug, Default)]

@@ -11,3 +11,11 @@ pub fn raise_nofile_limit() -> Result<u64, nix::Error> {
     }
     Ok(hard.max(soft))
 }
+
+/// The current soft limit on open files, if it can be read (the HTTP server keeps its
+/// connections within half of it).
+pub fn nofile_limit() -> Option<u64> {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+}

@@ -1,19 +1,13 @@
 //! TLS for fleetd: the server configuration of the HTTPS API and of the embedded broker's MQTT
 //! listener (`--tls-cert`, `--tls-key`, optionally `--mqtt-client-ca` to require client
-//! certificates), the client configuration for an external `mqtts://` broker (`--mqtt-ca`), and
-//! an axum listener that completes TLS handshakes concurrently, each within a timeout. rustls
-//! with the ring provider throughout.
+//! certificates) and the client configuration for an external `mqtts://` broker (`--mqtt-ca`).
+//! The HTTPS handshakes themselves happen in `server::http`, each within a timeout. rustls with
+//! the ring provider throughout.
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 /// Why TLS could not be set up; the text names the file.
 #[derive(Debug, thiserror::Error)]
@@ -115,68 +109,4 @@ pub fn client_config(
             .map_err(|e| TlsError::Config(format!("{}: {e}", cert.display())))?,
     };
     Ok(Arc::new(config))
-}
-
-/// Longest a client may take to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An axum listener serving TLS: a task accepts TCP connections and completes each handshake
-/// in its own task (a slow client never holds up the others); finished connections are handed
-/// to axum.
-pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<tokio::net::TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Starts accepting on `listener` with `config`.
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(256);
-        let acceptor = TlsAcceptor::from(config);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "HTTPS accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let conn_tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = conn_tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-                if tx.is_closed() {
-                    return;
-                }
-            }
-        });
-        Ok(TlsListener { rx, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(conn) => conn,
-            // The accept task never ends while the listener lives.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }

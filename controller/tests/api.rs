@@ -98,19 +98,19 @@ fn bad_uploads_are_4xx_naming_the_problem() {
         (
             "unknown field",
             vec![
-                ("file", Some("f"), b"x"),
                 (
                     "metadata",
                     None,
                     br#"{"name":"a","version":"1.0.0","type":"binary","typo":1}"#,
                 ),
+                ("file", Some("f"), b"x"),
             ],
             400,
             "typo",
         ),
         (
             "malformed metadata",
-            vec![("file", Some("f"), b"x"), ("metadata", None, b"{nope")],
+            vec![("metadata", None, b"{nope"), ("file", Some("f"), b"x")],
             400,
             "metadata",
         ),

@@ -115,8 +115,8 @@ fn unfit_deployment_targets_are_refused_naming_device_and_requirement() {
     })
     .to_string();
     let (ct, body) = support::multipart(&[
-        ("file", Some("big"), b"bytes"),
         ("metadata", None, meta.as_bytes()),
+        ("file", Some("big"), b"bytes"),
     ]);
     let (status, text) = support::post(&fleetd.url("/api/v1/artifacts"), &ct, &body);
     assert_eq!(status, 201, "{text}");
@@ -146,7 +146,7 @@ fn vulnerability_scan_findings_reject_the_upload() {
     let script = dir.path().join("scan.sh");
     std::fs::write(
         &script,
-        "#!/bin/sh\nif grep -q vulnerable \"$1\"; then echo 'CVE-2099-0001 critical in libfoo 1.2'; exit 1; fi\n",
+        "#!/bin/sh\nif grep -q vulnerable \"$1\"; then echo \"$1: CVE-2099-0001 critical in libfoo 1.2\"; exit 1; fi\n",
     )
     .expect("write scanner");
     let command = format!("sh {}", script.display());
@@ -159,6 +159,14 @@ fn vulnerability_scan_findings_reject_the_upload() {
     let err = body["error"].as_str().unwrap_or_default();
     assert!(
         err.contains("CVE-2099-0001 critical in libfoo 1.2") && err.contains("scanned@1.0.0"),
+        "{err}"
+    );
+    // The scanner names the file it scanned: the answer names the artifact, not the server's
+    // staging path.
+    let data = fleetd.data_dir();
+    let data = data.to_string_lossy();
+    assert!(
+        !err.contains(data.as_ref()) && !err.contains(".tmp/upload-"),
         "{err}"
     );
     assert_eq!(get(&fleetd.url("/api/v1/artifacts/scanned/1.0.0")).0, 404);

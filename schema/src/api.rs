@@ -44,6 +44,11 @@ pub struct UploadMetadata {
     /// With a tagged `image`: the manifest digest the pulled image must have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
+    /// Size of the `file` part in bytes, when the client knows it (fleetctl does): fleetd
+    /// refuses an upload over its limit before reading the file, reserves its staging space at
+    /// once, and checks the file has exactly this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// Strategy of a deployment and its parameters. Durations are strings such as `30s`, `5m`;

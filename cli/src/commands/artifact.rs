@@ -103,6 +103,8 @@ pub fn push(g: &Global, args: &PushArgs) -> Result<()> {
         signatures,
         image: source.as_ref().map(|s| s.image.clone()),
         image_digest: source.and_then(|s| s.digest),
+        // fleetd refuses an over-size file before reading it and reserves its staging space.
+        size: Some(len),
         ..Default::default()
     };
     let filename = match &content {

@@ -68,8 +68,14 @@ pub async fn register(
     store: &dyn ArtifactStore,
     a: &CiArtifact,
     max_bytes: u64,
+    quota: (
+        &crate::http::upload_gate::UploadGate,
+        &crate::metrics::Metrics,
+    ),
 ) -> Result<ArtifactMeta, String> {
     let new = check(a)?;
+    // What a CI fetch stages counts against the same staging quota as uploads.
+    let reservation = quota.0.reserve(0, quota.1).map_err(|e| e.message)?;
     let url = a.url.clone();
     // ureq is blocking: a thread reads the body and hands chunks over a bounded channel.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(8);
@@ -93,8 +99,11 @@ pub async fn register(
             }
         }
     });
-    let stream = tokio_stream_of(rx);
+    let stream = Box::pin(reservation.count(tokio_stream_of(rx)));
     let staged = store.stage(stream, max_bytes).await;
+    if staged.is_err() && reservation.was_refused() {
+        return Err(reservation.refusal(quota.1).message);
+    }
     let fetched = reader.await.map_err(|e| e.to_string())?;
     fetched?;
     let staged = staged.map_err(|e| format!("artifact.url {}: {e}", a.url))?;

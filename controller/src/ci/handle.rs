@@ -166,8 +166,13 @@ async fn create(
     let result = async {
         let artifact = match &req.artifact {
             Some(a) => {
-                let meta =
-                    super::fetch::register(ctx.store.as_ref(), a, ctx.max_upload_bytes).await?;
+                let meta = super::fetch::register(
+                    ctx.store.as_ref(),
+                    a,
+                    ctx.max_upload_bytes,
+                    (&ctx.uploads, &ctx.metrics),
+                )
+                .await?;
                 Some(meta.id)
             }
             None => None,

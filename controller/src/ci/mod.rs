@@ -69,6 +69,8 @@ pub struct CiContext {
     pub requests_private: bool,
     /// Largest artifact fetched from a URL.
     pub max_upload_bytes: u64,
+    /// The staging quota shared with uploads.
+    pub uploads: Arc<crate::http::upload_gate::UploadGate>,
     /// Request keys being carried out right now.
     pub busy: Mutex<HashSet<String>>,
     /// Cancelled at shutdown.

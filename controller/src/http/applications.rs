@@ -5,7 +5,6 @@
 use super::{ApiFailure, AppState};
 use crate::db::Registered;
 use crate::trust::Principal;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
@@ -30,7 +29,7 @@ pub async fn register(
     State(st): State<AppState>,
     Extension(caller): Extension<Principal>,
     headers: HeaderMap,
-    body: Bytes,
+    body: super::body::LimitedBody,
 ) -> Result<(StatusCode, Json<ApplicationView>), ApiFailure> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiFailure::bad_request("manifest is not UTF-8 text"))?;
@@ -39,12 +38,24 @@ pub async fn register(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("json"))
         || text.trim_start().starts_with('{');
+    let max = st.max_manifest_bytes;
     let parsed = if json {
-        manifest::parse_json(text)
+        manifest::parse_json_within(text, max)
     } else {
-        manifest::parse_yaml(text)
+        manifest::parse_yaml_within(text, max)
     };
-    let app = parsed.map_err(|e: ManifestError| ApiFailure::bad_request(e.to_string()))?;
+    let app = parsed.map_err(|e: ManifestError| {
+        if matches!(
+            e,
+            ManifestError::Expands { .. } | ManifestError::TooLarge { .. }
+        ) {
+            st.metrics.limits.hit("manifest_bytes", || {
+                format!("a manifest was refused: {e} (--max-manifest-bytes)")
+            });
+            return ApiFailure::bad_request(format!("{e} (--max-manifest-bytes)"));
+        }
+        ApiFailure::bad_request(e.to_string())
+    })?;
     caller.require_app(&app.name)?;
     let now = crate::clock::now_ms();
     let out = st
@@ -89,7 +100,7 @@ pub async fn get_one(
 /// `POST /api/v1/groups`: creates or replaces a device group (unknown fields are refused).
 pub async fn put_group(
     State(st): State<AppState>,
-    body: Bytes,
+    body: super::body::LimitedBody,
 ) -> Result<(StatusCode, Json<GroupSpec>), ApiFailure> {
     let g: GroupSpec = serde_json::from_slice(&body)
         .map_err(|e| ApiFailure::bad_request(format!("invalid group: {e}")))?;

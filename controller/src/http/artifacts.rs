@@ -157,7 +157,7 @@ pub async fn add_signature(
     State(st): State<AppState>,
     Extension(caller): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: super::body::LimitedBody,
 ) -> Result<Json<ArtifactMeta>, ApiFailure> {
     caller.require_app(&name)?;
     let sig: fleet_schema::artifact::Signature = serde_json::from_slice(&body).map_err(|e| {

@@ -6,7 +6,6 @@ use crate::engine::deploy::{self, DeployContext};
 use crate::engine::rollout::ops::{self, Op};
 use crate::engine::view::deployment_view;
 use crate::trust::Principal;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -17,7 +16,7 @@ use fleet_schema::api::{CreateDeployment, DeploymentCreated, DeploymentView};
 pub async fn create(
     State(st): State<AppState>,
     Extension(caller): Extension<Principal>,
-    body: Bytes,
+    body: super::body::LimitedBody,
 ) -> Result<(StatusCode, Json<DeploymentCreated>), ApiFailure> {
     // The full validation comes in `deploy::create`; the application is needed first to check
     // the caller may deploy it.

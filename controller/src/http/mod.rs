@@ -7,6 +7,7 @@
 pub mod applications;
 pub mod artifacts;
 pub mod auth;
+pub mod body;
 pub mod deployments;
 pub mod devices;
 mod error;
@@ -14,6 +15,7 @@ pub mod logs;
 pub mod ops;
 pub mod trust;
 pub mod upload;
+pub mod upload_gate;
 
 pub use error::ApiFailure;
 
@@ -45,6 +47,12 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Largest accepted upload.
     pub max_upload_bytes: u64,
+    /// Uploads in flight and the bytes they stage.
+    pub uploads: Arc<upload_gate::UploadGate>,
+    /// Largest body of any other request ([`body::LimitedBody`]).
+    pub max_request_body_bytes: usize,
+    /// Largest manifest, aliases expanded and validated.
+    pub max_manifest_bytes: usize,
     /// Vulnerability-scan hook run on uploads, if configured.
     pub scan: Option<Arc<crate::store::scan::ScanHook>>,
     /// Keys, identities and tokens.

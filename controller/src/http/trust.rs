@@ -8,7 +8,6 @@ use crate::trust::admin::{self, Action, AdminError};
 use crate::trust::tokens::{self as tok, TokenError};
 use crate::trust::Principal;
 use crate::trust::{broker_files, enroll, mosquitto};
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Extension;
@@ -52,7 +51,7 @@ fn json<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, Ap
 pub async fn enroll(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: super::body::LimitedBody,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiFailure> {
     if body.len() > MAX_ENROLL_BYTES {
         return Err(ApiFailure::new(
@@ -139,7 +138,7 @@ pub async fn device_action(
 /// `POST /api/v1/tokens`: 201 with the token (shown only here).
 pub async fn create_token(
     State(st): State<AppState>,
-    body: Bytes,
+    body: super::body::LimitedBody,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiFailure> {
     let req: CreateToken = json("token request", &body)?;
     let trust = st.trust.clone();
@@ -172,7 +171,7 @@ pub async fn revoke_token(
 /// `POST /api/v1/enrollment-tokens`: 201 with the token (shown only here).
 pub async fn create_enroll_token(
     State(st): State<AppState>,
-    body: Bytes,
+    body: super::body::LimitedBody,
 ) -> Result<(StatusCode, Json<EnrollTokenCreated>), ApiFailure> {
     let req: CreateEnrollToken = json("enrollment token request", &body)?;
     let created = st

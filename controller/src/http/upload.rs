@@ -1,10 +1,16 @@
-//! `POST /api/v1/artifacts`: multipart upload with a `file` part and a `metadata` part (JSON
-//! `UploadMetadata`), in either order. The file is streamed to the store while hashed, never
-//! held in memory.
+//! `POST /api/v1/artifacts`: multipart upload with a `metadata` part (JSON `UploadMetadata`)
+//! and then a `file` part. The metadata comes first and is validated (name, version, type,
+//! declared size, the caller's application scope) before any byte of the file is staged; the
+//! file is then streamed to the store while hashed, never held in memory, within the upload
+//! size limit, the staging quota and the limit on uploads in flight ([`super::upload_gate`]).
+//! Whatever ends an upload early (an error, a refusal, the client going away), its staged
+//! bytes are removed.
 
+use super::upload_gate::Reservation;
 use super::{ApiFailure, AppState};
+use crate::server::watch::BodyStall;
 use crate::store::scan::{ScanHook, ScanOutcome};
-use crate::store::{NewArtifact, StagedBlob, StoreOutcome};
+use crate::store::{NewArtifact, StagedBlob, StoreError, StoreOutcome};
 use crate::trust::Principal;
 use axum::body::Bytes;
 use axum::extract::multipart::{Field, MultipartRejection};
@@ -17,67 +23,80 @@ use fleet_schema::artifact::{validate_name, validate_version, Platform, Signatur
 use fleet_schema::image_ref::{ImageSource, PULL_CAPABILITY};
 use fleet_schema::signing::ED25519_ALGORITHM;
 use fleet_schema::{ArtifactMeta, ArtifactType};
-use futures_util::TryStreamExt;
+use std::sync::Arc;
 
 /// Largest accepted `metadata` part.
 const MAX_METADATA_BYTES: usize = 64 * 1024;
 
 /// Handles an upload: 201 with the new metadata, 200 with the existing metadata for an
-/// identical re-upload, 409 when the version exists with different bytes.
+/// identical re-upload, 409 when the version exists with different bytes; 429 when too many
+/// uploads are in flight, 413 over the size limit, 507 over the staging quota.
 pub async fn upload(
     State(st): State<AppState>,
     Extension(caller): Extension<Principal>,
+    stall: Option<Extension<BodyStall>>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<ArtifactMeta>), ApiFailure> {
+    let stall = stall.map(|Extension(s)| s).unwrap_or_default();
+    receive(st, caller, multipart)
+        .await
+        .map_err(|e| stalled_or(&stall, e))
+}
+
+/// The answer for a body that stalled past the body timeout, whatever the parser made of it.
+pub fn stalled_or(stall: &BodyStall, e: ApiFailure) -> ApiFailure {
+    if stall.stalled() {
+        return ApiFailure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body stalled: no data within the body timeout (--http-body-timeout-secs); nothing was stored",
+        );
+    }
+    e
+}
+
+async fn receive(
+    st: AppState,
+    caller: Principal,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<ArtifactMeta>), ApiFailure> {
+    let _slot = st.uploads.slot(&st.metrics)?;
     let mut multipart = multipart.map_err(|e| {
         ApiFailure::bad_request(format!(
-            "upload must be multipart/form-data with parts `file` and `metadata`: {e}"
+            "upload must be multipart/form-data with parts `metadata` then `file`: {e}"
         ))
     })?;
+    let first = next_field(&mut multipart).await?.ok_or_else(|| {
+        ApiFailure::bad_request("empty upload: expected parts `metadata` then `file`")
+    })?;
+    match first.name().unwrap_or_default() {
+        "metadata" => {}
+        "file" => {
+            return Err(ApiFailure::bad_request(
+                "part `metadata` must come before part `file`: fleetd checks the name, version, type and size before it stores any byte of the file",
+            ))
+        }
+        other => return Err(unexpected_part(other)),
+    }
+    let metadata = read_metadata(&st, &caller, first).await?;
     let mut staged = None;
-    let mut metadata: Option<NewArtifact> = None;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| ApiFailure::bad_request(format!("malformed multipart body: {e}")))?
-    {
+    let mut _reservation = None;
+    while let Some(field) = next_field(&mut multipart).await? {
         match field.name().unwrap_or_default() {
             "file" => {
                 if staged.is_some() {
                     return Err(ApiFailure::bad_request("part `file` was given twice"));
                 }
-                let stream = field.map_err(std::io::Error::other);
-                staged = Some(
-                    st.store
-                        .stage(Box::pin(stream), st.max_upload_bytes)
-                        .await?,
-                );
+                let (blob, reservation) = stage_file(&st, field, &metadata).await?;
+                staged = Some(blob);
+                _reservation = Some(reservation);
             }
             "metadata" => {
-                if metadata.is_some() {
-                    return Err(ApiFailure::bad_request("part `metadata` was given twice"));
-                }
-                let text = read_small(field).await?;
-                let parsed: UploadMetadata = serde_json::from_slice(&text).map_err(|e| {
-                    ApiFailure::bad_request(format!("invalid `metadata` JSON: {e}"))
-                })?;
-                let valid = validate(parsed).map_err(ApiFailure::bad_request)?;
-                caller.require_app(&valid.name)?;
-                metadata = Some(valid);
+                return Err(ApiFailure::bad_request("part `metadata` was given twice"));
             }
-            "" => return Err(ApiFailure::bad_request("multipart part without a name")),
-            other => {
-                return Err(ApiFailure::bad_request(format!(
-                    "unexpected part `{other}` (expected `file` and `metadata`)"
-                )))
-            }
+            other => return Err(unexpected_part(other)),
         }
     }
-    let metadata = metadata.ok_or_else(|| {
-        ApiFailure::bad_request(
-            "missing part `metadata` (JSON with name, version, type and platform)",
-        )
-    })?;
+    let Declared { new: metadata, .. } = metadata;
     let staged = match (&metadata.image, staged) {
         (Some(image), staged) => reference_blob(&st, image, staged).await?,
         (None, Some(staged)) => staged,
@@ -98,6 +117,111 @@ pub async fn upload(
         }
         StoreOutcome::Existing(meta) => Ok((StatusCode::OK, Json(meta))),
     }
+}
+
+/// Validated metadata with the file size it declares, if any.
+struct Declared {
+    new: NewArtifact,
+    size: Option<u64>,
+}
+
+async fn next_field<'a>(
+    multipart: &'a mut axum::extract::Multipart,
+) -> Result<Option<Field<'a>>, ApiFailure> {
+    multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiFailure::bad_request(format!("malformed multipart body: {e}")))
+}
+
+fn unexpected_part(name: &str) -> ApiFailure {
+    if name.is_empty() {
+        return ApiFailure::bad_request("multipart part without a name");
+    }
+    ApiFailure::bad_request(format!(
+        "unexpected part `{name}` (expected `metadata` then `file`)"
+    ))
+}
+
+/// Reads and validates the `metadata` part: fields, the caller's application scope and the
+/// declared size against `--max-upload-bytes`.
+async fn read_metadata(
+    st: &AppState,
+    caller: &Principal,
+    field: Field<'_>,
+) -> Result<Declared, ApiFailure> {
+    let text = read_small(field).await?;
+    let parsed: UploadMetadata = serde_json::from_slice(&text)
+        .map_err(|e| ApiFailure::bad_request(format!("invalid `metadata` JSON: {e}")))?;
+    let size = parsed.size;
+    if let Some(size) = size {
+        if size > st.max_upload_bytes {
+            return Err(too_large(st, Some(size)));
+        }
+    }
+    let valid = validate(parsed).map_err(ApiFailure::bad_request)?;
+    caller.require_app(&valid.name)?;
+    Ok(Declared { new: valid, size })
+}
+
+/// 413 naming `--max-upload-bytes` (counted).
+fn too_large(st: &AppState, declared: Option<u64>) -> ApiFailure {
+    let max = st.max_upload_bytes;
+    st.metrics.limits.hit("upload_bytes", || {
+        format!("an upload was larger than {max} bytes (--max-upload-bytes); refused")
+    });
+    let what = match declared {
+        Some(size) => format!("the declared size of {size} bytes is"),
+        None => "the file is".to_string(),
+    };
+    ApiFailure::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "artifact too large: {what} more than the limit of {max} bytes (--max-upload-bytes)"
+        ),
+    )
+}
+
+/// Stages the `file` part within the upload size limit and the staging quota; its size must
+/// match the declared one.
+async fn stage_file(
+    st: &AppState,
+    field: Field<'_>,
+    declared: &Declared,
+) -> Result<(StagedBlob, Arc<Reservation>), ApiFailure> {
+    let reservation = st
+        .uploads
+        .reserve(declared.size.unwrap_or(0), &st.metrics)?;
+    // With a declared size the quota was reserved at once; otherwise it grows with each chunk.
+    let stream: crate::store::ByteStream<'_> = if declared.size.is_some() {
+        Box::pin(futures_util::TryStreamExt::map_err(field, |e| {
+            std::io::Error::other(e.to_string())
+        }))
+    } else {
+        Box::pin(reservation.count(field))
+    };
+    let limit = declared.size.unwrap_or(st.max_upload_bytes);
+    let staged = match st.store.stage(stream, limit).await {
+        Ok(s) => s,
+        Err(_) if reservation.was_refused() => return Err(reservation.refusal(&st.metrics)),
+        Err(StoreError::TooLarge { .. }) if declared.size.is_some() => {
+            return Err(ApiFailure::bad_request(format!(
+                "part `file` is larger than the size declared in the metadata ({} bytes)",
+                declared.size.unwrap_or_default()
+            )))
+        }
+        Err(StoreError::TooLarge { .. }) => return Err(too_large(st, None)),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(size) = declared.size {
+        if staged.size != size {
+            return Err(ApiFailure::bad_request(format!(
+                "part `file` has {} bytes, the metadata declared {size}",
+                staged.size
+            )));
+        }
+    }
+    Ok((staged, reservation))
 }
 
 /// The blob of a registry-reference `oci-image`: its reference document, staged by fleetd, or
@@ -131,13 +255,23 @@ async fn scan_upload(hook: &ScanHook, id: &str, file: &std::path::Path) -> Resul
             format!("artifact {id} rejected: the vulnerability scan {why}"),
         ))
     };
+    // The scanner is given the staged file's path, which its output may repeat: the answer
+    // names the artifact instead, so it carries no server path.
+    let staged = file.to_string_lossy();
+    let findings = |f: String| f.replace(staged.as_ref(), id);
     match (hook.scan(file).await, hook.reject) {
         (Ok(ScanOutcome::Clean), _) => {
             tracing::info!(%id, "vulnerability scan clean");
             Ok(())
         }
-        (Ok(ScanOutcome::Findings(f)), true) => refuse(format!("reported findings: {f}")),
-        (Err(e), true) => refuse(format!("could not run: {e}")),
+        (Ok(ScanOutcome::Findings(f)), true) => {
+            refuse(format!("reported findings: {}", findings(f)))
+        }
+        (Err(e), true) => {
+            // Why it could not run names the scan command's path: that goes to the log only.
+            let logged = ApiFailure::internal(format!("vulnerability scan of {id}: {e}"));
+            refuse(format!("could not run ({})", logged.message))
+        }
         (Ok(ScanOutcome::Findings(f)), false) => {
             tracing::warn!(%id, findings = %f, "vulnerability scan reported findings (allowed)");
             Ok(())

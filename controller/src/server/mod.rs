@@ -4,13 +4,15 @@
 //! committed to the database before it was published, and the next start republishes.
 
 mod retention;
+mod listen;
 mod shutdown;
+pub mod watch;
 
 pub use shutdown::wait_for_signal;
 
 use crate::config::{http_url, mqtt_url_for, public_url, MqttUrl, SecurityArgs, ServeArgs};
 use crate::db::{Db, DbError};
-use crate::http::{self, AppState};
+use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::store::StoreError;
@@ -235,7 +237,7 @@ pub async fn run(
     metrics.devices_online.store(0, Ordering::Relaxed);
     let token = CancellationToken::new();
     let errors = Arc::new(crate::engine::error_window::ErrorWindows::default());
-    let logs = http::logs::log_channel();
+    let logs = crate::http::logs::log_channel();
     let (ci_tx, ci_rx) = tokio::sync::mpsc::channel(crate::ci::QUEUE);
     let mut conn = mqtt::Connection::controller(bus_url, &trust, bus_tls);
     if let Some(user) = &sec.mqtt_username {
@@ -293,6 +295,10 @@ pub async fn run(
             .push(tokio::spawn(warn_insecure(token.clone())));
     }
 
+    let uploads = Arc::new(crate::http::upload_gate::UploadGate::new(
+        args.limits.max_uploads_in_flight,
+        args.limits.max_staging_bytes,
+    ));
     bridge.tasks.push(tokio::spawn(crate::ci::run(
         Arc::new(crate::ci::CiContext {
             db: db.clone(),
@@ -302,13 +308,15 @@ pub async fn run(
             public_url: public.clone().into(),
             trust: trust.clone(),
             client: bridge.client.clone(),
-            max_upload_bytes: args.max_upload_bytes,
+            max_upload_bytes: args.limits.max_upload_bytes,
+            uploads: uploads.clone(),
             requests_private: args.mqtt_url.is_some() && sec.mosquitto_dir.is_some(),
             busy: Default::default(),
             shutdown: token.clone(),
         }),
         ci_rx,
     )));
+    let http_metrics = metrics.clone();
     let state = AppState {
         db,
         store,
@@ -316,7 +324,10 @@ pub async fn run(
         metrics,
         mqtt_connected: bridge.connected.clone(),
         public_url: public.into(),
-        max_upload_bytes: args.max_upload_bytes,
+        max_upload_bytes: args.limits.max_upload_bytes,
+        uploads,
+        max_request_body_bytes: args.limits.max_request_body_bytes,
+        max_manifest_bytes: args.limits.max_manifest_bytes,
         scan: args
             .scan_command
             .as_deref()
@@ -333,28 +344,15 @@ pub async fn run(
         max_pending_enrollments: sec.max_pending_enrollments,
         log_store,
     };
-    let http_token = token.clone();
-    let router = http::router(state);
-    let http_task = match server_tls {
-        Some(tls) => {
-            let listener = crate::tls::TlsListener::new(listener, tls).map_err(|reason| {
-                ServeError::HttpBind {
-                    addr: args.http_listen,
-                    reason,
-                }
-            })?;
-            tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { http_token.cancelled().await })
-                    .await
-            })
-        }
-        None => tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { http_token.cancelled().await })
-                .await
-        }),
-    };
+    let router = crate::http::router(state);
+    let http_task = tokio::spawn(listen::serve(
+        listener,
+        server_tls,
+        router,
+        listen::ServerLimits::from_args(&args.limits, crate::system::nofile_limit()),
+        http_metrics,
+        token.clone(),
+    ));
     tracing::info!(http = %http_addr, https, mqtt = %public_mqtt, controller_key = trust.key().id(), insecure = trust.insecure(), "serving");
 
     tokio::pin!(stop);

@@ -1,9 +1,9 @@
 //! The artifact store: where uploaded blobs and their metadata live. The [`ArtifactStore`]
 //! trait is what the HTTP API and the engine use, so an S3 backend can replace the filesystem
-//! one ([`fs::FsStore`]) without touching them. Uploads happen in two steps because the
-//! multipart `file` part may arrive before its `metadata`: [`ArtifactStore::stage`] streams the
-//! bytes to a temporary place while hashing them, [`ArtifactStore::commit`] moves them into
-//! place once the metadata is validated.
+//! one ([`fs::FsStore`]) without touching them. Uploads happen in two steps because the bytes
+//! must be hashed (and scanned) before they become visible: [`ArtifactStore::stage`] streams
+//! them to a temporary place while hashing them, [`ArtifactStore::commit`] moves them into
+//! place once the size, digests and scan are checked.
 
 pub mod fs;
 mod range;
@@ -33,7 +33,7 @@ pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The upload is larger than allowed.
-    #[error("artifact is larger than the limit of {max} bytes")]
+    #[error("artifact is larger than the limit of {max} bytes (--max-upload-bytes)")]
     TooLarge {
         /// The limit.
         max: u64,

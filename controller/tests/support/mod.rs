@@ -320,6 +320,11 @@ impl Fleetd {
         );
     }
 
+    /// The process id of the running fleetd.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILLs fleetd and waits for it to be gone.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -549,7 +554,7 @@ pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-/// Uploads an artifact the way `curl -F file=@... -F metadata=...` does.
+/// Uploads an artifact the way `curl -F metadata=... -F file=@...` does (metadata first).
 pub fn upload(
     fleetd: &Fleetd,
     name: &str,
@@ -561,8 +566,8 @@ pub fn upload(
     })
     .to_string();
     let (ct, body) = multipart(&[
-        ("file", Some(name), bytes),
         ("metadata", None, meta.as_bytes()),
+        ("file", Some(name), bytes),
     ]);
     let (status, text) = post(&fleetd.url("/api/v1/artifacts"), &ct, &body);
     (status, parse_json(&text))

@@ -3,6 +3,7 @@
 //! and the mapping to the wire [`AppSpec`] (milliseconds, bytes, millicores) that every
 //! [`crate::DesiredApp`] carries. Pure: the controller parses once, devices never see YAML.
 
+mod budget;
 pub mod components;
 mod raw;
 pub mod selector;
@@ -26,7 +27,30 @@ pub enum ManifestError {
     /// Well-formed but invalid; one entry per problem.
     #[error("manifest is invalid: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),
+    /// The document, with its YAML aliases expanded, is larger than the limit: refused before
+    /// it is deserialized, so an alias bomb costs nothing.
+    #[error("manifest expands beyond {limit} bytes once its YAML aliases (*name) are expanded; write the values out, or make them smaller")]
+    Expands {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The manifest text, or the validated application (its arguments, environment,
+    /// configuration files and other settings), is larger than the limit.
+    #[error("manifest is too large: {what} is {size} bytes, more than the limit of {limit} bytes")]
+    TooLarge {
+        /// What was measured.
+        what: &'static str,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
 }
+
+/// Default bound on a manifest: its document with aliases expanded, and its validated
+/// application. Well below the bus's 1 MiB payload limit ([`crate::codec::DEFAULT_MAX_PAYLOAD`]),
+/// which a device's desired state (every app's spec) must fit.
+pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 256 * 1024;
 
 /// One validation problem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -153,18 +177,61 @@ impl Application {
     }
 }
 
-/// Parses and validates a YAML manifest.
+/// Parses and validates a YAML manifest within [`DEFAULT_MAX_MANIFEST_BYTES`].
 pub fn parse_yaml(text: &str) -> Result<Application, ManifestError> {
-    let raw: RawManifest =
-        serde_norway::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
-    validate::validate(raw)
+    parse_yaml_within(text, DEFAULT_MAX_MANIFEST_BYTES)
 }
 
-/// Parses and validates a JSON manifest (same shape as the YAML).
+/// Parses and validates a JSON manifest (same shape as the YAML) within
+/// [`DEFAULT_MAX_MANIFEST_BYTES`].
 pub fn parse_json(text: &str) -> Result<Application, ManifestError> {
+    parse_json_within(text, DEFAULT_MAX_MANIFEST_BYTES)
+}
+
+/// Parses and validates a YAML manifest of at most `max` bytes, aliases expanded (checked
+/// before deserializing) and once validated.
+pub fn parse_yaml_within(text: &str, max: usize) -> Result<Application, ManifestError> {
+    text_within(text, max)?;
+    budget::check_yaml(text, max).map_err(|e| match e {
+        None => ManifestError::Expands { limit: max },
+        Some(message) => ManifestError::Syntax(message),
+    })?;
+    let raw: RawManifest =
+        serde_norway::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+    validated_within(validate::validate(raw)?, max)
+}
+
+/// Parses and validates a JSON manifest of at most `max` bytes (text and validated).
+pub fn parse_json_within(text: &str, max: usize) -> Result<Application, ManifestError> {
+    text_within(text, max)?;
     let raw: RawManifest =
         serde_json::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
-    validate::validate(raw)
+    validated_within(validate::validate(raw)?, max)
+}
+
+fn text_within(text: &str, max: usize) -> Result<(), ManifestError> {
+    if text.len() > max {
+        return Err(ManifestError::TooLarge {
+            what: "the document",
+            size: text.len(),
+            limit: max,
+        });
+    }
+    Ok(())
+}
+
+/// Bounds what is stored and sent to devices: the application's size as JSON (its arguments,
+/// environment, configuration files and every other setting).
+fn validated_within(app: Application, max: usize) -> Result<Application, ManifestError> {
+    let size = serde_json::to_vec(&app).map_or(usize::MAX, |v| v.len());
+    if size > max {
+        return Err(ManifestError::TooLarge {
+            what: "the validated application (arguments, environment, configuration files and other settings)",
+            size,
+            limit: max,
+        });
+    }
+    Ok(app)
 }
 
 #[cfg(test)]

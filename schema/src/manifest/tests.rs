@@ -227,3 +227,83 @@ fn one_artifact_is_one_component_with_the_app_spec() {
     assert_eq!(parts.len(), 1);
     assert_eq!(parts[0].spec, app.spec);
 }
+
+/// The reported alias bomb: one 100 KB anchor in `configuration.env`, referenced 10,000 times
+/// in `runtime.args` (136 KiB of YAML that deserializes to a gigabyte).
+fn env_args_bomb() -> String {
+    let big = "x".repeat(100_000);
+    let aliases = vec!["*b"; 10_000].join(",");
+    SEED.replace(
+        "      API_PORT: 8080",
+        &format!("      API_PORT: 8080\n      BIG: &b {big}"),
+    )
+    .replace(
+        "    restart: always",
+        &format!("    restart: always\n    args: [{aliases}]"),
+    )
+}
+
+#[test]
+fn an_alias_bomb_in_env_and_args_is_refused_before_it_expands() {
+    let bomb = env_args_bomb();
+    assert!(bomb.len() < 140 * 1024, "the reported size: {}", bomb.len());
+    let err = parse_yaml(&bomb).expect_err("alias bomb").to_string();
+    assert!(err.contains("expands beyond"), "{err}");
+    assert!(err.contains("aliases"), "{err}");
+}
+
+#[test]
+fn an_alias_bomb_in_labels_and_affinity_is_refused_before_it_expands() {
+    // One 100 KB anchor (a label) referenced 10,000 times in a list of strings.
+    let big = "y".repeat(100 * 1024);
+    let aliases = vec!["*l"; 10_000].join(", ");
+    let bomb = SEED
+        .replace(
+            "  version: 2.1.0\nspec:",
+            &format!("  version: 2.1.0\n  labels:\n    big: &l {big}\nspec:"),
+        )
+        .replace(
+            "values: [\"edge\", \"store\"]",
+            &format!("values: [{aliases}]"),
+        );
+    let err = parse_yaml(&bomb).expect_err("alias bomb").to_string();
+    assert!(err.contains("expands beyond"), "{err}");
+}
+
+#[test]
+fn nested_aliases_are_bounded_too() {
+    // The "billion laughs": each level references the previous one ten times (10^9 leaves).
+    let mut doc = String::from("a0: &a0 [lol]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    let err = parse_yaml(&doc).expect_err("laughs").to_string();
+    assert!(err.contains("expands beyond"), "{err}");
+}
+
+#[test]
+fn a_large_manifest_without_aliases_is_refused_once_validated() {
+    // 150 KB of quotes in a configuration file: 150 KB of YAML, twice that as stored (JSON).
+    let text = SEED.replace(
+        "threshold: 0.7",
+        &format!(
+            "threshold: 0.7\n            pad: {}",
+            "\"".repeat(150 * 1024)
+        ),
+    );
+    let err = parse_yaml_within(&text, 200 * 1024)
+        .expect_err("too large")
+        .to_string();
+    assert!(err.contains("validated application"), "{err}");
+    assert!(err.contains("204800"), "{err}");
+    assert!(parse_yaml_within(&text, 400 * 1024).is_ok());
+    let json = serde_json::to_string(
+        &serde_norway::from_str::<RawManifest>(&text).expect("parses as YAML"),
+    )
+    .expect("JSON");
+    let err = parse_json_within(&json, 200 * 1024)
+        .expect_err("too large")
+        .to_string();
+    assert!(err.contains("too large"), "{err}");
+}
