@@ -149,6 +149,57 @@ fn fleetd_refuses_an_oversized_status_from_an_external_broker() {
     assert!(one.contains("\"test\""), "the earlier status stands: {one}");
 }
 
+/// The attack as reported (20,000 idle connections exhausted fleetd's descriptors while
+/// rumqttd logged "Too many open files" millions of times), scaled to a hard limit of 4,400
+/// open files: fleetd fits its connection cap to the limit, closes the excess at once, keeps
+/// serving, and logs a bounded number of lines.
+#[test]
+fn idle_connections_cannot_exhaust_descriptors() {
+    let Some(prlimit) = support::external::require_tool("prlimit", &["/usr/bin/prlimit"]) else {
+        return;
+    };
+    let prlimit = prlimit.to_string_lossy().to_string();
+    let f = Fleetd::start_wrapped(&[&prlimit, "--nofile=4400:4400", "--"], &[]);
+    assert!(
+        f.stderr().contains("admits at most 101 connections"),
+        "the cap is fitted to the limit: {}",
+        f.stderr()
+    );
+    let mut idle = Vec::new();
+    for _ in 0..5000 {
+        match std::net::TcpStream::connect(("127.0.0.1", f.mqtt_port)) {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("connect {}: {e}", idle.len()),
+        }
+    }
+    // Each connection is closed at once (over the cap) or after the CONNECT timeout, but for
+    // at most the 101 admitted ones still waiting.
+    assert!(
+        wait_until(SECS, || {
+            let closed =
+                limit_hits(&f, "mqtt_connections") + limit_hits(&f, "mqtt_connect_timeout");
+            closed >= 5000 - 101
+        }),
+        "excess connections closed and counted; metrics:\n{}",
+        f.metrics()
+    );
+    assert!(limit_hits(&f, "mqtt_connections") > 0);
+    assert_eq!(
+        get(&f.url("/api/v1/health")).0,
+        200,
+        "the API still answers"
+    );
+    drop(idle);
+    // Once the idle sockets are gone, devices get in again.
+    let mut dev = announce(&f, &device_status("after-flood", &[]));
+    dev.publish_status(&device_status("after-flood", &[]));
+    let log_len = f.stderr().len();
+    assert!(
+        log_len < 64 * 1024,
+        "bounded logging: {log_len} bytes of stderr"
+    );
+}
+
 /// Times the agent's log says it connected.
 fn agent_connects(a: &Agent) -> usize {
     a.log().matches("connected to broker").count()
