@@ -36,11 +36,11 @@ pub struct LimitArgs {
 }
 
 impl LimitArgs {
-    /// The embedded broker front's limits, with `max_connections` as fitted to the open-file
-    /// limit.
-    pub fn mqtt_front(&self, max_connections: usize) -> fleet_broker::FrontLimits {
+    /// The embedded broker front's limits (`fleetd` fits `max_mqtt_connections` to the
+    /// open-file limit before serving).
+    pub fn mqtt_front(&self) -> fleet_broker::FrontLimits {
         fleet_broker::FrontLimits {
-            max_connections,
+            max_connections: self.max_mqtt_connections,
             connect_timeout: Duration::from_secs(self.mqtt_connect_timeout_secs),
             max_packet: self.mqtt_max_packet_bytes,
             max_status: self.mqtt_max_status_bytes,

@@ -201,7 +201,7 @@ pub async fn run(
                 listen: args.mqtt_listen,
                 check,
                 tls: mqtt_tls.clone(),
-                limits: args.limits.mqtt_front(args.limits.max_mqtt_connections),
+                limits: args.limits.mqtt_front(),
                 hook: crate::limits::broker_hook(metrics.clone()),
             };
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(opts))

@@ -686,6 +686,25 @@ impl MqttClient {
         panic!("publish on {topic}: no PubAck");
     }
 
+    /// Publishes (QoS 1) a message the broker must refuse: true when the connection closes
+    /// without a PubAck within 10 s (the embedded broker's front ends it); panics on a PubAck.
+    pub fn publish_refused(&mut self, topic: &str, payload: Vec<u8>, retain: bool) -> bool {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .expect("queue publish");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match self.conn.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
+                    panic!("the broker accepted the publish on {topic}")
+                }
+                Ok(Err(_)) => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
     /// Subscribes and waits for the SubAck; an error when the broker refused the filter.
     pub fn subscribe_checked(&mut self, filter: &str) -> Result<(), String> {
         self.client
