@@ -38,6 +38,10 @@ pub const DRAIN_BATCH: usize = 20;
 /// Longest wait for the broker to close the connection after our DISCONNECT.
 const DISCONNECT_DRAIN: Duration = Duration::from_secs(1);
 
+/// A connection that lasted this long resets the reconnect backoff; one that breaks sooner
+/// keeps backing off (a broker that drops us right after CONNACK must not become a loop).
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
 /// Consecutive refused connections after which the agent asks to enroll again (its
 /// credentials may have been rotated, or the device reset by an operator).
 pub const REFUSALS_BEFORE_REENROLL: u32 = 3;
@@ -251,6 +255,18 @@ fn refused_credentials(e: &ConnectionError) -> bool {
     }
 }
 
+/// The size of a packet the broker sent above [`MAX_PACKET`]: rumqttc refuses to read it and
+/// drops the connection, and the broker would send it again from the session on every
+/// reconnect (a poisoned session).
+pub fn oversized_incoming(e: &ConnectionError) -> Option<usize> {
+    match e {
+        ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+        )) => Some(*n),
+        _ => None,
+    }
+}
+
 /// Drives the connection until a graceful disconnect went out, reporting to `events`. Before
 /// every reconnect it starts a new signing epoch (with its last will) and takes the newest
 /// credentials from `creds` (a re-enrollment may have changed them).
@@ -262,14 +278,18 @@ pub async fn poll_loop(
 ) {
     let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
     let mut connected = false;
+    let mut connected_at: Option<Instant> = None;
     let mut refusals = 0u32;
+    let mut oversized = 0u64;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff.reset();
                 refusals = 0;
                 connected = true;
+                connected_at = Some(Instant::now());
                 tracing::info!(session_present = ack.session_present, "connected to broker");
+                // Only the connection right after an oversized packet starts clean.
+                eventloop.mqtt_options.set_clean_session(false);
                 let _ = events.send(BusEvent::Connected);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -301,6 +321,20 @@ pub async fn poll_loop(
                     }
                 } else {
                     refusals = 0;
+                }
+                if connected_at
+                    .take()
+                    .is_some_and(|t| t.elapsed() >= STABLE_CONNECTION)
+                {
+                    backoff.reset();
+                }
+                if let Some(size) = oversized_incoming(&e) {
+                    // Drop the session that holds it; the retained copy is fleetd's to repair.
+                    oversized += 1;
+                    eventloop.mqtt_options.set_clean_session(true);
+                    if oversized <= 3 || oversized.is_multiple_of(100) {
+                        tracing::warn!(size, limit = MAX_PACKET, count = oversized, "the broker sent a packet above the limit; reconnecting with a clean session");
+                    }
                 }
                 let delay = jitter(backoff.next_delay(), rand::random::<f64>());
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker connection failed");

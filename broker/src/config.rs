@@ -6,13 +6,12 @@ use rumqttd::{AuthHandler, Config, ConnectionSettings, RouterConfig, ServerSetti
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-/// Largest MQTT packet the broker accepts (2 MiB): twice the FleetD payload cap, so an
-/// oversized payload reaches the receivers, who reject and count it, instead of silently
-/// disconnecting the sender.
+/// Largest MQTT packet rumqttd accepts (2 MiB): clients reach it through the front, which
+/// refuses packets above its own, smaller limit first; this bounds fleetd's own connection.
 pub const MAX_PAYLOAD: usize = 2 * 1024 * 1024;
 
-/// Most simultaneous connections (a 10,000-device fleet plus tools, with headroom).
-pub const MAX_CONNECTIONS: usize = 20_000;
+/// Connections rumqttd admits beyond the front's: fleetd's own client and the readiness probe.
+const OWN_CONNECTIONS: usize = 16;
 
 /// Most bytes of recent messages the embedded broker keeps for one wildcard subscription
 /// filter (fleetd's `fleet/+/status` and the like): the largest burst fleetd can fall behind by
@@ -23,9 +22,14 @@ pub const WILDCARD_LOG_BYTES: usize = 2 * 1024 * 1024;
 /// beyond the newest message, which is always kept.
 pub const EXACT_LOG_BYTES: usize = 16 * 1024;
 
-/// Builds the rumqttd configuration for one v4 listener on `listen`; `auth` decides every
-/// CONNECT (none: anyone may connect).
-pub fn broker_config(listen: SocketAddr, auth: Option<AuthHandler>) -> Config {
+/// Builds the rumqttd configuration for one v4 listener on `listen` admitting the front's
+/// `max_connections` (plus fleetd's own); `auth` decides every CONNECT (none: anyone may
+/// connect).
+pub fn broker_config(
+    listen: SocketAddr,
+    auth: Option<AuthHandler>,
+    max_connections: usize,
+) -> Config {
     let connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: MAX_PAYLOAD,
@@ -43,7 +47,7 @@ pub fn broker_config(listen: SocketAddr, auth: Option<AuthHandler>) -> Config {
         connections,
     };
     let router = RouterConfig {
-        max_connections: MAX_CONNECTIONS,
+        max_connections: max_connections + OWN_CONNECTIONS,
         max_outgoing_packet_count: 500,
         // rumqttd keeps an in-memory log per subscription filter. fleetd's wildcard filters
         // (`fleet/+/status`, ...) must absorb a fleet-wide burst while fleetd reads them; each

@@ -1,6 +1,8 @@
 //! The MQTT broker that `fleetd` embeds by default, so a small fleet needs one process and no
 //! external infrastructure. It wraps rumqttd (an MQTT 3.1.1 listener) running on its own
-//! threads, and adds what rumqttd leaves out: a real check that the port is free (rumqttd's
+//! threads on a loopback port, and adds what rumqttd leaves out: a front on the public address
+//! ([`Front`]) that bounds connections, CONNECT time and packet sizes and refuses junk retained
+//! topics before rumqttd holds anything; a real check that the port is free (rumqttd's
 //! `Broker::start` reports success even when its bind fails) and a readiness wait that proves the
 //! listener answers an MQTT handshake before `start` returns.
 //!
@@ -9,6 +11,8 @@
 
 mod config;
 mod front;
+pub mod limits;
+mod packet;
 mod probe;
 
 use std::net::{SocketAddr, TcpListener};
@@ -16,8 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use config::{broker_config, MAX_CONNECTIONS, MAX_PAYLOAD};
-pub use front::TlsFront;
+pub use config::{broker_config, MAX_PAYLOAD};
+pub use front::{Front, ACCEPT_PAUSE};
+pub use limits::{FrontLimits, LimitHook};
 
 /// Decides one CONNECT from its client id, user name and password: true lets it in. fleetd
 /// checks them against its device registry and API tokens.
@@ -32,6 +37,10 @@ pub struct BrokerOptions {
     pub check: Option<ConnectCheck>,
     /// Serve MQTT over TLS on `listen` with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// What the front admits.
+    pub limits: FrontLimits,
+    /// Receives every limit hit (fleetd counts and logs them).
+    pub hook: LimitHook,
 }
 
 impl std::fmt::Debug for BrokerOptions {
@@ -40,6 +49,7 @@ impl std::fmt::Debug for BrokerOptions {
             .field("listen", &self.listen)
             .field("check", &self.check.is_some())
             .field("tls", &self.tls.is_some())
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -80,15 +90,15 @@ pub enum BrokerError {
 /// A running embedded broker. rumqttd has no shutdown: the broker lives until the process exits,
 /// which is what fleetd wants (it stops with the process, crash-only).
 ///
-/// With TLS, rumqttd listens on a loopback port of its own ([`EmbeddedBroker::internal_addr`],
-/// still behind the CONNECT check) and a TLS front ([`TlsFront`], run by the caller on its
-/// tokio runtime) terminates TLS on the public address and forwards each connection to it. The
-/// front uses rustls with the ring provider, like every other TLS endpoint of FleetD.
+/// rumqttd listens on a loopback port of its own ([`EmbeddedBroker::internal_addr`], still
+/// behind the CONNECT check) and the front ([`Front`], run by the caller on its tokio runtime)
+/// serves the public address, terminating TLS when configured, and forwards each connection to
+/// it. The front uses rustls with the ring provider, like every other TLS endpoint of FleetD.
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     addr: SocketAddr,
     internal: SocketAddr,
-    front: Option<TlsFront>,
+    front: Option<Front>,
     _thread: std::thread::JoinHandle<()>,
 }
 
@@ -123,39 +133,32 @@ fn random_password() -> String {
 }
 
 impl EmbeddedBroker {
-    /// Starts rumqttd (and binds the TLS front when TLS is on) and returns once it answers an
-    /// MQTT CONNECT, or an error naming the address when the port is taken.
+    /// Starts rumqttd on loopback and binds the front on the public address, and returns once
+    /// rumqttd answers an MQTT CONNECT, or an error naming the address when the port is taken.
     pub fn start(opts: BrokerOptions) -> Result<EmbeddedBroker, BrokerError> {
         let probe_password = random_password();
         let probe_open = Arc::new(AtomicBool::new(true));
-        let (addr, internal, front) = match &opts.tls {
-            None => {
-                let addr = check_bind(opts.listen)?;
-                (addr, addr, None)
-            }
-            Some(tls) => {
-                let public =
-                    TcpListener::bind(opts.listen).map_err(|reason| BrokerError::Bind {
-                        addr: opts.listen,
-                        reason,
-                    })?;
-                let addr = public.local_addr().map_err(|reason| BrokerError::Bind {
-                    addr: opts.listen,
-                    reason,
-                })?;
-                let internal = check_bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-                (
-                    addr,
-                    internal,
-                    Some(TlsFront::new(public, tls.clone(), internal)),
-                )
-            }
-        };
+        let public = TcpListener::bind(opts.listen).map_err(|reason| BrokerError::Bind {
+            addr: opts.listen,
+            reason,
+        })?;
+        let addr = public.local_addr().map_err(|reason| BrokerError::Bind {
+            addr: opts.listen,
+            reason,
+        })?;
+        let internal = check_bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let front = Some(Front::new(
+            public,
+            opts.tls.clone(),
+            internal,
+            opts.limits,
+            opts.hook.clone(),
+        ));
         let auth = opts
             .check
             .clone()
             .map(|c| auth_handler(c, probe_password.clone(), probe_open.clone()));
-        let config = broker_config(internal, auth);
+        let config = broker_config(internal, auth, opts.limits.max_connections);
         let thread = std::thread::Builder::new()
             .name("mqtt-broker".into())
             .spawn(move || {
@@ -167,7 +170,7 @@ impl EmbeddedBroker {
             .map_err(BrokerError::Thread)?;
         probe::wait_ready(internal, &probe_password, READY_TIMEOUT)?;
         probe_open.store(false, Ordering::SeqCst);
-        tracing::info!(%addr, tls = front.is_some(), authenticated = opts.check.is_some(), "embedded MQTT broker listening");
+        tracing::info!(%addr, tls = opts.tls.is_some(), max_connections = opts.limits.max_connections, authenticated = opts.check.is_some(), "embedded MQTT broker listening");
         Ok(EmbeddedBroker {
             addr,
             internal,
@@ -181,15 +184,32 @@ impl EmbeddedBroker {
         self.addr
     }
 
-    /// The plain-TCP loopback address of rumqttd itself (the public address without TLS), for
-    /// clients in the same process.
+    /// The plain-TCP loopback address of rumqttd itself, for clients in the same process (they
+    /// bypass the front and its limits).
     pub fn internal_addr(&self) -> SocketAddr {
         self.internal
     }
 
-    /// The TLS front to run (once), when TLS is on.
-    pub fn take_front(&mut self) -> Option<TlsFront> {
+    /// The front to run (once): until it runs, nothing answers on the public address.
+    pub fn take_front(&mut self) -> Option<Front> {
         self.front.take()
+    }
+
+    /// Runs the front on a thread of its own with a one-thread tokio runtime, for embedders
+    /// without a runtime (tests, tools). Does nothing when the front was already taken.
+    pub fn serve_front_on_thread(&mut self) -> Result<(), BrokerError> {
+        let Some(front) = self.front.take() else {
+            return Ok(());
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(BrokerError::Thread)?;
+        std::thread::Builder::new()
+            .name("mqtt-front".into())
+            .spawn(move || runtime.block_on(front.run()))
+            .map_err(BrokerError::Thread)?;
+        Ok(())
     }
 }
 
@@ -222,6 +242,8 @@ mod tests {
             listen,
             check: None,
             tls: None,
+            limits: FrontLimits::default(),
+            hook: limits::log_only(),
         }
     }
 
@@ -246,12 +268,12 @@ mod tests {
         let check: ConnectCheck = Arc::new(|id: &str, user: &str, pass: &str| {
             id == "fleet-agent-d1" && user == "d1" && pass == "right"
         });
-        let broker = EmbeddedBroker::start(BrokerOptions {
-            listen: localhost0(),
+        let mut broker = EmbeddedBroker::start(BrokerOptions {
             check: Some(check),
-            tls: None,
+            ..open(localhost0())
         })
         .expect("starts with the probe's own password");
+        broker.serve_front_on_thread().expect("front runs");
         let port = broker.local_addr().port();
         assert!(connack(port, "fleet-agent-d1", Some(("d1", "right"))).is_ok());
         assert!(connack(port, "fleet-agent-d1", Some(("d1", "wrong"))).is_err());
@@ -281,15 +303,16 @@ mod tests {
 
     #[test]
     fn relays_a_retained_publish() {
-        let broker = EmbeddedBroker::start(open(localhost0())).expect("starts");
+        let mut broker = EmbeddedBroker::start(open(localhost0())).expect("starts");
+        broker.serve_front_on_thread().expect("front runs");
         let port = broker.local_addr().port();
 
         let mut pub_opts = MqttOptions::new("pub", "127.0.0.1", port);
         pub_opts.set_max_packet_size(MAX_PAYLOAD, MAX_PAYLOAD);
         let (publisher, mut pub_conn) = Client::new(pub_opts, 10);
-        let big = vec![7u8; 1_500_000];
+        let big = vec![7u8; 1_000_000];
         publisher
-            .publish("fleet/t1/cmd", QoS::AtLeastOnce, true, big.clone())
+            .publish("fleet/t1/logs", QoS::AtLeastOnce, true, big.clone())
             .expect("queued");
         let mut acked = false;
         for ev in pub_conn.iter().take(20) {
@@ -304,7 +327,7 @@ mod tests {
         sub_opts.set_max_packet_size(MAX_PAYLOAD, MAX_PAYLOAD);
         let (subscriber, mut sub_conn) = Client::new(sub_opts, 10);
         subscriber
-            .subscribe("fleet/+/cmd", QoS::AtLeastOnce)
+            .subscribe("fleet/+/logs", QoS::AtLeastOnce)
             .expect("queued");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut got = None;
@@ -319,7 +342,7 @@ mod tests {
             }
         }
         let p = got.expect("retained message delivered");
-        assert_eq!(p.topic, "fleet/t1/cmd");
+        assert_eq!(p.topic, "fleet/t1/logs");
         assert_eq!(p.payload.len(), big.len());
     }
 }

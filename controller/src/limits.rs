@@ -67,6 +67,25 @@ pub struct LimitArgs {
     #[arg(long, env = "FLEETD_MAX_UPLOADS_IN_FLIGHT", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_uploads_in_flight: u32,
+    // --- embedded MQTT broker and the bus ---
+    /// Most MQTT client connections the embedded broker keeps open at once; one more is closed
+    /// at once. Each costs up to three file descriptors: fleetd raises its open-file limit to
+    /// fit, and admits fewer (with a warning) when the hard limit does not allow it.
+    #[arg(long, env = "FLEETD_MAX_MQTT_CONNECTIONS", default_value_t = fleet_broker::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_mqtt_connections: usize,
+    /// Seconds a client of the embedded broker has, from the TCP accept, to finish TLS and send
+    /// its CONNECT; then it is closed.
+    #[arg(long, env = "FLEETD_MQTT_CONNECT_TIMEOUT_SECS", default_value_t = fleet_broker::limits::DEFAULT_CONNECT_TIMEOUT.as_secs())]
+    pub mqtt_connect_timeout_secs: u64,
+    /// Largest MQTT packet, in bytes, a client may send to the embedded broker; a larger one
+    /// closes its connection before the broker holds it.
+    #[arg(long, env = "FLEETD_MQTT_MAX_PACKET_BYTES", default_value_t = fleet_broker::limits::DEFAULT_MAX_PACKET)]
+    pub mqtt_max_packet_bytes: usize,
+    /// Largest device status (and `cmd` message from a client), in bytes: the embedded broker
+    /// closes a client that sends a larger one, and fleetd refuses a larger status from any
+    /// broker before it is stored.
+    #[arg(long, env = "FLEETD_MQTT_MAX_STATUS_BYTES", default_value_t = fleet_broker::limits::DEFAULT_MAX_STATUS)]
+    pub mqtt_max_status_bytes: usize,
 }
 
 /// Default cap on one uploaded artifact: 8 GiB.
@@ -74,6 +93,25 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 
 /// Default cap on the bytes staged at once over all uploads: 16 GiB.
 pub const DEFAULT_MAX_STAGING_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+
+impl LimitArgs {
+    /// The embedded broker front's limits (`fleetd` fits `max_mqtt_connections` to the
+    /// open-file limit before serving).
+    pub fn mqtt_front(&self) -> fleet_broker::FrontLimits {
+        fleet_broker::FrontLimits {
+            max_connections: self.max_mqtt_connections,
+            connect_timeout: Duration::from_secs(self.mqtt_connect_timeout_secs),
+            max_packet: self.mqtt_max_packet_bytes,
+            max_status: self.mqtt_max_status_bytes,
+        }
+    }
+}
+
+/// Feeds the embedded broker's limit hits into `limits` (`fleetd_limit_hits_total`, bounded
+/// log lines).
+pub fn broker_hook(metrics: std::sync::Arc<crate::metrics::Metrics>) -> fleet_broker::LimitHook {
+    std::sync::Arc::new(move |limit, what| metrics.limits.hit(limit, what))
+}
 
 /// Counts of limits hit, by limit name, with the time each was last logged.
 #[derive(Debug, Default)]

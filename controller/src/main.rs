@@ -90,11 +90,31 @@ fn init(data_dir: &std::path::Path, name: &str) -> anyhow::Result<()> {
 }
 
 /// Sets up logging and limits, then serves.
-fn run_server(args: ServeArgs) -> anyhow::Result<()> {
+fn run_server(mut args: ServeArgs) -> anyhow::Result<()> {
     init_logging()?;
-    match system::raise_nofile_limit() {
-        Ok(limit) => tracing::debug!(limit, "open-file limit raised"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    let nofile = match system::raise_nofile_limit() {
+        Ok(limit) => {
+            tracing::debug!(limit, "open-file limit raised");
+            Some(limit)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            None
+        }
+    };
+    if let (None, Some(nofile)) = (&args.mqtt_url, nofile) {
+        let wanted = args.limits.max_mqtt_connections;
+        let fitted = system::fit_mqtt_connections(nofile, wanted);
+        if fitted < wanted {
+            tracing::warn!(
+                nofile,
+                wanted,
+                admitted = fitted,
+                "--max-mqtt-connections {wanted} needs {} open files but the hard limit is {nofile}: the embedded broker admits at most {fitted} connections (raise LimitNOFILE / ulimit -Hn)",
+                wanted as u64 * system::FDS_PER_MQTT_CONNECTION + system::FD_RESERVE
+            );
+            args.limits.max_mqtt_connections = fitted;
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

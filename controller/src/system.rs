@@ -19,3 +19,31 @@ pub fn nofile_limit() -> Option<u64> {
         .ok()
         .map(|(soft, _)| soft)
 }
+
+/// Descriptors kept for everything but MQTT clients (database, artifact files, HTTP callers,
+/// fleetd's own broker connection, log files).
+pub const FD_RESERVE: u64 = 4096;
+
+/// Descriptors one MQTT client of the embedded broker may hold: its socket to the front, and
+/// the front's loopback connection to rumqttd (both ends in this process).
+pub const FDS_PER_MQTT_CONNECTION: u64 = 3;
+
+/// How many MQTT connections fit in an open-file limit of `nofile`: `wanted` when they do,
+/// else as many as the limit allows after [`FD_RESERVE`] (at least one).
+pub fn fit_mqtt_connections(nofile: u64, wanted: usize) -> usize {
+    let room = nofile.saturating_sub(FD_RESERVE) / FDS_PER_MQTT_CONNECTION;
+    let fitted = usize::try_from(room).unwrap_or(usize::MAX).max(1);
+    wanted.min(fitted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_connections_under_the_descriptor_budget() {
+        assert_eq!(fit_mqtt_connections(1_048_576, 20_000), 20_000);
+        assert_eq!(fit_mqtt_connections(20_000, 20_000), 5_301);
+        assert_eq!(fit_mqtt_connections(1024, 20_000), 1);
+    }
+}

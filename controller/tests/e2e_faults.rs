@@ -134,16 +134,32 @@ fn hostile_payloads_on_status_and_cmd_crash_nothing() {
     let truncated = good[..good.len() / 2].to_vec();
     let oversized = vec![0xa1; fleet_schema::DEFAULT_MAX_PAYLOAD + 1024];
     let mut mqtt = MqttClient::connect(fleetd.mqtt_port, "hostile-publisher");
-    for topic in [
+    let topics = [
         "fleet/x/status",
         "fleet/x/cmd",
         "fleet/hostile-1/cmd",
         "fleet/hostile-1/status",
-    ] {
-        for payload in [&garbage, &truncated, &oversized] {
+    ];
+    for topic in topics {
+        for payload in [&garbage, &truncated] {
             mqtt.publish(topic, payload.clone(), false);
         }
     }
+    // An oversized payload never reaches the broker: the front closes its publisher.
+    for (i, topic) in topics.iter().enumerate() {
+        let mut big = MqttClient::connect(fleetd.mqtt_port, &format!("hostile-big-{i}"));
+        assert!(
+            big.publish_refused(topic, oversized.clone(), false),
+            "oversized publish on {topic} refused"
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || fleetd
+            .metrics()
+            .contains("fleetd_limit_hits_total{limit=\"mqtt_status_bytes\"} 4")),
+        "the front counted the oversized payloads: {}",
+        fleetd.metrics()
+    );
     // Retained garbage where the agent's desired state lives, then a retained delete.
     mqtt.publish("fleet/hostile-1/cmd", garbage.clone(), true);
     mqtt.publish("fleet/hostile-1/cmd", Vec::new(), true);
@@ -157,7 +173,7 @@ fn hostile_payloads_on_status_and_cmd_crash_nothing() {
             .sum()
     };
     assert!(
-        wait_until(Duration::from_secs(10), || rejected() >= 6.0),
+        wait_until(Duration::from_secs(10), || rejected() >= 4.0),
         "fleetd counted the rejected payloads: {}",
         fleetd.metrics()
     );

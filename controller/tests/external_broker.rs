@@ -18,12 +18,15 @@ fn presence(f: &Fleetd, payload: &[u8]) -> ControllerStatus {
 
 #[test]
 fn works_with_an_external_broker_and_reports_presence() {
-    let broker = EmbeddedBroker::start(fleet_broker::BrokerOptions {
+    let mut broker = EmbeddedBroker::start(fleet_broker::BrokerOptions {
         listen: "127.0.0.1:0".parse().expect("addr"),
         check: None,
         tls: None,
+        limits: fleet_broker::FrontLimits::default(),
+        hook: fleet_broker::limits::log_only(),
     })
     .expect("broker");
+    broker.serve_front_on_thread().expect("front runs");
     let port = broker.local_addr().port();
     let mut watcher = MqttClient::connect(port, "presence-watcher");
     watcher.subscribe("fleet/_controller/status");

@@ -8,9 +8,10 @@ use crate::metrics::Metrics;
 use crate::trust::Trust;
 use fleet_schema::topic::DeviceTopicKind;
 use fleet_schema::LogBatch;
-use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS, StateError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +48,27 @@ pub struct LoopContext {
     pub shutdown: CancellationToken,
     /// To the CI worker: payloads from `fleet/_ci/requests` (see [`crate::ci`]).
     pub ci: Option<mpsc::Sender<crate::ci::CiMessage>>,
+    /// Largest sealed status taken from a device.
+    pub max_status_bytes: usize,
+}
+
+/// A connection that lasted this long resets the reconnect backoff; one that breaks sooner
+/// (a broker that drops us right after CONNACK) keeps backing off, so it never becomes a loop.
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
+/// Limit label of an incoming packet above [`super::MAX_PACKET_SIZE`].
+pub const INCOMING_PACKET_LIMIT: &str = "mqtt_incoming_packet_bytes";
+
+/// True when the broker sent a packet above our packet limit (rumqttc refuses to read it and
+/// drops the connection; the broker would send it again from the session or the retained
+/// store on every reconnect).
+pub fn oversized_incoming(e: &ConnectionError) -> Option<usize> {
+    match e {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+        )) => Some(*n),
+        _ => None,
+    }
 }
 
 /// Polls until a disconnect requested at shutdown (or until an error after shutdown began).
@@ -54,14 +76,17 @@ pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
     let mut backoff = Backoff::default();
     let mut seen = SeenStamps::default();
     let mut failures: u64 = 0;
+    let mut connected_at: Option<Instant> = None;
+    let mut recovering = false;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!(
                     session_present = ack.session_present,
+                    recovering,
                     "connected to the MQTT broker"
                 );
-                backoff.reset();
+                connected_at = Some(Instant::now());
                 failures = 0;
                 ctx.metrics.mqtt_connects.fetch_add(1, Ordering::Relaxed);
                 ctx.connected.send_replace(true);
@@ -69,7 +94,11 @@ pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
                     ctx.client.clone(),
                     ctx.queue.clone(),
                     ctx.ci.is_some(),
+                    recovering,
                 ));
+                // Only the connection right after an oversized packet starts clean.
+                eventloop.mqtt_options.set_clean_session(false);
+                recovering = false;
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 route(&ctx, &mut seen, &p.topic, p.payload).await
@@ -80,6 +109,21 @@ pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
                 ctx.connected.send_replace(false);
                 if ctx.shutdown.is_cancelled() {
                     break;
+                }
+                if connected_at
+                    .take()
+                    .is_some_and(|t| t.elapsed() >= STABLE_CONNECTION)
+                {
+                    backoff.reset();
+                }
+                if let Some(size) = oversized_incoming(&e) {
+                    // A poisoned session: start the next one clean, and republish every
+                    // desired state before subscribing to `cmd` again (see `on_connect`).
+                    ctx.metrics.limits.hit(INCOMING_PACKET_LIMIT, || {
+                        format!("the broker sent a packet of {size} bytes, above fleetd's limit of {}; reconnecting with a clean session and republishing every desired state", super::MAX_PACKET_SIZE)
+                    });
+                    eventloop.mqtt_options.set_clean_session(true);
+                    recovering = true;
                 }
                 failures += 1;
                 let delay = backoff.next_delay(&mut rand::rng());
@@ -105,16 +149,33 @@ pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
     ctx.connected.send_replace(false);
 }
 
+/// Longest wait, when recovering from a poisoned session, for the republish of every desired
+/// state to be queued before `cmd` is subscribed to anyway.
+const REPUBLISH_WAIT: Duration = Duration::from_secs(60);
+
 /// On every ConnAck: subscribe again (also when the broker kept the session), announce the
 /// controller, and republish every desired state (heals a broker that lost retained messages).
-async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>, ci: bool) {
-    let filters = [
-        DeviceTopicKind::Status,
-        DeviceTopicKind::Cmd,
-        DeviceTopicKind::Metrics,
-        DeviceTopicKind::Logs,
-    ]
-    .map(|k| rumqttc::SubscribeFilter::new(k.all_devices_filter(), QoS::AtLeastOnce));
+/// When `recovering` from an oversized packet, `cmd` is subscribed to only after every desired
+/// state was queued: the broker handles one connection's packets in order, so the retained
+/// messages (an oversized one included) are replaced before it sends them to us.
+async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>, ci: bool, recovering: bool) {
+    let kinds: &[DeviceTopicKind] = if recovering {
+        &[
+            DeviceTopicKind::Status,
+            DeviceTopicKind::Metrics,
+            DeviceTopicKind::Logs,
+        ]
+    } else {
+        &[
+            DeviceTopicKind::Status,
+            DeviceTopicKind::Cmd,
+            DeviceTopicKind::Metrics,
+            DeviceTopicKind::Logs,
+        ]
+    };
+    let filters = kinds
+        .iter()
+        .map(|k| rumqttc::SubscribeFilter::new(k.all_devices_filter(), QoS::AtLeastOnce));
     if let Err(e) = client.subscribe_many(filters).await {
         tracing::error!(error = %e, "cannot subscribe to device topics");
     }
@@ -130,7 +191,23 @@ async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>, ci: bool) {
         }
     }
     queue.announce_controller(crate::clock::now_ms());
+    let mut rounds = queue.full_rounds();
+    let before = *rounds.borrow_and_update();
     queue.mark_all_devices();
+    if recovering {
+        if tokio::time::timeout(REPUBLISH_WAIT, rounds.wait_for(|n| *n > before))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "republishing every desired state takes long; subscribing to cmd anyway"
+            );
+        }
+        let filter = DeviceTopicKind::Cmd.all_devices_filter();
+        if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+            tracing::error!(error = %e, "cannot subscribe to cmd topics");
+        }
+    }
 }
 
 /// Routes one incoming message; rejections are logged and counted, never fatal.
@@ -146,7 +223,7 @@ async fn route(ctx: &LoopContext, seen: &mut SeenStamps, topic: &str, payload: a
         }
         return;
     }
-    match classify(&ctx.trust, seen, topic, payload) {
+    match classify(&ctx.trust, seen, topic, payload, ctx.max_status_bytes) {
         Inbound::Status(v) => {
             let update = StatusUpdate {
                 status: v.status,
@@ -177,6 +254,11 @@ async fn route(ctx: &LoopContext, seen: &mut SeenStamps, topic: &str, payload: a
         }
         Inbound::Ignored => {}
         Inbound::Rejected(r) => {
+            if let Some(limit) = r.limit {
+                ctx.metrics
+                    .limits
+                    .hit(limit, || format!("{topic}: {}", r.detail));
+            }
             let n = ctx.metrics.reject(r.topic, r.reason);
             // Bounded logging: the first few of each kind, then every thousandth.
             if n <= 5 || n.is_multiple_of(1000) {

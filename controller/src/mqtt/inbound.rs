@@ -60,6 +60,8 @@ pub struct Rejection {
     pub reason: &'static str,
     /// Human-readable detail for the log.
     pub detail: String,
+    /// The limit this rejection hits (`fleetd_limit_hits_total`), if it is one.
+    pub limit: Option<&'static str>,
 }
 
 /// The metrics label of a codec error.
@@ -132,6 +134,7 @@ fn reject(topic: &'static str, reason: &'static str, detail: String) -> Rejectio
         topic,
         reason,
         detail,
+        limit: None,
     }
 }
 
@@ -188,8 +191,14 @@ fn open_from<T: serde::de::DeserializeOwned>(
     Ok((msg, dev.key.id, opened.stamp))
 }
 
-/// Classifies one message.
-pub fn classify(trust: &Trust, seen: &mut SeenStamps, topic: &str, payload: Bytes) -> Inbound {
+/// Classifies one message; a status above `max_status` bytes is refused before it is opened.
+pub fn classify(
+    trust: &Trust,
+    seen: &mut SeenStamps,
+    topic: &str,
+    payload: Bytes,
+    max_status: usize,
+) -> Inbound {
     let parsed = match Topic::parse(topic) {
         Ok(t) => t,
         Err(e) => {
@@ -197,6 +206,17 @@ pub fn classify(trust: &Trust, seen: &mut SeenStamps, topic: &str, payload: Byte
         }
     };
     match parsed {
+        Topic::Status(device) if payload.len() > max_status => Inbound::Rejected(Rejection {
+            limit: Some("mqtt_status_bytes"),
+            ..reject(
+                "status",
+                "too-large",
+                format!(
+                    "status of {device} is {} bytes, above the limit of {max_status} (--mqtt-max-status-bytes)",
+                    payload.len()
+                ),
+            )
+        }),
         Topic::Status(device) => {
             match open_from(
                 trust,

@@ -75,6 +75,8 @@ pub struct BridgeParts {
     pub logs: tokio::sync::broadcast::Sender<Arc<LogBatch>>,
     /// Where CI requests go ([`crate::ci`]); `None`: not subscribed.
     pub ci: Option<mpsc::Sender<crate::ci::CiMessage>>,
+    /// Largest sealed status taken from a device (`--mqtt-max-status-bytes`).
+    pub max_status_bytes: usize,
 }
 
 /// Starts the bridge's tasks.
@@ -87,6 +89,7 @@ pub fn start(parts: BridgeParts, db: Db, shutdown: CancellationToken) -> Bridge 
         errors,
         logs,
         ci,
+        max_status_bytes,
     } = parts;
     let options = mqtt_options(&conn, &trust);
     let (client, eventloop) = AsyncClient::new(options, REQUEST_CHANNEL_CAPACITY);
@@ -134,6 +137,7 @@ pub fn start(parts: BridgeParts, db: Db, shutdown: CancellationToken) -> Bridge 
         connected: connected_tx,
         shutdown,
         ci,
+        max_status_bytes,
     };
     let poll_task = tokio::spawn(event_loop::run(eventloop, ctx));
     Bridge {

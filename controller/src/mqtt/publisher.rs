@@ -38,6 +38,8 @@ pub struct PublishQueue {
     notify: Notify,
     /// sha256 of the last sealed desired state published per device (the guard's echo check).
     published: Mutex<HashMap<String, [u8; 32]>>,
+    /// Counts the rounds that queued every desired state (after [`PublishQueue::mark_all_devices`]).
+    full_rounds: tokio::sync::watch::Sender<u64>,
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -91,6 +93,12 @@ impl PublishQueue {
             .expect("publish queue lock is never poisoned")
             .all = true;
         self.notify.notify_one();
+    }
+
+    /// Watches the count of finished full republishes: once it grows past the value read before
+    /// [`PublishQueue::mark_all_devices`], every desired state is queued on the client.
+    pub fn full_rounds(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.full_rounds.subscribe()
     }
 
     /// Publish the controller's online presence for a connection made at `at`.
@@ -179,6 +187,9 @@ pub async fn run(
             }
         }
         if ids.is_empty() {
+            if pending.all {
+                queue.full_rounds.send_modify(|n| *n += 1);
+            }
             continue;
         }
         let total = ids.len();
@@ -218,6 +229,9 @@ pub async fn run(
                 }
                 metrics.desired_published.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        if pending.all {
+            queue.full_rounds.send_modify(|n| *n += 1);
         }
         tracing::debug!(devices = total, "desired states queued for publishing");
     }

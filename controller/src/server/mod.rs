@@ -166,6 +166,12 @@ pub async fn run(
         _ => (None, None),
     };
 
+    let metrics = Arc::new(Metrics::with_telemetry(
+        crate::telemetry::Telemetry::new(args.telemetry.clone())
+            .map_err(|e| ServeError::Settings(e.to_string()))?,
+    ));
+    metrics.devices_online.store(0, Ordering::Relaxed);
+
     // The bus: our own connection goes to `bus_url`; devices are told `public_mqtt`.
     let (bus_url, public_mqtt, bus_tls, mut broker) = match &args.mqtt_url {
         Some(url) => {
@@ -199,6 +205,8 @@ pub async fn run(
                 listen: args.mqtt_listen,
                 check,
                 tls: mqtt_tls.clone(),
+                limits: args.limits.mqtt_front(),
+                hook: crate::limits::broker_hook(metrics.clone()),
             };
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(opts))
                 .await
@@ -230,11 +238,6 @@ pub async fn run(
     let https = server_tls.is_some();
     let public = public_url(args.public_url.as_deref(), http_addr, https);
 
-    let metrics = Arc::new(Metrics::with_telemetry(
-        crate::telemetry::Telemetry::new(args.telemetry.clone())
-            .map_err(|e| ServeError::Settings(e.to_string()))?,
-    ));
-    metrics.devices_online.store(0, Ordering::Relaxed);
     let token = CancellationToken::new();
     let errors = Arc::new(crate::engine::error_window::ErrorWindows::default());
     let logs = crate::http::logs::log_channel();
@@ -252,6 +255,7 @@ pub async fn run(
             errors: errors.clone(),
             logs: logs.clone(),
             ci: Some(ci_tx),
+            max_status_bytes: args.limits.mqtt_max_status_bytes,
         },
         db.clone(),
         token.clone(),

@@ -121,6 +121,10 @@ pub fn render(controller: &User, tokens: &[User], devices: &[User]) -> Files {
     Files { passwd, acl }
 }
 
+/// Largest packet Mosquitto should accept: what the embedded broker's front admits (FleetD's
+/// payload cap plus the envelope and headers), with room for the fixed header.
+pub const MOSQUITTO_MAX_PACKET: usize = fleet_broker::limits::DEFAULT_MAX_PACKET + 5;
+
 /// The `mosquitto.conf` lines that put the files in force.
 pub fn conf_snippet(dir: &str) -> String {
     format!(
@@ -130,7 +134,11 @@ pub fn conf_snippet(dir: &str) -> String {
          acl_file {dir}/fleet.acl\n\
          # Every device's status reaches fleetd over its one connection: queue well above the fleet size.\n\
          max_queued_messages 1000000\n\
-         # fleetd reloads these files with SIGHUP (fleetd --mosquitto-reload 'kill -HUP <pid>').\n"
+         # Refuse oversized packets before they are queued (a retained or queued one above the\n\
+         # clients' limit would disconnect fleetd and agents on every reconnect).\n\
+         max_packet_size {max_packet}\n\
+         # fleetd reloads these files with SIGHUP (fleetd --mosquitto-reload 'kill -HUP <pid>').\n",
+        max_packet = MOSQUITTO_MAX_PACKET
     )
 }
 

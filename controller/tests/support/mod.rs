@@ -85,6 +85,8 @@ pub struct Fleetd {
     external: Option<external::BrokerRef>,
     /// Extra command-line flags (e.g. `--insecure`).
     args: Vec<String>,
+    /// A command fleetd runs under (e.g. `prlimit --nofile=N:N --`), empty for none.
+    wrapper: Vec<String>,
     /// HTTP base URL from the ready line, e.g. `http://127.0.0.1:41234`.
     pub http: String,
     /// Port of the embedded MQTT broker.
@@ -156,7 +158,22 @@ impl Fleetd {
         Self::launch(&[], &[], Some(broker.clone()))
     }
 
+    /// Starts fleetd under `wrapper` (a command that execs the rest of its arguments, such as
+    /// `prlimit --nofile=N:N --`) with extra flags.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Fleetd {
+        Self::launch_wrapped(wrapper, &[], args, None)
+    }
+
     fn launch(
+        env: &[(&str, &str)],
+        args: &[&str],
+        external: Option<external::BrokerRef>,
+    ) -> Fleetd {
+        Self::launch_wrapped(&[], env, args, external)
+    }
+
+    fn launch_wrapped(
+        wrapper: &[&str],
         env: &[(&str, &str)],
         args: &[&str],
         external: Option<external::BrokerRef>,
@@ -174,6 +191,7 @@ impl Fleetd {
                 .collect(),
             external,
             args: args.iter().map(|a| a.to_string()).collect(),
+            wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
             http: String::new(),
             mqtt_port,
             enroll_token: String::new(),
@@ -260,7 +278,15 @@ impl Fleetd {
     fn spawn(&mut self) {
         self.starts += 1;
         let stderr = std::fs::File::create(self.stderr_path()).expect("stderr file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetd"));
+        let fleetd = env!("CARGO_BIN_EXE_fleetd");
+        let mut cmd = match self.wrapper.split_first() {
+            None => Command::new(fleetd),
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(fleetd);
+                c
+            }
+        };
         cmd.arg("--data-dir")
             .arg(self.data_dir())
             // Port 0 the first time; the same port after a restart, as a real deployment keeps
@@ -663,6 +689,25 @@ impl MqttClient {
             }
         }
         panic!("publish on {topic}: no PubAck");
+    }
+
+    /// Publishes (QoS 1) a message the broker must refuse: true when the connection closes
+    /// without a PubAck within 10 s (the embedded broker's front ends it); panics on a PubAck.
+    pub fn publish_refused(&mut self, topic: &str, payload: Vec<u8>, retain: bool) -> bool {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .expect("queue publish");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match self.conn.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
+                    panic!("the broker accepted the publish on {topic}")
+                }
+                Ok(Err(_)) => return true,
+                _ => {}
+            }
+        }
+        false
     }
 
     /// Subscribes and waits for the SubAck; an error when the broker refused the filter.
