@@ -11,9 +11,12 @@ pub mod device;
 pub mod external;
 pub mod fleet;
 pub mod gate;
+pub mod link;
 pub mod oci;
 pub mod procs;
+pub mod recovery;
 pub mod registry;
+pub mod tmpfs;
 
 /// The MQTT user name of the admin token (`_token-<id>`).
 pub fn admin_username() -> String {
@@ -123,6 +126,11 @@ impl Fleetd {
         Self::launch(&[], args, None)
     }
 
+    /// Starts fleetd with extra environment variables and command-line flags.
+    pub fn start_with(env: &[(&str, &str)], args: &[&str]) -> Fleetd {
+        Self::launch(env, args, None)
+    }
+
     /// Starts fleetd with HTTPS and MQTT over TLS, with the certificates of [`test_certs`].
     pub fn start_tls() -> Fleetd {
         Self::start_tls_with(&[])
@@ -156,10 +164,30 @@ impl Fleetd {
         Self::launch(&[], &[], Some(broker.clone()))
     }
 
+    /// [`Fleetd::start_external`] with extra environment variables.
+    pub fn start_external_with(broker: &external::BrokerRef, env: &[(&str, &str)]) -> Fleetd {
+        Self::launch(env, &[], Some(broker.clone()))
+    }
+
     fn launch(
         env: &[(&str, &str)],
         args: &[&str],
         external: Option<external::BrokerRef>,
+    ) -> Fleetd {
+        Self::launch_prepared(env, args, external, |_| {})
+    }
+
+    /// Starts fleetd with extra flags after `prepare` has run on its (empty, existing) data
+    /// directory, e.g. to mount a small filesystem there.
+    pub fn start_prepared(args: &[&str], prepare: impl FnOnce(&Path)) -> Fleetd {
+        Self::launch_prepared(&[], args, None, prepare)
+    }
+
+    fn launch_prepared(
+        env: &[(&str, &str)],
+        args: &[&str],
+        external: Option<external::BrokerRef>,
+        prepare: impl FnOnce(&Path),
     ) -> Fleetd {
         let mqtt_port = match &external {
             Some(b) => b.port,
@@ -179,6 +207,8 @@ impl Fleetd {
             enroll_token: String::new(),
             starts: 0,
         };
+        std::fs::create_dir_all(f.data_dir()).expect("create the data directory");
+        prepare(&f.data_dir());
         f.spawn();
         f.enroll_token = f.create_enroll_token(&serde_json::json!({"name": "tests"}));
         f
