@@ -14,7 +14,7 @@ use support::external::Mosquitto;
 use support::fleet::{deployment, upload_sample, wait_deployment, wait_online, APP};
 use support::link::Link;
 use support::recovery::Recovery;
-use support::{get, parse_json, upload, wait_until, Fleetd};
+use support::{dir_usage, get, parse_json, upload, wait_until, Fleetd};
 
 /// The agent's MQTT keep-alive (agent/src/bus.rs `KEEP_ALIVE`): the cut lasts longer.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -118,19 +118,6 @@ fn stored_ticks(fleetd: &Fleetd, device: &str) -> Vec<u64> {
     ticks.sort_unstable();
     ticks.dedup();
     ticks
-}
-
-fn dir_usage(dir: &std::path::Path) -> (usize, u64) {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            let sizes: Vec<u64> = d
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .collect();
-            (sizes.len(), sizes.iter().sum())
-        })
-        .unwrap_or((0, 0))
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -10,7 +10,7 @@ mod support;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use support::agent::Agent;
 use support::fleet::{deployment, sample_app_bytes, upload_sample, wait_deployment, APP};
@@ -21,18 +21,6 @@ use support::{admin_token, get, multipart, parse_json, post, upload, wait_until,
 /// The store's staging directory, where an upload lives until it is committed.
 fn staging(fleetd: &Fleetd) -> PathBuf {
     fleetd.data_dir().join("artifacts").join(".tmp")
-}
-
-/// Bytes of the staged uploads in `dir`.
-fn staged_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// What the API lists: artifact names, and the versions of the sample app.
@@ -95,8 +83,10 @@ fn fleetd_killed_mid_upload_leaves_no_orphan_and_loses_no_artifact() {
     // Phase 1: bytes streaming in (1 MiB of 8 sent; fleetd has written some to staging).
     let conn = start_slow_upload(&fleetd, "2.0.0", 1 << 20, 8 << 20);
     assert!(
-        wait_until(Duration::from_secs(20), || staged_bytes(&staging(&fleetd))
-            > 0),
+        wait_until(Duration::from_secs(20), || support::dir_usage(&staging(
+            &fleetd
+        ))
+        .1 > 0),
         "fleetd staged the first bytes; stderr:\n{}",
         fleetd.stderr()
     );
@@ -140,7 +130,7 @@ fn fleetd_killed_while_an_upload_is_scanned_leaves_no_orphan() {
         fleetd.stderr()
     );
     assert!(
-        staged_bytes(&staging(&fleetd)) >= 1 << 20,
+        support::dir_usage(&staging(&fleetd)).1 >= 1 << 20,
         "the whole file is staged"
     );
     fleetd.kill9();

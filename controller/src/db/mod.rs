@@ -190,7 +190,7 @@ impl Db {
     /// the operation that hit the error fails (naming it) and the next one works again as soon
     /// as the cause is gone. Committed data is safe: redb's commit is atomic, and opening the
     /// file again recovers it as after a crash.
-    pub(crate) fn recover_from(&self, e: &DbError) {
+    fn recover_from(&self, e: &DbError) {
         if !matches!(
             e,
             DbError::Redb(redb::Error::Io(_) | redb::Error::PreviousIo)

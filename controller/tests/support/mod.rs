@@ -800,3 +800,18 @@ pub fn announce(fleetd: &Fleetd, status: &fleet_schema::DeviceStatus) -> device:
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
+
+/// Files directly in `dir` and their total size (0, 0 when it is missing): how much a backlog
+/// or a staging directory holds.
+pub fn dir_usage(dir: &Path) -> (usize, u64) {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            let sizes: Vec<u64> = d
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .collect();
+            (sizes.len(), sizes.iter().sum())
+        })
+        .unwrap_or((0, 0))
+}
