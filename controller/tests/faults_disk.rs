@@ -297,6 +297,30 @@ fn fleetds_disk_full_during_an_upload_and_a_deployment_fails_clearly_and_recover
     );
     clock.done("the same upload succeeded");
 
+    // Commit: room for the staged blob and its version directory, none for its metadata
+    // (the directory already holds the blob when meta.json is written).
+    let file = script_app("3.0.0", 1 << 20);
+    disk.fill_inodes_leaving(2);
+    let (status, body) = upload_raw(&fleetd, "3.0.0", &file);
+    assert!(
+        status.is_some_and(|s| s >= 400),
+        "no room for the metadata refuses the upload: {status:?} {body}"
+    );
+    let version_dir = fleetd.data_dir().join("artifacts").join(APP).join("3.0.0");
+    assert!(
+        !version_dir.join("blob").exists(),
+        "no orphan blob without metadata in {}",
+        version_dir.display()
+    );
+    disk.free();
+    let clock = Recovery::start("fleetd disk full while an upload is committed");
+    let (status, body) = upload(&fleetd, APP, "3.0.0", &file);
+    assert_eq!(
+        status, 201,
+        "the upload succeeds once space is back: {body}"
+    );
+    clock.done("the same upload succeeded");
+
     // Deployment: no space at all while it is created.
     disk.fill_leaving(0);
     let (status, body) = create_deployment(&fleetd, "1.0.0", "fdisk-1");

@@ -1,10 +1,13 @@
 //! A small filesystem of its own for disk-full tests: a tmpfs mounted on a directory (root
-//! only), a filler file that takes all but a chosen amount of its space, and an unmount when
-//! the test ends. Where mounting is not permitted the test says so loudly and skips; with
-//! FLEET_REQUIRE_EXTERNAL=1 (CI) that is a failure.
+//! only), fillers that take all but a chosen amount of its space or of its inodes, and an
+//! unmount when the test ends. Where mounting is not permitted the test says so loudly and
+//! skips; with FLEET_REQUIRE_EXTERNAL=1 (CI) that is a failure.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Inodes of each tmpfs: plenty for a test's data directory, few enough to use them all up.
+pub const INODES: u64 = 4096;
 
 /// A mounted tmpfs, unmounted on drop.
 pub struct Tmpfs {
@@ -12,12 +15,18 @@ pub struct Tmpfs {
 }
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `mib` MiB on `dir` (created if missing), or returns None after a
-    /// loud notice when mounting is not permitted here.
+    /// Mounts a tmpfs of `mib` MiB and [`INODES`] inodes on `dir` (created if missing), or
+    /// returns None after a loud notice when mounting is not permitted here.
     pub fn mount(dir: &Path, mib: u64) -> Option<Tmpfs> {
         std::fs::create_dir_all(dir).expect("create the mount point");
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,nr_inodes={INODES}"),
+            ])
+            .arg("tmpfs")
             .arg(dir)
             .output();
         match out {
@@ -44,40 +53,70 @@ impl Tmpfs {
 
     /// Bytes still free for unprivileged writers.
     pub fn available(&self) -> u64 {
-        let out = Command::new("stat")
-            .args(["-f", "-c", "%a %S"])
-            .arg(&self.dir)
-            .output()
-            .expect("run stat -f");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut words = text
-            .split_whitespace()
-            .map(|w| w.parse::<u64>().expect("a number"));
-        let (blocks, size) = (
-            words.next().expect("free blocks"),
-            words.next().expect("block size"),
-        );
-        blocks * size
+        self.stat("%a") * self.stat("%S")
     }
 
-    /// Writes a filler file so that only about `leave` bytes stay free.
+    /// Writes a filler file so that only `leave` bytes (rounded to the filesystem's blocks)
+    /// stay free; it tops the filler up while the first estimate left more.
     pub fn fill_leaving(&self, leave: u64) {
         let path = self.filler();
         let _ = std::fs::remove_file(&path);
-        let size = self.available().saturating_sub(leave);
         let chunk = vec![0xa5_u8; 1 << 20];
-        let mut f = std::fs::File::create(&path).expect("create the filler");
-        let mut left = size;
-        while left > 0 {
-            let n = left.min(chunk.len() as u64) as usize;
-            std::io::Write::write_all(&mut f, &chunk[..n]).expect("write the filler");
-            left -= n as u64;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("create the filler");
+        for _ in 0..4 {
+            let mut left = self.available().saturating_sub(leave);
+            if left == 0 {
+                break;
+            }
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                std::io::Write::write_all(&mut f, &chunk[..n]).expect("write the filler");
+                left -= n as u64;
+            }
+            f.sync_all().expect("sync the filler");
         }
     }
 
-    /// Removes the filler: the space is back.
+    /// Creates empty files until only `leave` inodes are free (a disk whose inode table is full
+    /// answers new files with the same "No space left on device").
+    pub fn fill_inodes_leaving(&self, leave: u64) {
+        let dir = self.dir.join("zz-inodes");
+        std::fs::create_dir_all(&dir).expect("create the inode filler directory");
+        let mut n = 0u64;
+        for _ in 0..4 {
+            let excess = self.stat("%d").saturating_sub(leave);
+            if excess == 0 {
+                return;
+            }
+            for _ in 0..excess {
+                let _ = std::fs::File::create(dir.join(n.to_string()));
+                n += 1;
+            }
+        }
+        panic!("could not use up the inodes of {}", self.dir.display());
+    }
+
+    /// Removes the fillers: the space and the inodes are back.
     pub fn free(&self) {
         let _ = std::fs::remove_file(self.filler());
+        let _ = std::fs::remove_dir_all(self.dir.join("zz-inodes"));
+    }
+
+    /// One field of `stat -f` (a number) for the mount.
+    fn stat(&self, field: &str) -> u64 {
+        let out = Command::new("stat")
+            .args(["-f", "-c", field])
+            .arg(&self.dir)
+            .output()
+            .expect("run stat -f");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("stat -f prints a number")
     }
 
     fn filler(&self) -> PathBuf {
