@@ -101,6 +101,8 @@ pub struct Db {
     inner: Arc<RwLock<Option<Arc<Database>>>>,
     /// Serialises reopening.
     reopen: Arc<Mutex<()>>,
+    /// Bumped at every reopen, so an error from an older handle does not close a fresh one.
+    opened: Arc<AtomicU64>,
     path: Arc<PathBuf>,
     /// Bumped (in memory) whenever a device appears or its inventory or a group changes: the
     /// rollout driver looks for late joiners only when it moved.
@@ -135,6 +137,7 @@ impl Db {
         let db = Db {
             inner: Arc::new(RwLock::new(Some(Arc::new(db)))),
             reopen: Arc::new(Mutex::new(())),
+            opened: Arc::new(AtomicU64::new(0)),
             path: Arc::new(path.to_path_buf()),
             fleet_epoch: Arc::new(AtomicU64::new(1)),
         };
@@ -161,9 +164,10 @@ impl Db {
     {
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
+            let opened = db.opened.load(Ordering::SeqCst);
             let result = f(&db);
             if let Err(e) = &result {
-                db.recover_from(e);
+                db.recover_from(e, opened);
             }
             result
         })
@@ -190,7 +194,9 @@ impl Db {
     /// the operation that hit the error fails (naming it) and the next one works again as soon
     /// as the cause is gone. Committed data is safe: redb's commit is atomic, and opening the
     /// file again recovers it as after a crash.
-    fn recover_from(&self, e: &DbError) {
+    /// `opened` is the reopen count when the failed operation began: when the database was
+    /// opened again since, the error belongs to the old handle and nothing is done.
+    fn recover_from(&self, e: &DbError, opened: u64) {
         if !matches!(
             e,
             DbError::Redb(redb::Error::Io(_) | redb::Error::PreviousIo)
@@ -198,6 +204,9 @@ impl Db {
             return;
         }
         let _one = self.reopen.lock().expect("reopen lock is never poisoned");
+        if self.opened.load(Ordering::SeqCst) != opened {
+            return;
+        }
         let Some(mut old) = self
             .inner
             .write()
@@ -240,6 +249,7 @@ impl Db {
             return Ok(db.clone());
         }
         let db = Arc::new(Database::create(self.path.as_path())?);
+        self.opened.fetch_add(1, Ordering::SeqCst);
         tracing::info!(path = %self.path.display(), "database opened again");
         *slot = Some(db.clone());
         Ok(db)
