@@ -52,7 +52,7 @@ pub fn key(owner: &str, id: &str) -> String {
 
 /// Creates the table if it does not exist yet (at start, so readers never miss it).
 pub fn init(db: &Db) -> Result<(), DbError> {
-    let txn = db.raw().begin_write()?;
+    let txn = db.raw()?.begin_write()?;
     txn.open_table(CI_REQUESTS)?;
     txn.commit()?;
     Ok(())
@@ -60,7 +60,7 @@ pub fn init(db: &Db) -> Result<(), DbError> {
 
 /// The record of `key`, if any.
 pub fn get(db: &Db, key: &str) -> Result<Option<CiRecord>, DbError> {
-    let txn = db.raw().begin_read()?;
+    let txn = db.raw()?.begin_read()?;
     let table = txn.open_table(CI_REQUESTS)?;
     match table.get(key)? {
         Some(v) => Ok(Some(decode("ci_requests", key, v.value())?)),
@@ -70,7 +70,7 @@ pub fn get(db: &Db, key: &str) -> Result<Option<CiRecord>, DbError> {
 
 /// Writes the record of `key`.
 pub fn put(db: &Db, key: &str, rec: &CiRecord) -> Result<(), DbError> {
-    let txn = db.raw().begin_write()?;
+    let txn = db.raw()?.begin_write()?;
     {
         let mut table = txn.open_table(CI_REQUESTS)?;
         table.insert(key, encode(rec)?.as_slice())?;
@@ -81,7 +81,7 @@ pub fn put(db: &Db, key: &str, rec: &CiRecord) -> Result<(), DbError> {
 
 /// Forgets the record of `key` (a request that was refused after all).
 pub fn remove(db: &Db, key: &str) -> Result<(), DbError> {
-    let txn = db.raw().begin_write()?;
+    let txn = db.raw()?.begin_write()?;
     {
         let mut table = txn.open_table(CI_REQUESTS)?;
         table.remove(key)?;
@@ -93,7 +93,7 @@ pub fn remove(db: &Db, key: &str) -> Result<(), DbError> {
 /// Finished requests first seen before `before` (their ids may be forgotten: the retention of
 /// [`super::RETENTION_MS`]).
 pub fn finished_before(db: &Db, before: UnixMillis) -> Result<Vec<(String, CiRecord)>, DbError> {
-    let txn = db.raw().begin_read()?;
+    let txn = db.raw()?.begin_read()?;
     let table = txn.open_table(CI_REQUESTS)?;
     let mut out = Vec::new();
     for entry in table.iter()? {
@@ -110,7 +110,7 @@ pub fn finished_before(db: &Db, before: UnixMillis) -> Result<Vec<(String, CiRec
 /// Requests whose deployment exists but whose verdict was not sent yet (to follow again after a
 /// restart).
 pub fn unfinished(db: &Db) -> Result<Vec<(String, CiRecord)>, DbError> {
-    let txn = db.raw().begin_read()?;
+    let txn = db.raw()?.begin_read()?;
     let table = txn.open_table(CI_REQUESTS)?;
     let mut out = Vec::new();
     for entry in table.iter()? {

@@ -45,7 +45,7 @@ impl Db {
         now: UnixMillis,
     ) -> Result<Registered, DbError> {
         let k = key(&app.name, &app.version);
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         let out = {
             let mut table = txn.open_table(APPLICATIONS)?;
             let existing: Option<ApplicationRecord> = match table.get(k.as_str())? {
@@ -76,7 +76,7 @@ impl Db {
         version: &str,
     ) -> Result<Option<ApplicationRecord>, DbError> {
         let k = key(name, version);
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(APPLICATIONS)?;
         match table.get(k.as_str())? {
             Some(v) => Ok(Some(decode("applications", &k, v.value())?)),
@@ -86,7 +86,7 @@ impl Db {
 
     /// Every registered application version, by name then version key.
     pub fn applications(&self) -> Result<Vec<ApplicationRecord>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(APPLICATIONS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -101,7 +101,7 @@ impl Db {
 
     /// Creates or replaces a device group.
     pub fn put_group(&self, group: &GroupSpec) -> Result<(), DbError> {
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         {
             let mut table = txn.open_table(GROUPS)?;
             table.insert(group.name.as_str(), encode(group)?.as_slice())?;
@@ -114,7 +114,7 @@ impl Db {
     /// Deletes a group and returns it (`None` when there was none). Deployments that named it
     /// keep the devices they already have; a rollout stops growing through it.
     pub fn delete_group(&self, name: &str) -> Result<Option<GroupSpec>, DbError> {
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         let removed = {
             let mut table = txn.open_table(GROUPS)?;
             let old = table.remove(name)?;
@@ -130,7 +130,7 @@ impl Db {
 
     /// One group.
     pub fn group(&self, name: &str) -> Result<Option<GroupSpec>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(GROUPS)?;
         match table.get(name)? {
             Some(v) => Ok(Some(decode("groups", name, v.value())?)),
@@ -140,7 +140,7 @@ impl Db {
 
     /// Every group.
     pub fn groups(&self) -> Result<Vec<GroupSpec>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(GROUPS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {

@@ -125,7 +125,7 @@ impl Db {
         &self,
         new: NewDeployment,
     ) -> Result<(DeploymentRecord, DesiredBytes), DbError> {
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         let published;
         let record;
         {
@@ -204,7 +204,7 @@ impl Db {
 
     /// One deployment.
     pub fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(DEPLOYMENTS)?;
         match table.get(id)? {
             Some(v) => Ok(Some(decode("deployments", id, v.value())?)),
@@ -215,7 +215,7 @@ impl Db {
     /// Every deployment, oldest first (ids sort by creation). Corrupt records are logged and
     /// skipped.
     pub fn deployments(&self) -> Result<Vec<DeploymentRecord>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(DEPLOYMENTS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {

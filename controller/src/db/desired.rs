@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 impl Db {
     /// The stored CBOR of one device's desired state.
     pub fn desired_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(DESIRED)?;
         Ok(table.get(id)?.map(|v| v.value().to_vec()))
     }
 
     /// The stored CBOR of several devices' desired states (absent ones are skipped).
     pub fn desired_bytes_many(&self, ids: &[String]) -> Result<Vec<(String, Vec<u8>)>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(DESIRED)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -29,7 +29,7 @@ impl Db {
 
     /// Ids of every device that has a desired state.
     pub fn desired_ids(&self) -> Result<Vec<String>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(DESIRED)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -41,7 +41,7 @@ impl Db {
 
     /// Every device's decoded desired state (corrupt ones are logged and skipped).
     pub fn desired_all(&self) -> Result<BTreeMap<String, DesiredState>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(DESIRED)?;
         let mut out = BTreeMap::new();
         for entry in table.iter()? {

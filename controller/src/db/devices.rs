@@ -60,7 +60,7 @@ impl Db {
     pub fn apply_statuses(&self, batch: Vec<StatusUpdate>) -> Result<StatusBatchOutcome, DbError> {
         let mut outcome = StatusBatchOutcome::default();
         let mut fleet_changed = false;
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         {
             let mut table = txn.open_table(DEVICES)?;
             let desired = txn.open_table(DESIRED)?;
@@ -101,7 +101,7 @@ impl Db {
 
     /// Online devices whose last status reports an older generation than desired.
     pub fn behind_devices(&self) -> Result<Vec<String>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let devices = txn.open_table(DEVICES)?;
         let desired = txn.open_table(DESIRED)?;
         let mut out = Vec::new();
@@ -125,7 +125,7 @@ impl Db {
     /// Marks every device offline (at controller start: presence is only known from statuses
     /// received since). Returns how many were online.
     pub fn reset_presence(&self) -> Result<u64, DbError> {
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         let mut changed = 0;
         {
             let mut table = txn.open_table(DEVICES)?;
@@ -150,7 +150,7 @@ impl Db {
 
     /// Marks one device offline (its enrollment was revoked or reset); false when unknown.
     pub fn mark_offline(&self, id: &str) -> Result<bool, DbError> {
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         let changed = {
             let mut table = txn.open_table(DEVICES)?;
             let rec: Option<DeviceRecord> = match table.get(id)? {
@@ -172,7 +172,7 @@ impl Db {
 
     /// One device's record, if it was ever seen.
     pub fn device(&self, id: &str) -> Result<Option<DeviceRecord>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(DEVICES)?;
         match table.get(id)? {
             Some(v) => Ok(Some(decode("devices", id, v.value())?)),
@@ -192,7 +192,7 @@ impl Db {
     /// Every device ever seen, by id. A corrupt record is logged and skipped so one bad value
     /// cannot hide the rest of the fleet.
     pub fn devices(&self) -> Result<BTreeMap<String, DeviceRecord>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(DEVICES)?;
         let mut out = BTreeMap::new();
         for entry in table.iter()? {

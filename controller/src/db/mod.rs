@@ -34,9 +34,10 @@ pub use trust::EnrollWrite;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// Last known state of each device.
 pub(crate) const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
@@ -91,10 +92,21 @@ redb_errors!(
     redb::CommitError
 );
 
+/// How long a reopen waits for operations still holding the poisoned database to finish.
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    inner: Arc<Database>,
+    /// The open database; `None` between closing a poisoned one and opening it again.
+    inner: Arc<RwLock<Option<Arc<Database>>>>,
+    /// Serialises reopening.
+    reopen: Arc<Mutex<()>>,
+    /// Bumped at every reopen, so an error from an older handle does not close a fresh one.
+    opened: Arc<AtomicU64>,
+    path: Arc<PathBuf>,
+    /// The page cache size it was opened with (kept for reopening).
+    cache_bytes: usize,
     /// Bumped (in memory) whenever a device appears or its inventory or a group changes: the
     /// rollout driver looks for late joiners only when it moved.
     fleet_epoch: Arc<AtomicU64>,
@@ -110,8 +122,8 @@ impl std::fmt::Debug for Db {
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 impl Db {
-    /// Opens (or creates) the database file and makes sure every table exists, with redb's
-    /// default page cache.
+    /// Opens (or creates) the database file and makes sure every table exists, with
+    /// [`DEFAULT_CACHE_BYTES`] of page cache.
     pub fn open(path: &Path) -> Result<Db, DbError> {
         Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
     }
@@ -138,7 +150,11 @@ impl Db {
         }
         txn.commit()?;
         let db = Db {
-            inner: Arc::new(db),
+            inner: Arc::new(RwLock::new(Some(Arc::new(db)))),
+            reopen: Arc::new(Mutex::new(())),
+            opened: Arc::new(AtomicU64::new(0)),
+            path: Arc::new(path.to_path_buf()),
+            cache_bytes,
             fleet_epoch: Arc::new(AtomicU64::new(1)),
         };
         db.heal_phases()?;
@@ -163,13 +179,100 @@ impl Db {
         F: FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| DbError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            let opened = db.opened.load(Ordering::SeqCst);
+            let result = f(&db);
+            if let Err(e) = &result {
+                db.recover_from(e, opened);
+            }
+            result
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
     }
 
-    pub(crate) fn raw(&self) -> &Database {
-        &self.inner
+    /// The open database (opened again first when an I/O error closed it).
+    pub(crate) fn raw(&self) -> Result<Arc<Database>, DbError> {
+        let open = self
+            .inner
+            .read()
+            .expect("db lock is never poisoned")
+            .clone();
+        match open {
+            Some(db) => Ok(db),
+            None => self.open_again(),
+        }
+    }
+
+    /// After an I/O error (a full disk, say), redb refuses every later operation with "previous
+    /// I/O error" until the file is closed and opened again. Without this, fleetd would fail
+    /// every write for the rest of its life once its disk had been full for a moment; with it,
+    /// the operation that hit the error fails (naming it) and the next one works again as soon
+    /// as the cause is gone. Committed data is safe: redb's commit is atomic, and opening the
+    /// file again recovers it as after a crash.
+    /// `opened` is the reopen count when the failed operation began: when the database was
+    /// opened again since, the error belongs to the old handle and nothing is done.
+    fn recover_from(&self, e: &DbError, opened: u64) {
+        if !matches!(
+            e,
+            DbError::Redb(redb::Error::Io(_) | redb::Error::PreviousIo)
+        ) {
+            return;
+        }
+        let _one = self.reopen.lock().expect("reopen lock is never poisoned");
+        if self.opened.load(Ordering::SeqCst) != opened {
+            return;
+        }
+        let Some(mut old) = self
+            .inner
+            .write()
+            .expect("db lock is never poisoned")
+            .take()
+        else {
+            return;
+        };
+        tracing::warn!(error = %e, path = %self.path.display(), "closing the database after an I/O error to open it again");
+        // Operations still running hold the old handle; the file closes when the last ends.
+        let deadline = Instant::now() + REOPEN_WAIT;
+        loop {
+            match Arc::try_unwrap(old) {
+                Ok(db) => {
+                    drop(db);
+                    break;
+                }
+                Err(still) if Instant::now() < deadline => {
+                    old = still;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = self.open_locked() {
+            tracing::warn!(error = %e, "the database could not be opened again yet; the next operation retries");
+        }
+    }
+
+    fn open_again(&self) -> Result<Arc<Database>, DbError> {
+        let _one = self.reopen.lock().expect("reopen lock is never poisoned");
+        self.open_locked()
+    }
+
+    /// Opens the file into the empty slot (or returns what another thread opened meanwhile);
+    /// the caller holds `reopen`.
+    fn open_locked(&self) -> Result<Arc<Database>, DbError> {
+        let mut slot = self.inner.write().expect("db lock is never poisoned");
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(self.cache_bytes)
+                .create(self.path.as_path())?,
+        );
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        tracing::info!(path = %self.path.display(), "database opened again");
+        *slot = Some(db.clone());
+        Ok(db)
     }
 
     /// The decoded records of `ids` in table `def` (named `label` in errors); absent keys are
@@ -180,7 +283,7 @@ impl Db {
         label: &'static str,
         ids: impl IntoIterator<Item = &'a String>,
     ) -> Result<std::collections::BTreeMap<String, T>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(def)?;
         let mut out = std::collections::BTreeMap::new();
         for id in ids {

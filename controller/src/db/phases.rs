@@ -29,7 +29,7 @@ impl Db {
     /// Rebuilds the index when it does not cover every record (a database written before the
     /// index existed, or healed after a manual edit). Runs at open.
     pub(crate) fn heal_phases(&self) -> Result<(), DbError> {
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         {
             let deployments = txn.open_table(DEPLOYMENTS)?;
             let mut phases = txn.open_table(PHASES)?;
@@ -54,7 +54,7 @@ impl Db {
 
     /// Every deployment's id and phase (`None` for records without a rollout), oldest first.
     pub fn deployment_phases(&self) -> Result<Vec<(String, Option<Phase>)>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(PHASES)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -107,7 +107,7 @@ mod tests {
             ]
         );
         // A database from before the index: the table is emptied, and reopening rebuilds it.
-        let txn = db.raw().begin_write().expect("write");
+        let txn = db.raw().expect("open").begin_write().expect("write");
         txn.open_table(PHASES)
             .expect("table")
             .retain(|_, _| false)

@@ -20,7 +20,7 @@ impl Db {
     /// a device's desired state still names. Returns how many were removed.
     pub fn prune_finished_deployments(&self, keep: usize) -> Result<usize, DbError> {
         let finished: Vec<String> = {
-            let txn = self.raw().begin_read()?;
+            let txn = self.raw()?.begin_read()?;
             let phases = txn.open_table(PHASES)?;
             let mut ids = Vec::new();
             for entry in phases.iter()? {
@@ -42,7 +42,7 @@ impl Db {
             .filter(|id| !referenced.contains(id.as_str()))
             .take(excess)
             .collect();
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         let mut removed = 0;
         {
             let mut deployments = txn.open_table(DEPLOYMENTS)?;
@@ -65,7 +65,7 @@ impl Db {
 
     /// Deployment ids named by any device's desired state.
     fn referenced_deployments(&self) -> Result<HashSet<String>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(DESIRED)?;
         let mut out = HashSet::new();
         for entry in table.iter()? {

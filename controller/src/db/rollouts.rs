@@ -89,7 +89,7 @@ impl Db {
     where
         F: FnOnce(&mut Rollout, Ctx<'_>) -> Result<Actions, String>,
     {
-        let txn = self.raw().begin_write().map_err(DbError::from)?;
+        let txn = self.raw()?.begin_write().map_err(DbError::from)?;
         let (rec, published, changed) = {
             let mut table = txn.open_table(DEPLOYMENTS).map_err(DbError::from)?;
             let mut rec: DeploymentRecord = match table.get(id).map_err(DbError::from)? {

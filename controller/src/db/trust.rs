@@ -33,7 +33,7 @@ impl Db {
         def: TableDefinition<&str, &[u8]>,
         label: &'static str,
     ) -> Result<Vec<T>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(def)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -52,7 +52,7 @@ impl Db {
         label: &'static str,
         key: &str,
     ) -> Result<Option<T>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(def)?;
         match table.get(key)? {
             Some(v) => Ok(Some(decode(label, key, v.value())?)),
@@ -67,7 +67,7 @@ impl Db {
         value: &T,
     ) -> Result<(), DbError> {
         let bytes = encode(value)?;
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         txn.open_table(def)?.insert(key, bytes.as_slice())?;
         txn.commit()?;
         Ok(())
@@ -90,7 +90,7 @@ impl Db {
 
     /// Forgets one device's identity (an operator's reset); true when there was one.
     pub fn delete_identity(&self, device: &str) -> Result<bool, DbError> {
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         let existed = txn.open_table(IDENTITIES)?.remove(device)?.is_some();
         txn.commit()?;
         Ok(existed)
@@ -107,7 +107,7 @@ impl Db {
             Option<EnrollTokenRecord>,
         ) -> Result<(EnrollWrite, R), DbError>,
     ) -> Result<R, DbError> {
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         let result = {
             let mut ids = txn.open_table(IDENTITIES)?;
             let mut toks = txn.open_table(ENROLL_TOKENS)?;
@@ -162,14 +162,14 @@ impl Db {
 
     /// A named small value.
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, DbError> {
-        let txn = self.raw().begin_read()?;
+        let txn = self.raw()?.begin_read()?;
         let table = txn.open_table(META)?;
         Ok(table.get(key)?.map(|v| v.value().to_vec()))
     }
 
     /// Writes a named small value.
     pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), DbError> {
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         txn.open_table(META)?.insert(key, value)?;
         txn.commit()?;
         Ok(())
@@ -178,7 +178,7 @@ impl Db {
     /// Increments a persisted counter and returns its new value (e.g. the controller's boot
     /// epoch, which orders its signed messages across restarts).
     pub fn bump_counter(&self, name: &str) -> Result<u64, DbError> {
-        let txn = self.raw().begin_write()?;
+        let txn = self.raw()?.begin_write()?;
         let next = {
             let mut counters = txn.open_table(super::COUNTERS)?;
             let next = counters.get(name)?.map(|v| v.value()).unwrap_or(0) + 1;

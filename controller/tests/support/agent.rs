@@ -48,6 +48,28 @@ impl Agent {
         agent
     }
 
+    /// Starts an agent after `prepare` has run on its (empty, existing) data directory, e.g.
+    /// to mount a small filesystem there.
+    pub fn start_prepared(
+        device_id: &str,
+        access: &Access,
+        args: &[&str],
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
+        let mut agent = Self {
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            device_id: device_id.to_string(),
+            access: access.clone(),
+            labels: Vec::new(),
+            dir: tempfile::tempdir().expect("temp dir for the agent"),
+            child: None,
+        };
+        std::fs::create_dir_all(agent.data_dir()).expect("create the data directory");
+        prepare(&agent.data_dir());
+        agent.spawn();
+        agent
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)

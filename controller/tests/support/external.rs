@@ -83,6 +83,26 @@ pub struct Mosquitto {
     pub port: u16,
     dir: tempfile::TempDir,
     secured: bool,
+    bin: PathBuf,
+}
+
+/// Starts Mosquitto with `conf` and waits until it listens on `port`.
+fn spawn_on(bin: &std::path::Path, conf: &std::path::Path, port: u16) -> Child {
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mosquitto");
+    let listening = wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(
+        listening,
+        "mosquitto did not listen on port {port} within 10 s"
+    );
+    child
 }
 
 impl Mosquitto {
@@ -133,26 +153,32 @@ impl Mosquitto {
             ),
         )
         .expect("write mosquitto.conf");
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mosquitto");
-        let listening = wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(
-            listening,
-            "mosquitto did not listen on port {port} within 10 s"
-        );
+        let child = spawn_on(&bin, &conf, port);
         Some(Self {
             child,
             port,
             dir,
             secured,
+            bin,
         })
+    }
+
+    /// SIGKILLs the broker (its retained messages and sessions are gone: persistence is off).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port with the same configuration and FleetD's
+    /// files, and waits until it listens. fleetd's reload command names the old pid: the
+    /// restarted broker reads the files as they are at its start.
+    pub fn start_again(&mut self) {
+        self.kill9();
+        self.child = spawn_on(
+            &self.bin,
+            &self.dir.path().join("mosquitto.conf"),
+            self.port,
+        );
     }
 
     /// The broker's URL for `--mqtt-url`.

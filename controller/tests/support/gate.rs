@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The gate; dropped with the test (its thread ends with the process).
 pub struct Gate {
@@ -16,6 +16,8 @@ pub struct Gate {
     /// Where to forward; 0 while shut.
     target: Arc<AtomicU16>,
     refused: Arc<AtomicU64>,
+    /// Client sides of the connections let through, so shutting again can break them.
+    through: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Gate {
@@ -25,7 +27,8 @@ impl Gate {
         let port = listener.local_addr().expect("gate address").port();
         let target = Arc::new(AtomicU16::new(0));
         let refused = Arc::new(AtomicU64::new(0));
-        let (t, r) = (target.clone(), refused.clone());
+        let through: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (t, r, th) = (target.clone(), refused.clone(), through.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
@@ -35,6 +38,9 @@ impl Gate {
                     let _ = conn.shutdown(Shutdown::Both);
                     continue;
                 }
+                if let Ok(c) = conn.try_clone() {
+                    th.lock().expect("gate lock").push(c);
+                }
                 std::thread::spawn(move || forward(conn, to));
             }
         });
@@ -42,12 +48,22 @@ impl Gate {
             port,
             target,
             refused,
+            through,
         }
     }
 
     /// Lets connections through to `127.0.0.1:target` from now on.
     pub fn open_to(&self, target: u16) {
         self.target.store(target, Ordering::SeqCst);
+    }
+
+    /// Shuts the gate again: breaks the connections let through (a client's pooled keep-alive
+    /// connection too) and drops every new one from now on.
+    pub fn shut_again(&self) {
+        self.target.store(0, Ordering::SeqCst);
+        for c in self.through.lock().expect("gate lock").drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
     }
 
     /// Connections dropped while shut.

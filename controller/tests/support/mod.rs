@@ -11,9 +11,12 @@ pub mod device;
 pub mod external;
 pub mod fleet;
 pub mod gate;
+pub mod link;
 pub mod oci;
 pub mod procs;
+pub mod recovery;
 pub mod registry;
+pub mod tmpfs;
 
 /// The MQTT user name of the admin token (`_token-<id>`).
 pub fn admin_username() -> String {
@@ -125,6 +128,11 @@ impl Fleetd {
         Self::launch(&[], args, None)
     }
 
+    /// Starts fleetd with extra environment variables and command-line flags.
+    pub fn start_with(env: &[(&str, &str)], args: &[&str]) -> Fleetd {
+        Self::launch(env, args, None)
+    }
+
     /// Starts fleetd with HTTPS and MQTT over TLS, with the certificates of [`test_certs`].
     pub fn start_tls() -> Fleetd {
         Self::start_tls_with(&[])
@@ -161,7 +169,12 @@ impl Fleetd {
     /// Starts fleetd under `wrapper` (a command that execs the rest of its arguments, such as
     /// `prlimit --nofile=N:N --`) with extra flags.
     pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Fleetd {
-        Self::launch_wrapped(wrapper, &[], args, None)
+        Self::launch_full(wrapper, &[], args, None, |_| {})
+    }
+
+    /// [`Fleetd::start_external`] with extra environment variables.
+    pub fn start_external_with(broker: &external::BrokerRef, env: &[(&str, &str)]) -> Fleetd {
+        Self::launch(env, &[], Some(broker.clone()))
     }
 
     fn launch(
@@ -169,14 +182,21 @@ impl Fleetd {
         args: &[&str],
         external: Option<external::BrokerRef>,
     ) -> Fleetd {
-        Self::launch_wrapped(&[], env, args, external)
+        Self::launch_full(&[], env, args, external, |_| {})
     }
 
-    fn launch_wrapped(
+    /// Starts fleetd with extra flags after `prepare` has run on its (empty, existing) data
+    /// directory, e.g. to mount a small filesystem there.
+    pub fn start_prepared(args: &[&str], prepare: impl FnOnce(&Path)) -> Fleetd {
+        Self::launch_full(&[], &[], args, None, prepare)
+    }
+
+    fn launch_full(
         wrapper: &[&str],
         env: &[(&str, &str)],
         args: &[&str],
         external: Option<external::BrokerRef>,
+        prepare: impl FnOnce(&Path),
     ) -> Fleetd {
         let mqtt_port = match &external {
             Some(b) => b.port,
@@ -197,6 +217,8 @@ impl Fleetd {
             enroll_token: String::new(),
             starts: 0,
         };
+        std::fs::create_dir_all(f.data_dir()).expect("create the data directory");
+        prepare(&f.data_dir());
         f.spawn();
         f.enroll_token = f.create_enroll_token(&serde_json::json!({"name": "tests"}));
         f
@@ -819,4 +841,19 @@ pub fn announce(fleetd: &Fleetd, status: &fleet_schema::DeviceStatus) -> device:
 /// Reads a path's file to bytes (for tests that inspect the data directory).
 pub fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Files directly in `dir` and their total size (0, 0 when it is missing): how much a backlog
+/// or a staging directory holds.
+pub fn dir_usage(dir: &Path) -> (usize, u64) {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            let sizes: Vec<u64> = d
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .collect();
+            (sizes.len(), sizes.iter().sum())
+        })
+        .unwrap_or((0, 0))
 }

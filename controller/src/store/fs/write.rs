@@ -92,7 +92,14 @@ pub(super) async fn commit(
         .map_err(io(format!("cannot move upload to {}", blob.display())))?;
     let meta = new.into_meta(id, &staged, format!("file://{}", blob.display()));
     staged.disarm();
-    write_meta(dir, &meta).await?;
+    if let Err(e) = write_meta(dir, &meta).await {
+        // Without its metadata the blob is invisible: left there, it would hold its space (on
+        // a disk that is already full) until someone uploads the same version again.
+        let _ = tokio::fs::remove_file(&blob).await;
+        let _ = tokio::fs::remove_file(dir.join(format!("{META_FILE}.tmp"))).await;
+        let _ = tokio::fs::remove_dir(dir).await;
+        return Err(e);
+    }
     Ok(StoreOutcome::Created(meta))
 }
 
