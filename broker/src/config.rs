@@ -13,22 +13,13 @@ pub const MAX_PAYLOAD: usize = 2 * 1024 * 1024;
 /// Connections rumqttd admits beyond the front's: fleetd's own client and the readiness probe.
 const OWN_CONNECTIONS: usize = 16;
 
-/// Most bytes of recent messages the embedded broker keeps for one wildcard subscription
-/// filter (fleetd's `fleet/+/status` and the like): the largest burst fleetd can fall behind by
-/// before it skips messages (agents re-announce; statuses are retained).
-pub const WILDCARD_LOG_BYTES: usize = 2 * 1024 * 1024;
-
-/// Most bytes of recent messages kept for one exact filter (one device's `fleet/<id>/cmd`),
-/// beyond the newest message, which is always kept.
-pub const EXACT_LOG_BYTES: usize = 16 * 1024;
-
 /// Builds the rumqttd configuration for one v4 listener on `listen` admitting the front's
 /// `max_connections` (plus fleetd's own); `auth` decides every CONNECT (none: anyone may
 /// connect).
 pub fn broker_config(
     listen: SocketAddr,
     auth: Option<AuthHandler>,
-    max_connections: usize,
+    limits: &crate::FrontLimits,
 ) -> Config {
     let connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
@@ -47,17 +38,17 @@ pub fn broker_config(
         connections,
     };
     let router = RouterConfig {
-        max_connections: max_connections + OWN_CONNECTIONS,
+        max_connections: limits.max_connections + OWN_CONNECTIONS,
         max_outgoing_packet_count: 500,
         // rumqttd keeps an in-memory log per subscription filter. fleetd's wildcard filters
         // (`fleet/+/status`, ...) must absorb a fleet-wide burst while fleetd reads them; each
         // device's own filters (`fleet/<id>/cmd`) see a few messages per deployment and keep
         // only the newest (the patched `exact_filter_segment`, vendor/rumqttd).
-        max_segment_size: WILDCARD_LOG_BYTES / 4,
+        max_segment_size: (limits.wildcard_log_bytes / 4).max(1024),
         max_segment_count: 4,
         exact_filter_segment: Some(rumqttd::SegmentConfig {
-            max_segment_size: EXACT_LOG_BYTES,
-            max_segment_count: 1,
+            max_segment_size: (limits.device_log_bytes / 2).max(1024),
+            max_segment_count: 2,
         }),
         ..RouterConfig::default()
     };

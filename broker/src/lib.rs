@@ -56,7 +56,11 @@ impl std::fmt::Debug for BrokerOptions {
 
 /// A tracing filter directive that keeps rumqttd quiet when fleetd logs at info level
 /// (rumqttd logs every connection at info, which drowns fleetd's own lines at fleet scale).
-pub const LOG_DIRECTIVE: &str = "rumqttd=warn";
+/// Its segment and routing warnings ("read cursor jumped") are routine once per-subscription
+/// logs are bounded (`FrontLimits::device_log_bytes`): a device that was offline skips to the
+/// newest desired state, which is what it needs.
+pub const LOG_DIRECTIVE: &str =
+    "rumqttd=warn,rumqttd::segments=error,rumqttd::router::routing=error";
 
 /// How long [`EmbeddedBroker::start`] waits for the listener to answer an MQTT handshake.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -158,7 +162,7 @@ impl EmbeddedBroker {
             .check
             .clone()
             .map(|c| auth_handler(c, probe_password.clone(), probe_open.clone()));
-        let config = broker_config(internal, auth, opts.limits.max_connections);
+        let config = broker_config(internal, auth, &opts.limits);
         let thread = std::thread::Builder::new()
             .name("mqtt-broker".into())
             .spawn(move || {

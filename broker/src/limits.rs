@@ -36,7 +36,19 @@ pub struct FrontLimits {
     pub max_packet: usize,
     /// Largest packet on `fleet/<device>/status` and `fleet/<device>/cmd`.
     pub max_status: usize,
+    /// Bytes of recent messages rumqttd keeps in memory for one wildcard subscription
+    /// (fleetd's `fleet/+/status` and the like): the largest burst fleetd may fall behind by
+    /// before it skips ahead (statuses are retained and agents re-announce).
+    pub wildcard_log_bytes: usize,
+    /// Bytes of recent messages kept for one exact subscription (a device's own
+    /// `fleet/<id>/cmd`); the newest message is always kept.
+    pub device_log_bytes: usize,
 }
+
+/// Default of [`FrontLimits::wildcard_log_bytes`]: 8 MiB.
+pub const DEFAULT_WILDCARD_LOG_BYTES: usize = 8 << 20;
+/// Default of [`FrontLimits::device_log_bytes`]: 32 KiB.
+pub const DEFAULT_DEVICE_LOG_BYTES: usize = 32 << 10;
 
 impl Default for FrontLimits {
     fn default() -> Self {
@@ -45,6 +57,8 @@ impl Default for FrontLimits {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_packet: DEFAULT_MAX_PACKET,
             max_status: DEFAULT_MAX_STATUS,
+            wildcard_log_bytes: DEFAULT_WILDCARD_LOG_BYTES,
+            device_log_bytes: DEFAULT_DEVICE_LOG_BYTES,
         }
     }
 }

@@ -86,6 +86,15 @@ pub struct LimitArgs {
     /// broker before it is stored.
     #[arg(long, env = "FLEETD_MQTT_MAX_STATUS_BYTES", default_value_t = fleet_broker::limits::DEFAULT_MAX_STATUS)]
     pub mqtt_max_status_bytes: usize,
+    /// Memory the embedded broker keeps for one wildcard subscription's recent messages (the
+    /// burst fleetd may fall behind by on `fleet/+/status` and the like before it skips ahead),
+    /// KiB.
+    #[arg(long, env = "FLEETD_MQTT_WILDCARD_LOG_KIB", default_value_t = fleet_broker::limits::DEFAULT_WILDCARD_LOG_BYTES / 1024)]
+    pub mqtt_wildcard_log_kib: usize,
+    /// Memory the embedded broker keeps for one device subscription's recent messages
+    /// (`fleet/<id>/cmd`; the newest is always kept), KiB.
+    #[arg(long, env = "FLEETD_MQTT_DEVICE_LOG_KIB", default_value_t = fleet_broker::limits::DEFAULT_DEVICE_LOG_BYTES / 1024)]
+    pub mqtt_device_log_kib: usize,
 }
 
 /// Default cap on one uploaded artifact: 8 GiB.
@@ -103,6 +112,8 @@ impl LimitArgs {
             connect_timeout: Duration::from_secs(self.mqtt_connect_timeout_secs),
             max_packet: self.mqtt_max_packet_bytes,
             max_status: self.mqtt_max_status_bytes,
+            wildcard_log_bytes: self.mqtt_wildcard_log_kib.saturating_mul(1024),
+            device_log_bytes: self.mqtt_device_log_kib.saturating_mul(1024),
         }
     }
 }

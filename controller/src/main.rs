@@ -149,11 +149,9 @@ fn init_logging() -> anyhow::Result<()> {
         None => EnvFilter::new("info"),
     };
     if !from_env.as_deref().is_some_and(|s| s.contains("rumqttd")) {
-        filter = filter.add_directive(
-            fleet_broker::LOG_DIRECTIVE
-                .parse()
-                .context("broker log directive")?,
-        );
+        for directive in fleet_broker::LOG_DIRECTIVE.split(',') {
+            filter = filter.add_directive(directive.parse().context("broker log directive")?);
+        }
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

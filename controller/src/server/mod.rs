@@ -3,8 +3,8 @@
 //! SIGINT/SIGTERM. Nothing here is needed for correctness after a SIGKILL: every change was
 //! committed to the database before it was published, and the next start republishes.
 
-mod retention;
 mod listen;
+mod retention;
 mod shutdown;
 pub mod watch;
 
