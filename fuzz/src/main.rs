@@ -34,8 +34,9 @@ struct Args {
     /// Where failing inputs are written.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/crashes"))]
     crashes: PathBuf,
-    /// Most MiB one input may allocate.
-    #[arg(long, default_value_t = 256)]
+    /// Most MiB one input may allocate (a device has little memory to spare: a message of a
+    /// few kilobytes must not make a parser reserve more).
+    #[arg(long, default_value_t = 16)]
     max_alloc_mib: usize,
     /// Most milliseconds one input may run.
     #[arg(long, default_value_t = 2000)]

@@ -19,7 +19,7 @@ pub struct Bounds {
 impl Default for Bounds {
     fn default() -> Self {
         Self {
-            max_alloc: 256 << 20,
+            max_alloc: 16 << 20,
             max_time: Duration::from_secs(2),
         }
     }

@@ -4,6 +4,8 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
+mod scan;
+
 /// The default cap on one decoded payload (1 MiB). Desired state and status for a device with
 /// many apps stay far below it; the MQTT clients are configured with a packet limit above it.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
@@ -63,6 +65,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecE
             max,
         });
     }
+    // Declared lengths and nesting are checked before the decoder reserves anything for them.
+    scan::check(bytes)?;
     let mut cursor = std::io::Cursor::new(bytes);
     let value: T = ciborium::from_reader(&mut cursor).map_err(|e| match e {
         ciborium::de::Error::Io(_) => CodecError::Truncated,
