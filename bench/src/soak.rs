@@ -128,7 +128,7 @@ pub async fn report_logs(
                     timestamp: crate::fleet::now_ms(),
                     app: "sim-app".into(),
                     stream: "stdout".into(),
-                    level: if line % 10 == 0 {
+                    level: if line.is_multiple_of(10) {
                         LogLevel::Warn
                     } else {
                         LogLevel::Info
@@ -279,12 +279,16 @@ impl SoakReport {
     }
 }
 
+/// A figure's name, how to read it from a sample, and the absolute slack allowed on top of
+/// [`GROWTH_MARGIN`].
+type Figure = (&'static str, fn(&Sample) -> f64, f64);
+
 /// Judges growth: the last quarter's maximum against the second quarter's (the first quarter
 /// is warm-up: caches fill, the log store reaches its steady size).
 pub fn verdict(samples: &[Sample]) -> Vec<Growth> {
     let n = samples.len();
     let quarter = |q: usize| &samples[n * q / 4..(n * (q + 1) / 4).max(n * q / 4)];
-    let figures: [(&'static str, fn(&Sample) -> f64, f64); 4] = [
+    let figures: [Figure; 4] = [
         ("rss_mib", |s| s.rss_mib, RSS_SLACK_MIB),
         ("fds", |s| s.fds as f64, 16.0),
         ("threads", |s| s.threads as f64, 4.0),

@@ -81,7 +81,7 @@ pub fn check(bytes: &[u8]) -> Result<(), CodecError> {
                 pos += arg as usize;
                 consume(&mut stack);
             }
-            4 | 5 | 6 => {
+            4..=6 => {
                 let items = match major {
                     4 => arg,
                     5 => arg.checked_mul(2).ok_or(CodecError::Truncated)?,
