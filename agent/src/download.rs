@@ -110,10 +110,13 @@ impl DownloadError {
     /// Whether trying again later may well succeed: the server or the network was unreachable
     /// or overloaded (fleetd restarting, a link down, 408/429/5xx). The agent keeps retrying
     /// these and reports the app as still downloading, so a controller restart or a short
-    /// outage does not fail a rollout; the step's progress deadline bounds them. Everything
-    /// else (wrong size or digest, 4xx, local disk trouble) is the device's verdict: failed.
+    /// outage does not fail a rollout; the step's progress deadline bounds them. A full disk
+    /// is transient too: the agent retries until space is freed or the deadline passes.
+    /// Everything else (wrong size or digest, 4xx, other local disk trouble) is the device's
+    /// verdict: failed.
     pub fn is_transient(&self) -> bool {
         match self {
+            DownloadError::Io { source, .. } => out_of_space(source),
             DownloadError::Request { .. }
             | DownloadError::Interrupted { .. }
             | DownloadError::Refresh { .. } => true,
@@ -123,6 +126,13 @@ impl DownloadError {
             _ => false,
         }
     }
+}
+
+/// Whether an I/O error means the disk (or the agent's quota) is full: trouble that freeing
+/// space ends, so the agent retries instead of failing the version.
+pub fn out_of_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.raw_os_error() == Some(nix::errno::Errno::EDQUOT as i32)
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DownloadError {

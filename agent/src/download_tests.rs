@@ -298,3 +298,19 @@ fn sha512_is_verified_while_streaming() {
     );
     assert!(!partial.exists(), "refused content is deleted");
 }
+
+#[test]
+fn a_full_disk_is_transient() {
+    let full = std::io::Error::from_raw_os_error(28);
+    assert!(crate::download::out_of_space(&full));
+    let err = DownloadError::Io {
+        context: "cannot write download".into(),
+        source: full,
+    };
+    assert!(err.is_transient(), "{err}");
+    let denied = DownloadError::Io {
+        context: "cannot write download".into(),
+        source: std::io::Error::from_raw_os_error(13),
+    };
+    assert!(!denied.is_transient(), "{denied}");
+}

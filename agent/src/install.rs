@@ -48,6 +48,21 @@ pub enum InstallError {
     Unsupported(String),
 }
 
+impl InstallError {
+    /// Whether installing again later may well succeed without a new version: the disk was
+    /// full (see [`crate::download::out_of_space`]). Every other failure is the device's
+    /// verdict on the version.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            InstallError::Io { source, .. }
+            | InstallError::Archive(ArchiveError::Io { source, .. }) => {
+                crate::download::out_of_space(source)
+            }
+            _ => false,
+        }
+    }
+}
+
 fn err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstallError {
     let context = context.into();
     move |source| InstallError::Io { context, source }

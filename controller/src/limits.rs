@@ -59,6 +59,11 @@ pub struct LimitArgs {
     /// Largest accepted artifact upload, in bytes.
     #[arg(long, env = "FLEETD_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
     pub max_upload_bytes: u64,
+    /// Largest file part staged before the upload's `metadata` part (clients that send `file`
+    /// first, like the seed's curl call, cannot be checked until it arrives); metadata first is
+    /// checked before any byte is staged and has only --max-upload-bytes.
+    #[arg(long, env = "FLEETD_MAX_UPLOAD_BEFORE_METADATA_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_upload_before_metadata_bytes: u64,
     /// Most bytes being staged at once, over all uploads in flight (and CI fetches); an upload
     /// that would go beyond it is refused with 507.
     #[arg(long, env = "FLEETD_MAX_STAGING_BYTES", default_value_t = DEFAULT_MAX_STAGING_BYTES)]

@@ -157,7 +157,10 @@ impl Daemon {
             let partial = layout::partial(&data, &app, &version);
             let result = install::install(&data, &app, &version, &partial, &keep, &plan)
                 .map(|_| ())
-                .map_err(|e| e.to_string());
+                .map_err(|e| FetchFailure {
+                    error: e.to_string(),
+                    transient: e.is_transient(),
+                });
             let _ = events.send(Event::Installed {
                 app,
                 version,
@@ -204,7 +207,7 @@ impl Daemon {
         &mut self,
         app: &str,
         version: &str,
-        result: Result<(), String>,
+        result: Result<(), FetchFailure>,
         now: Instant,
     ) {
         let st = self.apps.entry(app.to_string()).or_default();
@@ -221,15 +224,7 @@ impl Daemon {
                 st.retry.reset();
                 self.persist_app(app);
             }
-            Err(error) => self.fail_fetch(
-                app,
-                version,
-                FetchFailure {
-                    error,
-                    transient: false,
-                },
-                now,
-            ),
+            Err(failure) => self.fail_fetch(app, version, failure, now),
         }
     }
 

@@ -69,8 +69,8 @@ pub enum Event {
         app: String,
         /// Version.
         version: String,
-        /// Error text on failure.
-        result: Result<(), String>,
+        /// The failure, with whether it is worth retrying.
+        result: Result<(), FetchFailure>,
     },
     /// A supervised process ended.
     Exited {

@@ -38,10 +38,26 @@ impl ApiFailure {
 
     /// 500: our fault. The details (which may name server paths) go to fleetd's log under an
     /// incident number; the answer says only that, so a caller learns nothing about the host.
+    ///
+    /// A full disk is named, though (507), since the caller can act on it: the error text
+    /// carries the operating system's message for ENOSPC or EDQUOT, whatever wrapped it.
     pub fn internal(e: impl std::fmt::Display) -> Self {
         static INCIDENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let n = INCIDENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::error!(incident = n, error = %e, "request failed");
+        let text = e.to_string();
+        tracing::error!(incident = n, error = %text, "request failed");
+        if ["No space left on device", "Disk quota exceeded"]
+            .iter()
+            .any(|m| text.contains(m))
+        {
+            return Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "fleetd's storage is full: no space left on device (incident {n} in fleetd's \
+                     log); nothing was stored, retry once space is freed"
+                ),
+            );
+        }
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("internal error (incident {n} in fleetd's log)"),

@@ -47,6 +47,9 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Largest accepted upload.
     pub max_upload_bytes: u64,
+    /// Largest file part staged before its metadata arrived (the seed's `curl -F file=@.. -F
+    /// metadata=..` order).
+    pub max_upload_before_metadata_bytes: u64,
     /// Uploads in flight and the bytes they stage.
     pub uploads: Arc<upload_gate::UploadGate>,
     /// Largest body of any other request ([`body::LimitedBody`]).

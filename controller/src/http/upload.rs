@@ -68,25 +68,45 @@ async fn receive(
     let first = next_field(&mut multipart).await?.ok_or_else(|| {
         ApiFailure::bad_request("empty upload: expected parts `metadata` then `file`")
     })?;
-    match first.name().unwrap_or_default() {
-        "metadata" => {}
-        "file" => {
-            return Err(ApiFailure::bad_request(
-                "part `metadata` must come before part `file`: fleetd checks the name, version, type and size before it stores any byte of the file",
-            ))
-        }
-        other => return Err(unexpected_part(other)),
-    }
-    let metadata = read_metadata(&st, &caller, first).await?;
     let mut staged = None;
     let mut _reservation = None;
+    let metadata = match first.name().unwrap_or_default() {
+        "metadata" => read_metadata(&st, &caller, first).await?,
+        "file" => {
+            // The file came first (the seed's curl call): staged within its own bound and the
+            // staging quota, checked once the metadata arrives, removed on any error.
+            let limit = st.max_upload_before_metadata_bytes.min(st.max_upload_bytes);
+            let (blob, reservation) = stage_file(&st, first, None, limit).await?;
+            let field = next_field(&mut multipart).await?.ok_or_else(|| {
+                ApiFailure::bad_request(
+                    "missing part `metadata` (it may come before or after `file`)",
+                )
+            })?;
+            match field.name().unwrap_or_default() {
+                "metadata" => {}
+                other => return Err(unexpected_part(other)),
+            }
+            let metadata = read_metadata(&st, &caller, field).await?;
+            if let Some(size) = metadata.size.filter(|size| *size != blob.size) {
+                return Err(ApiFailure::bad_request(format!(
+                    "part `file` has {} bytes, the metadata declared {size}",
+                    blob.size
+                )));
+            }
+            staged = Some(blob);
+            _reservation = Some(reservation);
+            metadata
+        }
+        other => return Err(unexpected_part(other)),
+    };
     while let Some(field) = next_field(&mut multipart).await? {
         match field.name().unwrap_or_default() {
             "file" => {
                 if staged.is_some() {
                     return Err(ApiFailure::bad_request("part `file` was given twice"));
                 }
-                let (blob, reservation) = stage_file(&st, field, &metadata).await?;
+                let (blob, reservation) =
+                    stage_file(&st, field, metadata.size, st.max_upload_bytes).await?;
                 staged = Some(blob);
                 _reservation = Some(reservation);
             }
@@ -182,38 +202,46 @@ fn too_large(st: &AppState, declared: Option<u64>) -> ApiFailure {
     )
 }
 
-/// Stages the `file` part within the upload size limit and the staging quota; its size must
-/// match the declared one.
+/// Stages the `file` part within `limit` and the staging quota; its size must match the
+/// declared one, if any.
 async fn stage_file(
     st: &AppState,
     field: Field<'_>,
-    declared: &Declared,
+    declared: Option<u64>,
+    limit: u64,
 ) -> Result<(StagedBlob, Arc<Reservation>), ApiFailure> {
-    let reservation = st
-        .uploads
-        .reserve(declared.size.unwrap_or(0), &st.metrics)?;
+    let reservation = st.uploads.reserve(declared.unwrap_or(0), &st.metrics)?;
     // With a declared size the quota was reserved at once; otherwise it grows with each chunk.
-    let stream: crate::store::ByteStream<'_> = if declared.size.is_some() {
+    let stream: crate::store::ByteStream<'_> = if declared.is_some() {
         Box::pin(futures_util::TryStreamExt::map_err(field, |e| {
             std::io::Error::other(e.to_string())
         }))
     } else {
         Box::pin(reservation.count(field))
     };
-    let limit = declared.size.unwrap_or(st.max_upload_bytes);
+    let limit = declared.unwrap_or(limit);
     let staged = match st.store.stage(stream, limit).await {
         Ok(s) => s,
         Err(_) if reservation.was_refused() => return Err(reservation.refusal(&st.metrics)),
-        Err(StoreError::TooLarge { .. }) if declared.size.is_some() => {
+        Err(StoreError::TooLarge { .. }) if declared.is_some() => {
             return Err(ApiFailure::bad_request(format!(
                 "part `file` is larger than the size declared in the metadata ({} bytes)",
-                declared.size.unwrap_or_default()
+                declared.unwrap_or_default()
             )))
+        }
+        Err(StoreError::TooLarge { .. }) if limit < st.max_upload_bytes => {
+            st.metrics.limits.hit("upload_before_metadata_bytes", || {
+                format!("a file part sent before its metadata passed {limit} bytes (--max-upload-before-metadata-bytes); refused")
+            });
+            return Err(ApiFailure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("part `file` came before `metadata` and passed {limit} bytes (--max-upload-before-metadata-bytes): send `metadata` first to upload a larger file"),
+            ));
         }
         Err(StoreError::TooLarge { .. }) => return Err(too_large(st, None)),
         Err(e) => return Err(e.into()),
     };
-    if let Some(size) = declared.size {
+    if let Some(size) = declared {
         if staged.size != size {
             return Err(ApiFailure::bad_request(format!(
                 "part `file` has {} bytes, the metadata declared {size}",

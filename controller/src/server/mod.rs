@@ -329,6 +329,7 @@ pub async fn run(
         mqtt_connected: bridge.connected.clone(),
         public_url: public.into(),
         max_upload_bytes: args.limits.max_upload_bytes,
+        max_upload_before_metadata_bytes: args.limits.max_upload_before_metadata_bytes,
         uploads,
         max_request_body_bytes: args.limits.max_request_body_bytes,
         max_manifest_bytes: args.limits.max_manifest_bytes,

@@ -1214,6 +1214,12 @@ fn append_to_commitlog(
         validate_and_set_topic_alias(&mut publish, connection, alias)?;
     };
 
+    // FleetD patch: the parsed topic and payload are slices of the connection's read buffer;
+    // kept as they are in the commit log and the retained store, each message pinned a whole
+    // buffer chunk (many times its own size). Stored messages own exactly their bytes.
+    publish.topic = bytes::Bytes::copy_from_slice(&publish.topic);
+    publish.payload = bytes::Bytes::copy_from_slice(&publish.payload);
+
     let topic = std::str::from_utf8(&publish.topic)?;
 
     // Ensure that only clients associated with a tenant can publish to tenant's topic
@@ -1274,6 +1280,9 @@ fn append_will_message(
     notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
     #[cfg(feature = "validate-tenant-prefix")] tenant_prefix: Option<String>,
 ) -> Result<Offset, RouterError> {
+    // FleetD patch: own the bytes, as in `append_to_commitlog`.
+    publish.topic = bytes::Bytes::copy_from_slice(&publish.topic);
+    publish.payload = bytes::Bytes::copy_from_slice(&publish.payload);
     // TODO: broker should properly send the disconnect packet!
     if properties
         .as_ref()
