@@ -47,3 +47,39 @@ mod tests {
         assert_eq!(fit_mqtt_connections(1024, 20_000), 1);
     }
 }
+
+/// How often [`release_free_memory`] runs.
+pub const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Hands memory that was freed back to the operating system. glibc keeps freed memory in its
+/// per-thread arenas; with a dozen threads allocating and freeing message buffers, fleetd's
+/// resident memory grew by hundreds of megabytes in an hour of `fleet-sim --soak` while its live
+/// heap stayed under 10 MiB (heaptrack), and one `malloc_trim(0)` took it from 412 MiB to
+/// 172 MiB. A no-op where the C library is not glibc.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    trim();
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim() {
+    // SAFETY: malloc_trim takes no pointers; it only walks the allocator's own free lists
+    // under the allocator's locks, and may be called from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Calls [`release_free_memory`] every [`TRIM_INTERVAL`] until `shutdown`.
+pub async fn release_free_memory_periodically(shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TRIM_INTERVAL) => {}
+        }
+        if let Err(e) = tokio::task::spawn_blocking(release_free_memory).await {
+            tracing::warn!(error = %e, "releasing free memory failed");
+        }
+    }
+}

@@ -268,6 +268,9 @@ pub async fn run(
         rollout_tick(),
         token.clone(),
     )));
+    bridge.tasks.push(tokio::spawn(
+        crate::system::release_free_memory_periodically(token.clone()),
+    ));
     bridge.tasks.push(tokio::spawn(retention::run(
         db.clone(),
         args.limits.keep_finished_deployments,
