@@ -36,18 +36,6 @@ pub fn fit_mqtt_connections(nofile: u64, wanted: usize) -> usize {
     wanted.min(fitted)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fits_connections_under_the_descriptor_budget() {
-        assert_eq!(fit_mqtt_connections(1_048_576, 20_000), 20_000);
-        assert_eq!(fit_mqtt_connections(20_000, 20_000), 5_301);
-        assert_eq!(fit_mqtt_connections(1024, 20_000), 1);
-    }
-}
-
 /// How often [`release_free_memory`] runs.
 pub const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -81,5 +69,17 @@ pub async fn release_free_memory_periodically(shutdown: tokio_util::sync::Cancel
         if let Err(e) = tokio::task::spawn_blocking(release_free_memory).await {
             tracing::warn!(error = %e, "releasing free memory failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_connections_under_the_descriptor_budget() {
+        assert_eq!(fit_mqtt_connections(1_048_576, 20_000), 20_000);
+        assert_eq!(fit_mqtt_connections(20_000, 20_000), 5_301);
+        assert_eq!(fit_mqtt_connections(1024, 20_000), 1);
     }
 }
