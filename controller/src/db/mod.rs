@@ -118,6 +118,12 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// Opens (or creates) the file with a page cache of `cache_bytes`: the one way fleetd opens it,
+/// at start and when reopening after an I/O error.
+fn create(path: &Path, cache_bytes: usize) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(cache_bytes).create(path)
+}
+
 /// The page cache fleetd gives redb unless told otherwise.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
@@ -131,9 +137,7 @@ impl Db {
     /// [`Db::open`] with a page cache of at most `cache_bytes` (redb's own default is 1 GiB,
     /// which a long-running fleetd fills as the database grows).
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Db, DbError> {
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)?;
+        let db = create(path, cache_bytes)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(DEVICES)?;
@@ -264,11 +268,7 @@ impl Db {
         if let Some(db) = slot.as_ref() {
             return Ok(db.clone());
         }
-        let db = Arc::new(
-            Database::builder()
-                .set_cache_size(self.cache_bytes)
-                .create(self.path.as_path())?,
-        );
+        let db = Arc::new(create(self.path.as_path(), self.cache_bytes)?);
         self.opened.fetch_add(1, Ordering::SeqCst);
         tracing::info!(path = %self.path.display(), "database opened again");
         *slot = Some(db.clone());

@@ -87,12 +87,7 @@ async fn receive(
                 other => return Err(unexpected_part(other)),
             }
             let metadata = read_metadata(&st, &caller, field).await?;
-            if let Some(size) = metadata.size.filter(|size| *size != blob.size) {
-                return Err(ApiFailure::bad_request(format!(
-                    "part `file` has {} bytes, the metadata declared {size}",
-                    blob.size
-                )));
-            }
+            check_declared(metadata.size, &blob)?;
             staged = Some(blob);
             _reservation = Some(reservation);
             metadata
@@ -241,15 +236,19 @@ async fn stage_file(
         Err(StoreError::TooLarge { .. }) => return Err(too_large(st, None)),
         Err(e) => return Err(e.into()),
     };
-    if let Some(size) = declared {
-        if staged.size != size {
-            return Err(ApiFailure::bad_request(format!(
-                "part `file` has {} bytes, the metadata declared {size}",
-                staged.size
-            )));
-        }
-    }
+    check_declared(declared, &staged)?;
     Ok((staged, reservation))
+}
+
+/// The staged file has the size its metadata declared, if it declared one.
+fn check_declared(declared: Option<u64>, staged: &StagedBlob) -> Result<(), ApiFailure> {
+    match declared {
+        Some(size) if staged.size != size => Err(ApiFailure::bad_request(format!(
+            "part `file` has {} bytes, the metadata declared {size}",
+            staged.size
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The blob of a registry-reference `oci-image`: its reference document, staged by fleetd, or
