@@ -3,14 +3,14 @@
 //! tasks; each reports back as an [`Event`].
 
 use super::{Daemon, Event, FetchFailure, SupEntry};
-use crate::download::DownloadError;
-use crate::download_refresh;
+use crate::fetch::download::DownloadError;
+use crate::fetch::refresh;
 use crate::install;
 use crate::layout;
-use crate::process::{self, LaunchSpec};
 use crate::reconcile::{Action, Failure, Job, JobKind};
 use crate::runtime::health::HealthTracker;
-use crate::runtime::limits::{self, Limits};
+use crate::runtime::raw::{self, LaunchSpec};
+use crate::runtime::resource_limits::{self, Limits};
 use crate::store::ProcRecord;
 use crate::supervisor::{Effect, SupEvent, Supervisor};
 use fleet_schema::ArtifactRef;
@@ -103,7 +103,7 @@ impl Daemon {
         let cancel = self.cancel.clone();
         let trust = self.cfg.artifacts.trust.clone();
         let inventory = self.inventory.clone();
-        let controller = download_refresh::Controller {
+        let controller = refresh::Controller {
             base: Some(self.cfg.server.clone()),
             credential: Some(fleet_schema::trust::tokens::device_credential(
                 self.cfg.device_id.as_str(),
@@ -112,24 +112,21 @@ impl Daemon {
         };
         tokio::task::spawn_blocking(move || {
             // Refuse before downloading anything the device must not install.
-            let result = match crate::verify::check(&artifact, &trust, &inventory) {
+            let result = match crate::fetch::verify::check(&artifact, &trust, &inventory) {
                 Err(refusal) => Err(Some(FetchFailure {
                     error: refusal.to_string(),
                     transient: false,
                 })),
-                Ok(()) => match download_refresh::fetch_artifact(
-                    &artifact,
-                    &controller,
-                    &partial,
-                    &cancel,
-                ) {
-                    Ok(()) => Ok(()),
-                    Err(DownloadError::Cancelled) => Err(None),
-                    Err(e) => Err(Some(FetchFailure {
-                        error: e.to_string(),
-                        transient: e.is_transient(),
-                    })),
-                },
+                Ok(()) => {
+                    match refresh::fetch_artifact(&artifact, &controller, &partial, &cancel) {
+                        Ok(()) => Ok(()),
+                        Err(DownloadError::Cancelled) => Err(None),
+                        Err(e) => Err(Some(FetchFailure {
+                            error: e.to_string(),
+                            transient: e.is_transient(),
+                        })),
+                    }
+                }
             };
             let _ = events.send(Event::Downloaded {
                 app,
@@ -270,8 +267,8 @@ impl Daemon {
                 continue;
             }
             match effect {
-                Effect::Terminate(pid) => process::signal_group(pid, Signal::SIGTERM),
-                Effect::Kill(pid) => process::signal_group(pid, Signal::SIGKILL),
+                Effect::Terminate(pid) => raw::signal_group(pid, Signal::SIGTERM),
+                Effect::Kill(pid) => raw::signal_group(pid, Signal::SIGKILL),
                 Effect::Spawn => {
                     let event = self.spawn(key);
                     self.sup_event(key, event, now);
@@ -285,7 +282,8 @@ impl Daemon {
         let (app, version) = key;
         let app_spec = self.spec_for(app);
         let mut limits = Limits::from_resources(&app_spec.resources);
-        limits.cgroup = limits::prepare_cgroup(Path::new(CGROUP_ROOT), app, &app_spec.resources);
+        limits.cgroup =
+            resource_limits::prepare_cgroup(Path::new(CGROUP_ROOT), app, &app_spec.resources);
         let ports = self.instance_ports(app, &app_spec);
         let mut extra_env: Vec<(String, String)> = self
             .telem
@@ -299,7 +297,10 @@ impl Daemon {
             })
             .into_iter()
             .collect();
-        extra_env.extend(super::traffic::port_env(&ports, &app_spec.runtime.ports));
+        extra_env.extend(crate::traffic::ports::port_env(
+            &ports,
+            &app_spec.runtime.ports,
+        ));
         extra_env.extend(crate::components::identity_env(app));
         self.ensure_tailer(app);
         let spec = LaunchSpec {
@@ -312,7 +313,7 @@ impl Daemon {
             launcher: self.launcher.as_deref(),
             extra_env: &extra_env,
         };
-        let launched = match process::launch(spec) {
+        let launched = match raw::launch(spec) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(%app, %version, error = %e, "cannot start app");
@@ -337,7 +338,7 @@ impl Daemon {
             entry.health = app_spec
                 .healthcheck
                 .clone()
-                .map(|c| HealthTracker::new(super::traffic::remap_probe(c, &ports), now));
+                .map(|c| HealthTracker::new(crate::traffic::ports::remap_probe(c, &ports), now));
             entry.running_since = None;
             entry.ports = ports;
         }
@@ -346,7 +347,7 @@ impl Daemon {
         let (app, version) = (app.clone(), version.clone());
         tokio::spawn(async move {
             let how = match child.wait().await {
-                Ok(status) => process::describe_exit(status),
+                Ok(status) => raw::describe_exit(status),
                 Err(e) => format!("cannot wait for process: {e}"),
             };
             let _ = events.send(Event::Exited {

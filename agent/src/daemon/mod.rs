@@ -5,12 +5,12 @@
 //! blocks for long.
 
 mod actions;
-mod health;
 mod messages;
+mod probing;
+mod routing;
 mod startup;
 mod status;
-mod telemetry;
-mod traffic;
+mod telemetry_loop;
 mod trust;
 mod units;
 
@@ -45,7 +45,7 @@ pub struct FetchFailure {
     /// The error, as reported in `last_error`.
     pub error: String,
     /// Worth retrying without counting as the device's failure (see
-    /// [`crate::download::DownloadError::is_transient`]).
+    /// [`crate::fetch::download::DownloadError::is_transient`]).
     pub transient: bool,
 }
 
@@ -174,11 +174,11 @@ pub struct Daemon {
     controller_url: Option<String>,
     cancel: Arc<AtomicBool>,
     shutting_down: bool,
-    telem: telemetry::Telem,
+    telem: telemetry_loop::Telem,
     /// This binary, re-executed as the limits launcher.
     launcher: Option<PathBuf>,
     /// Blue-green traffic forwarders by app and service port.
-    traffic: BTreeMap<String, BTreeMap<u16, crate::forward::Forwarder>>,
+    traffic: BTreeMap<String, BTreeMap<u16, crate::traffic::forward::Forwarder>>,
     /// Apps that run as systemd units.
     units: units::Units,
     /// Pinned controller key, bus key, refusals, re-enrollment.
@@ -289,7 +289,7 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
         controller_url: None,
         cancel: Arc::new(AtomicBool::new(false)),
         shutting_down: false,
-        telem: telemetry::Telem::new(
+        telem: telemetry_loop::Telem::new(
             cfg_telemetry,
             counters_secret,
             counter_limits,

@@ -4,7 +4,7 @@
 
 use super::{AppState, Daemon, Event, SupEntry, ADOPTED_POLL};
 use crate::layout;
-use crate::process;
+use crate::runtime::raw;
 use crate::store::ProcRecord;
 use crate::supervisor::Supervisor;
 use std::path::Path;
@@ -43,8 +43,8 @@ impl Daemon {
         for rec in procs {
             // pid plus start time identifies the process; the executable is only informative
             // (a script's /proc/<pid>/exe is its interpreter).
-            if process::is_same_process(rec.pid, rec.start_time) {
-                if !process::runs_executable(rec.pid, Path::new(&rec.exe)) {
+            if raw::is_same_process(rec.pid, rec.start_time) {
+                if !raw::runs_executable(rec.pid, Path::new(&rec.exe)) {
                     tracing::debug!(pid = rec.pid, exe = %rec.exe, "adopted process runs another executable (a script?)");
                 }
                 tracing::info!(app = %rec.app, version = %rec.version, pid = rec.pid, "adopting running app");
@@ -79,7 +79,7 @@ pub(super) fn watch_adopted(events: mpsc::UnboundedSender<Event>, rec: &ProcReco
         let mut tick = tokio::time::interval(ADOPTED_POLL);
         loop {
             tick.tick().await;
-            if !process::is_same_process(rec.pid, rec.start_time) {
+            if !raw::is_same_process(rec.pid, rec.start_time) {
                 let _ = events.send(Event::Exited {
                     app: rec.app,
                     version: rec.version,

@@ -9,9 +9,9 @@
 
 use super::{Daemon, Event, SupEntry};
 use crate::layout;
-use crate::process;
 use crate::runtime::files;
 use crate::runtime::health::HealthTracker;
+use crate::runtime::raw;
 use crate::runtime::systemd::{self, watch, Settings, Systemctl, UnitInput};
 use crate::supervisor::{Effect, SupEvent, Supervisor, STOP_GRACE};
 use fleet_schema::app_spec::RuntimeKind;
@@ -110,7 +110,7 @@ impl Daemon {
             }
             Effect::Terminate(_) if tracked => self.stop_unit(key),
             // The main process leads its own process group (systemd calls setsid).
-            Effect::Kill(pid) if tracked => process::signal_group(*pid, Signal::SIGKILL),
+            Effect::Kill(pid) if tracked => raw::signal_group(*pid, Signal::SIGKILL),
             _ => return false,
         }
         true
@@ -159,7 +159,7 @@ impl Daemon {
                 self.telem.counters.url_for(base, app),
             ));
         }
-        env.extend(super::traffic::port_env(&ports, &rt.ports));
+        env.extend(crate::traffic::ports::port_env(&ports, &rt.ports));
         env.extend(crate::components::identity_env(app));
         let text = systemd::render_unit(&UnitInput {
             app,
@@ -181,7 +181,7 @@ impl Daemon {
             entry.health = spec
                 .healthcheck
                 .clone()
-                .map(|c| HealthTracker::new(super::traffic::remap_probe(c, &ports), now));
+                .map(|c| HealthTracker::new(crate::traffic::ports::remap_probe(c, &ports), now));
             entry.running_since = None;
             entry.ports = ports;
         }

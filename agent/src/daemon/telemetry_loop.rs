@@ -258,7 +258,8 @@ impl Daemon {
                 continue;
             };
             // A container's limit is the engine's; the group here is only its CLI.
-            let container = crate::container::runs_in_container(self.desired.as_ref(), &app);
+            let container =
+                crate::runtime::container::runs_in_container(self.desired.as_ref(), &app);
             if let Some(limit) = self
                 .spec_for(&app)
                 .resources
