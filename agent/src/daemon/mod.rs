@@ -1,10 +1,21 @@
 //! The agent's I/O shell: one event loop that owns all state, feeds events into the pure
-//! supervisors and reconciler, performs the actions they return (through the executors in
-//! [`actions`]) and publishes the resulting status. Everything slow (downloads, installs,
-//! waiting for processes) runs in tasks that report back as [`Event`]s, so the loop never
-//! blocks for long.
+//! supervisors and reconciler, carries out the actions they return ([`actions`]) and publishes
+//! the resulting status. Every effect on the device (download, install, launch, signal,
+//! persist, probe the file system) goes through one [`executor::Executor`]: on a device the
+//! [`device::DeviceExecutor`], in the unit tests a fake. Event handling takes the time as an
+//! argument (`now`) instead of reading the clock (only timestamps put on the wire read the
+//! wall clock). Everything slow (downloads, installs, waiting for
+//! processes) runs in tasks that report back as [`Event`]s, so the loop never blocks for long.
+//!
+//! Files: `mod.rs` the loop and state; `actions.rs` reconciler actions and supervisor effects;
+//! `startup.rs` restoring state and adopting processes; `messages.rs` desired states and
+//! controller messages; `trust.rs` opening sealed messages, re-enrollment; `status.rs` the
+//! observed state and the status; `probing.rs` health probes; `routing.rs` blue-green traffic;
+//! `units.rs` systemd apps; `telemetry_loop.rs` logs and metrics.
 
 mod actions;
+pub mod device;
+pub mod executor;
 mod messages;
 mod probing;
 mod routing;
@@ -14,6 +25,9 @@ mod telemetry_loop;
 mod trust;
 mod units;
 
+#[cfg(test)]
+mod tests;
+
 use crate::backoff::Backoff;
 use crate::bus::{self, BusEvent, PubCmd};
 use crate::config::Config;
@@ -22,10 +36,9 @@ use crate::runtime::health::HealthTracker;
 use crate::store::{ProcRecord, Store};
 use crate::supervisor::{self, Policy, Supervisor};
 use crate::telemetry::spool::Spool;
+use executor::Executor;
 use fleet_schema::{AppSpec, DesiredState, DeviceStatus, Inventory};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -156,7 +169,8 @@ impl SupEntry {
 /// The running agent.
 pub struct Daemon {
     cfg: Config,
-    store: Store,
+    /// Carries out every effect on the device.
+    exec: Box<dyn Executor>,
     /// The desired state as accepted (signed, stored, reported on).
     accepted: Option<DesiredState>,
     /// What the agent works on: `accepted` with every multi-component app expanded into one
@@ -172,11 +186,8 @@ pub struct Daemon {
     last_controller_at: Option<u64>,
     /// fleetd's HTTP base URL from its presence message (for fresh download URLs).
     controller_url: Option<String>,
-    cancel: Arc<AtomicBool>,
     shutting_down: bool,
     telem: telemetry_loop::Telem,
-    /// This binary, re-executed as the limits launcher.
-    launcher: Option<PathBuf>,
     /// Blue-green traffic forwarders by app and service port.
     traffic: BTreeMap<String, BTreeMap<u16, crate::traffic::forward::Forwarder>>,
     /// Apps that run as systemd units.
@@ -273,9 +284,10 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
     };
     let (status_tx, status_rx) = watch::channel(bus::offline_status(&cfg.device_id));
     let (client, eventloop) = rumqttc::AsyncClient::new(bus::options(&session, &creds), 64);
+    let exec = device::DeviceExecutor::new(&cfg, store, event_tx.clone());
     let mut daemon = Daemon {
         cfg,
-        store,
+        exec: Box::new(exec),
         accepted: None,
         desired: None,
         apps: BTreeMap::new(),
@@ -287,7 +299,6 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
         rejected_payloads: 0,
         last_controller_at: None,
         controller_url: None,
-        cancel: Arc::new(AtomicBool::new(false)),
         shutting_down: false,
         telem: telemetry_loop::Telem::new(
             cfg_telemetry,
@@ -295,7 +306,6 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
             counter_limits,
             Instant::now(),
         ),
-        launcher: std::env::current_exe().ok(),
         traffic: BTreeMap::new(),
         units,
         trust,
@@ -400,7 +410,7 @@ impl Daemon {
 
     fn handle(&mut self, ev: Event, now: Instant) {
         match ev {
-            Event::Bus(b) => self.on_bus(b),
+            Event::Bus(b) => self.on_bus(b, now),
             Event::Downloaded {
                 app,
                 version,
@@ -486,7 +496,7 @@ impl Daemon {
 
     fn begin_shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
-        self.cancel.store(true, Ordering::Relaxed);
+        self.exec.cancel_downloads();
         self.release_units();
         let keys: Vec<(String, String)> = self.sups.keys().cloned().collect();
         for key in keys {

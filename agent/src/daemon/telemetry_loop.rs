@@ -199,7 +199,7 @@ impl Daemon {
     }
 
     /// Answers a request from `fleet/<device>/req`.
-    pub(super) fn on_request(&mut self, payload: &[u8]) {
+    pub(super) fn on_request(&mut self, payload: &[u8], now: Instant) {
         let req: AgentRequest = match fleet_schema::decode(payload, DEFAULT_MAX_PAYLOAD) {
             Ok(r) => r,
             Err(e) => {
@@ -209,7 +209,7 @@ impl Daemon {
         };
         match req {
             AgentRequest::LogHistory { app, lines } => {
-                self.poll_logs(Instant::now());
+                self.poll_logs(now);
                 let n = usize::try_from(lines).unwrap_or(usize::MAX);
                 let recent = self.telem.ring.recent(app.as_deref(), n);
                 tracing::info!(app = ?app, lines = recent.len(), "sending log history");
@@ -221,9 +221,9 @@ impl Daemon {
 
     /// When an app with a memory limit exits, its last lines tell whether an allocation
     /// failed; if so the exit is reported as a memory-limit stop.
-    pub(super) fn oom_reason(&mut self, app: &str) -> Option<String> {
+    pub(super) fn oom_reason(&mut self, app: &str, now: Instant) -> Option<String> {
         let limit = self.spec_for(app).resources.memory_limit?;
-        self.poll_logs(Instant::now());
+        self.poll_logs(now);
         let oom = self.telem.ring.recent(Some(app), 5).iter().any(|e| {
             let m = e.message.to_ascii_lowercase();
             OOM_MARKERS.iter().any(|k| m.contains(k))

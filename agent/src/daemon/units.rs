@@ -11,7 +11,6 @@ use super::{Daemon, Event, SupEntry};
 use crate::layout;
 use crate::runtime::files;
 use crate::runtime::health::HealthTracker;
-use crate::runtime::raw;
 use crate::runtime::systemd::{self, watch, Settings, Systemctl, UnitInput};
 use crate::supervisor::{Effect, SupEvent, Supervisor, STOP_GRACE};
 use fleet_schema::app_spec::RuntimeKind;
@@ -110,7 +109,7 @@ impl Daemon {
             }
             Effect::Terminate(_) if tracked => self.stop_unit(key),
             // The main process leads its own process group (systemd calls setsid).
-            Effect::Kill(pid) if tracked => raw::signal_group(*pid, Signal::SIGKILL),
+            Effect::Kill(pid) if tracked => self.exec.signal(*pid, Signal::SIGKILL),
             _ => return false,
         }
         true
