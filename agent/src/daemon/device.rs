@@ -1,21 +1,28 @@
 //! The [`Executor`] that acts on this device: the agent database, the data directory, real
-//! processes. Downloads and installs run on blocking threads, processes and probes are
+//! processes, and systemd units (through [`super::device_systemd`]). Downloads and installs run on blocking threads, processes and probes are
 //! watched by tasks, and each reports back to the daemon as an [`Event`].
 
-use super::executor::{DownloadJob, Executor, InstallJob, LaunchJob, ProbeJob, Restored};
+use super::device_systemd::SystemdDriver;
+use super::executor::{
+    DownloadJob, Executor, FoundUnit, InstallJob, LaunchJob, ProbeJob, Restored, UnitJob,
+};
 use super::{Event, FetchFailure, ADOPTED_POLL};
 use crate::config::Config;
 use crate::fetch::download::DownloadError;
 use crate::fetch::refresh;
+use crate::identity::enroll::Asker;
+use crate::identity::record::EnrollmentRecord;
 use crate::install;
 use crate::layout;
 use crate::runtime::{probe, raw, resource_limits};
 use crate::store::{AppRecord, ProcRecord, Store};
-use fleet_schema::DesiredState;
+use fleet_schema::{DesiredState, Inventory};
 use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Where cgroup v2 is mounted on the devices the agent writes limits for.
@@ -32,6 +39,7 @@ pub struct DeviceExecutor {
     launcher: Option<PathBuf>,
     events: mpsc::UnboundedSender<Event>,
     cancel: Arc<AtomicBool>,
+    systemd: SystemdDriver,
 }
 
 impl DeviceExecutor {
@@ -46,6 +54,7 @@ impl DeviceExecutor {
             launcher: std::env::current_exe().ok(),
             events,
             cancel: Arc::new(AtomicBool::new(false)),
+            systemd: SystemdDriver::new(&cfg.systemd),
         }
     }
 }
@@ -269,5 +278,44 @@ impl Executor for DeviceExecutor {
 
     fn cancel_downloads(&mut self) {
         self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    fn inventory(&mut self, labels: &BTreeMap<String, String>) -> Inventory {
+        self.systemd.inventory(&self.data, labels)
+    }
+
+    fn start_unit(&mut self, job: UnitJob<'_>) -> Result<(), String> {
+        self.systemd
+            .start(&self.data, &self.device_id, job, &self.events)
+    }
+
+    fn stop_unit(&mut self, app: &str, version: &str) {
+        self.systemd.stop(app, version);
+    }
+
+    fn remove_unit(&mut self, app: &str, version: &str, grace: Duration) {
+        self.systemd.remove(app, version, grace);
+    }
+
+    fn found_units(&mut self) -> Vec<FoundUnit> {
+        self.systemd.found()
+    }
+
+    fn follow_unit(&mut self, found: &FoundUnit, token: u64) {
+        self.systemd.follow(found, token, &self.events);
+    }
+
+    fn reenroll(&mut self, asker: Asker, inventory: Inventory, at_ms: u64) {
+        let events = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = crate::identity::enroll::attempt(&asker, inventory, at_ms);
+            let _ = events.send(Event::Reenrolled(outcome));
+        });
+    }
+
+    fn save_enrollment(&mut self, record: &EnrollmentRecord) -> Result<(), String> {
+        record
+            .save(&layout::enrollment(&self.data))
+            .map_err(|e| e.to_string())
     }
 }

@@ -1,13 +1,17 @@
 //! The daemon's one seam to the world: every effect of its event handling (fetching and
-//! installing artifacts, launching and signalling processes, persisting state, probing the file
-//! system and the process table, running health probes) goes through [`Executor`]. The daemon
+//! installing artifacts, launching and signalling processes or systemd units, persisting
+//! state, probing the file system and the process table, running health probes) goes through
+//! [`Executor`]. The daemon
 //! decides, the executor acts; slow work (downloads, installs, waiting for a process, probes)
 //! is started by the executor and reported back to the daemon as an [`super::Event`], so the
 //! interface is synchronous and needs no async trait. [`super::device::DeviceExecutor`] acts
 //! on this device; the daemon's unit tests use a fake that records what was asked.
 
+use crate::identity::enroll::Asker;
+use crate::identity::record::EnrollmentRecord;
 use crate::install::InstallPlan;
 use crate::runtime::resource_limits::Limits;
+use crate::runtime::systemd::watch::Run;
 use crate::store::{AppRecord, ProcRecord};
 use fleet_schema::app_spec::ProbeKind;
 use fleet_schema::{AppSpec, ArtifactRef, DesiredState, Inventory};
@@ -87,6 +91,33 @@ pub struct ProbeJob {
     pub timeout: Duration,
 }
 
+/// Run one version as a systemd unit. What happens to it comes back as [`super::Event::Unit`]
+/// carrying `token`.
+#[derive(Debug, Clone)]
+pub struct UnitJob<'a> {
+    /// App name.
+    pub app: &'a str,
+    /// Version to run.
+    pub version: &'a str,
+    /// How to run it.
+    pub spec: &'a AppSpec,
+    /// Variables the agent adds (metrics URL, ports, component identity).
+    pub extra_env: &'a [(String, String)],
+    /// Which start of the unit this is, so reports of an earlier start are told apart.
+    pub token: u64,
+}
+
+/// A unit of this agent found installed at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundUnit {
+    /// App name.
+    pub app: String,
+    /// Version.
+    pub version: String,
+    /// Its main process, when it runs.
+    pub run: Option<Run>,
+}
+
 /// The effects the daemon's event handling needs. Methods that start slow work return at once
 /// and report through the daemon's event channel; failures of bookkeeping writes are logged by
 /// the executor (the daemon carries on with its in-memory state), the others are returned.
@@ -123,4 +154,23 @@ pub trait Executor: Send {
     fn probe(&mut self, job: ProbeJob);
     /// Cancels downloads in flight (at shutdown); they report nothing.
     fn cancel_downloads(&mut self);
+    /// Collects the device's inventory now (the `systemd` capability only when the manager
+    /// answers).
+    fn inventory(&mut self, labels: &BTreeMap<String, String>) -> Inventory;
+    /// Starts a version as a systemd unit (files written, unit installed, started and
+    /// followed in the background).
+    fn start_unit(&mut self, job: UnitJob<'_>) -> Result<(), String>;
+    /// Asks systemd to stop a version's unit; its follower reports the end.
+    fn stop_unit(&mut self, app: &str, version: &str);
+    /// Stops, disables and deletes a version's unit, allowing it `grace` to stop.
+    fn remove_unit(&mut self, app: &str, version: &str, grace: Duration);
+    /// The agent's units installed now (none when systemd is not usable).
+    fn found_units(&mut self) -> Vec<FoundUnit>;
+    /// Follows a unit found running, reporting with `token`.
+    fn follow_unit(&mut self, found: &FoundUnit, token: u64);
+    /// Asks fleetd to enroll this device's key again (at wall-clock `at_ms`); the answer
+    /// comes back as [`super::Event::Reenrolled`].
+    fn reenroll(&mut self, asker: Asker, inventory: Inventory, at_ms: u64);
+    /// Persists a new enrollment record; the daemon keeps using the old one if this fails.
+    fn save_enrollment(&mut self, record: &EnrollmentRecord) -> Result<(), String>;
 }

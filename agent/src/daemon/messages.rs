@@ -19,7 +19,7 @@ impl Daemon {
     pub(super) fn on_bus(&mut self, ev: BusEvent, now: Instant) {
         match ev {
             BusEvent::Connected => {
-                self.inventory = self.units.inventory(&self.cfg.data_dir, &self.cfg.labels);
+                self.inventory = self.exec.inventory(&self.cfg.labels);
                 self.publish_status();
                 let _ = self.publisher.send(PubCmd::Connected);
             }

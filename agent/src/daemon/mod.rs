@@ -11,10 +11,13 @@
 //! `startup.rs` restoring state and adopting processes; `messages.rs` desired states and
 //! controller messages; `trust.rs` opening sealed messages, re-enrollment; `status.rs` the
 //! observed state and the status; `probing.rs` health probes; `routing.rs` blue-green traffic;
-//! `units.rs` systemd apps; `telemetry_loop.rs` logs and metrics.
+//! `units.rs` systemd apps; `telemetry_loop.rs` logs and metrics; `executor.rs` the effects
+//! interface, `device.rs` and `device_systemd.rs` its implementation on the device; `tests/`
+//! the loop's unit tests on a fake executor.
 
 mod actions;
 pub mod device;
+mod device_systemd;
 pub mod executor;
 mod messages;
 mod probing;
@@ -178,7 +181,6 @@ pub struct Daemon {
     desired: Option<DesiredState>,
     apps: BTreeMap<String, AppState>,
     sups: BTreeMap<(String, String), SupEntry>,
-    events: mpsc::UnboundedSender<Event>,
     status: watch::Sender<DeviceStatus>,
     publisher: mpsc::UnboundedSender<PubCmd>,
     inventory: Inventory,
@@ -212,8 +214,8 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
     let (event_tx, mut event_rx) = mpsc::unbounded_channel();
     let (bus_tx, mut bus_rx) = mpsc::unbounded_channel();
     let (pub_tx, pub_rx) = mpsc::unbounded_channel();
-    let mut units = units::Units::new(&cfg.systemd);
-    let inventory = units.inventory(&cfg.data_dir, &cfg.labels);
+    let mut exec = device::DeviceExecutor::new(&cfg, store, event_tx.clone());
+    let inventory = exec.inventory(&cfg.labels);
     let key = Arc::new(
         crate::identity::load_or_create_key(&crate::layout::device_key(&cfg.data_dir))
             .map_err(std::io::Error::other)?,
@@ -284,7 +286,6 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
     };
     let (status_tx, status_rx) = watch::channel(bus::offline_status(&cfg.device_id));
     let (client, eventloop) = rumqttc::AsyncClient::new(bus::options(&session, &creds), 64);
-    let exec = device::DeviceExecutor::new(&cfg, store, event_tx.clone());
     let mut daemon = Daemon {
         cfg,
         exec: Box::new(exec),
@@ -292,7 +293,6 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
         desired: None,
         apps: BTreeMap::new(),
         sups: BTreeMap::new(),
-        events: event_tx,
         status: status_tx,
         publisher: pub_tx,
         inventory,
@@ -307,7 +307,7 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
             Instant::now(),
         ),
         traffic: BTreeMap::new(),
-        units,
+        units: units::Units::default(),
         trust,
     };
     match crate::telemetry::counters::serve(

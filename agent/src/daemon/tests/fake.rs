@@ -2,12 +2,17 @@
 //! tests set up and inspect, and a log of every effect the daemon asked for. Slow work never
 //! completes by itself: the test reports its outcome as the real executor would.
 
-use crate::daemon::executor::{DownloadJob, Executor, InstallJob, LaunchJob, ProbeJob, Restored};
+use crate::daemon::executor::{
+    DownloadJob, Executor, FoundUnit, InstallJob, LaunchJob, ProbeJob, Restored, UnitJob,
+};
+use crate::identity::enroll::Asker;
+use crate::identity::record::EnrollmentRecord;
 use crate::store::{AppRecord, ProcRecord};
-use fleet_schema::DesiredState;
+use fleet_schema::{DesiredState, Inventory};
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// One effect the daemon asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +50,25 @@ pub enum Call {
         pid: u32,
     },
     CancelDownloads,
+    StartUnit {
+        app: String,
+        version: String,
+        token: u64,
+    },
+    StopUnit {
+        app: String,
+        version: String,
+    },
+    RemoveUnit {
+        app: String,
+        version: String,
+    },
+    FollowUnit {
+        app: String,
+        version: String,
+        token: u64,
+    },
+    Reenroll,
 }
 
 /// What the fake device holds.
@@ -66,6 +90,8 @@ pub struct World {
     pub calls: Vec<Call>,
     /// The pid the next launch gets.
     pub next_pid: u32,
+    /// The agent's systemd units, as found at start.
+    pub units: Vec<FoundUnit>,
 }
 
 impl World {
@@ -210,5 +236,52 @@ impl Executor for FakeExecutor {
 
     fn cancel_downloads(&mut self) {
         self.world().calls.push(Call::CancelDownloads);
+    }
+
+    fn inventory(&mut self, _labels: &BTreeMap<String, String>) -> Inventory {
+        Inventory::default()
+    }
+
+    fn start_unit(&mut self, job: UnitJob<'_>) -> Result<(), String> {
+        self.world().calls.push(Call::StartUnit {
+            app: job.app.into(),
+            version: job.version.into(),
+            token: job.token,
+        });
+        Ok(())
+    }
+
+    fn stop_unit(&mut self, app: &str, version: &str) {
+        self.world().calls.push(Call::StopUnit {
+            app: app.into(),
+            version: version.into(),
+        });
+    }
+
+    fn remove_unit(&mut self, app: &str, version: &str, _grace: Duration) {
+        self.world().calls.push(Call::RemoveUnit {
+            app: app.into(),
+            version: version.into(),
+        });
+    }
+
+    fn found_units(&mut self) -> Vec<FoundUnit> {
+        self.world().units.clone()
+    }
+
+    fn reenroll(&mut self, _asker: Asker, _inventory: Inventory, _at_ms: u64) {
+        self.world().calls.push(Call::Reenroll);
+    }
+
+    fn save_enrollment(&mut self, _record: &EnrollmentRecord) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn follow_unit(&mut self, found: &FoundUnit, token: u64) {
+        self.world().calls.push(Call::FollowUnit {
+            app: found.app.clone(),
+            version: found.version.clone(),
+            token,
+        });
     }
 }

@@ -101,7 +101,6 @@ struct Harness {
     exec: FakeExecutor,
     now: Instant,
     // Kept so the daemon's sends succeed; their traffic is not under test here.
-    _events: mpsc::UnboundedReceiver<Event>,
     _published: mpsc::UnboundedReceiver<crate::bus::PubCmd>,
     _status: watch::Receiver<DeviceStatus>,
     _dir: tempfile::TempDir,
@@ -124,7 +123,6 @@ impl Harness {
             data,
         ]);
         let cfg = Config::from_cli(&cli).expect("test settings are valid");
-        let (events, events_rx) = mpsc::unbounded_channel();
         let (publisher, published) = mpsc::unbounded_channel();
         let (status, status_rx) = watch::channel(crate::bus::offline_status(&cfg.device_id));
         let exec = FakeExecutor::new(world);
@@ -132,14 +130,13 @@ impl Harness {
         let telem =
             telemetry_loop::Telem::new(cfg.telemetry.clone(), [7; 32], cfg.limits.counters, now);
         let mut daemon = Daemon {
-            units: units::Units::new(&cfg.systemd),
+            units: units::Units::default(),
             trust: test_trust(&cfg),
             exec: Box::new(exec.clone()) as Box<dyn Executor>,
             accepted: None,
             desired: None,
             apps: BTreeMap::new(),
             sups: BTreeMap::new(),
-            events,
             status,
             publisher,
             inventory: Inventory::default(),
@@ -157,7 +154,6 @@ impl Harness {
             daemon,
             exec,
             now,
-            _events: events_rx,
             _published: published,
             _status: status_rx,
             _dir: dir,

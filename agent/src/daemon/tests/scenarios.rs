@@ -3,7 +3,9 @@
 
 use super::fake::Call;
 use super::{desired, world, Harness};
+use crate::daemon::executor::FoundUnit;
 use crate::daemon::FETCH_RETRY_INITIAL;
+use crate::runtime::systemd::watch::Run;
 use crate::store::ProcRecord;
 use crate::supervisor::STARTUP_WINDOW;
 use fleet_schema::AppPhase;
@@ -249,4 +251,53 @@ fn rollback_to_a_version_still_on_disk_starts_it_without_a_download() {
         ("1.0.0", AppPhase::Running)
     );
     assert_eq!(h.persisted("web").current.as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn a_restarted_agent_follows_its_running_unit_and_removes_units_no_longer_desired() {
+    let mut w = world(
+        desired(1, &[("svc", "1.0.0")]),
+        "svc",
+        &["1.0.0"],
+        "1.0.0",
+        None,
+    );
+    w.units = vec![
+        FoundUnit {
+            app: "svc".into(),
+            version: "0.9.0".into(),
+            run: None,
+        },
+        FoundUnit {
+            app: "svc".into(),
+            version: "1.0.0".into(),
+            run: Some(Run {
+                pid: 700,
+                started: 1,
+            }),
+        },
+    ];
+    let mut h = Harness::start(w);
+    assert_eq!(
+        h.calls(),
+        [
+            Call::RemoveUnit {
+                app: "svc".into(),
+                version: "0.9.0".into(),
+            },
+            Call::FollowUnit {
+                app: "svc".into(),
+                version: "1.0.0".into(),
+                token: 1,
+            },
+        ],
+        "the running unit is followed, never started a second time"
+    );
+    let s = h.status("svc");
+    assert_eq!(
+        (s.version.as_str(), s.phase.clone()),
+        ("1.0.0", AppPhase::Running)
+    );
+    h.advance(Duration::from_secs(600));
+    assert_eq!(h.calls(), []);
 }
