@@ -16,6 +16,7 @@ use crate::install;
 use crate::layout;
 use crate::runtime::{probe, raw, resource_limits};
 use crate::store::{AppRecord, ProcRecord, Store};
+use crate::telemetry::procfs::{self, DeviceSample, GroupSample};
 use fleet_schema::{DesiredState, Inventory};
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
@@ -311,6 +312,14 @@ impl Executor for DeviceExecutor {
             let outcome = crate::identity::enroll::attempt(&asker, inventory, at_ms);
             let _ = events.send(Event::Reenrolled(outcome));
         });
+    }
+
+    fn sample_groups(&mut self, pgids: &[u32]) -> (BTreeMap<u32, GroupSample>, u64) {
+        (procfs::sample_groups(pgids), procfs::clock_ticks())
+    }
+
+    fn sample_device(&mut self) -> DeviceSample {
+        procfs::sample_device(&self.data)
     }
 
     fn save_enrollment(&mut self, record: &EnrollmentRecord) -> Result<(), String> {

@@ -1,7 +1,7 @@
 //! The daemon's one seam to the world: every effect of its event handling (fetching and
 //! installing artifacts, launching and signalling processes or systemd units, persisting
-//! state, probing the file system and the process table, running health probes) goes through
-//! [`Executor`]. The daemon
+//! state, probing the file system and the process table, running health probes, sampling
+//! resource use, re-enrolling) goes through [`Executor`]. The daemon
 //! decides, the executor acts; slow work (downloads, installs, waiting for a process, probes)
 //! is started by the executor and reported back to the daemon as an [`super::Event`], so the
 //! interface is synchronous and needs no async trait. [`super::device::DeviceExecutor`] acts
@@ -13,6 +13,7 @@ use crate::install::InstallPlan;
 use crate::runtime::resource_limits::Limits;
 use crate::runtime::systemd::watch::Run;
 use crate::store::{AppRecord, ProcRecord};
+use crate::telemetry::procfs::{DeviceSample, GroupSample};
 use fleet_schema::app_spec::ProbeKind;
 use fleet_schema::{AppSpec, ArtifactRef, DesiredState, Inventory};
 use nix::sys::signal::Signal;
@@ -173,4 +174,9 @@ pub trait Executor: Send {
     fn reenroll(&mut self, asker: Asker, inventory: Inventory, at_ms: u64);
     /// Persists a new enrollment record; the daemon keeps using the old one if this fails.
     fn save_enrollment(&mut self, record: &EnrollmentRecord) -> Result<(), String>;
+    /// Samples the resource use of the given process groups (groups that are gone are left
+    /// out) and the clock ticks per second their CPU times count in.
+    fn sample_groups(&mut self, pgids: &[u32]) -> (BTreeMap<u32, GroupSample>, u64);
+    /// Samples the device as a whole (CPU, memory, the data directory's disk, network).
+    fn sample_device(&mut self) -> DeviceSample;
 }

@@ -10,7 +10,6 @@ use crate::layout;
 use crate::supervisor::SupEvent;
 use crate::telemetry::counters::Counters;
 use crate::telemetry::logs::{Ring, TokenBucket};
-use crate::telemetry::procfs;
 use crate::telemetry::tail::{self, Tailer};
 use fleet_schema::{
     AgentRequest, AppMetrics, DeviceMetrics, LogBatch, LogEntry, MetricsBatch, Topic,
@@ -240,8 +239,8 @@ impl Daemon {
             .filter_map(|((a, v), e)| e.sup.pid().map(|p| (a.clone(), v.clone(), p)))
             .collect();
         let pgids: Vec<u32> = groups.iter().map(|g| g.2).collect();
-        let samples = procfs::sample_groups(&pgids);
-        let ticks = procfs::clock_ticks() as f64;
+        let (samples, ticks) = self.exec.sample_groups(&pgids);
+        let ticks = ticks as f64;
         let mut apps = Vec::new();
         let mut breaches = Vec::new();
         for (app, version, pid) in groups {
@@ -308,7 +307,7 @@ impl Daemon {
             tracing::warn!(app = %key.0, version = %key.1, %reason, "stopping app");
             self.sup_event(&key, SupEvent::LimitExceeded(reason), now);
         }
-        let d = procfs::sample_device(&self.cfg.data_dir);
+        let d = self.exec.sample_device();
         let cpu_percent = match self.telem.dev_prev.replace((d.cpu_busy, d.cpu_total)) {
             Some((busy, total)) if d.cpu_total > total => {
                 (d.cpu_busy.saturating_sub(busy) as f64 / (d.cpu_total - total) as f64 * 100.0)

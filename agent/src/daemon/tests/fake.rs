@@ -8,6 +8,7 @@ use crate::daemon::executor::{
 use crate::identity::enroll::Asker;
 use crate::identity::record::EnrollmentRecord;
 use crate::store::{AppRecord, ProcRecord};
+use crate::telemetry::procfs::{DeviceSample, GroupSample};
 use fleet_schema::{DesiredState, Inventory};
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,6 +93,8 @@ pub struct World {
     pub next_pid: u32,
     /// The agent's systemd units, as found at start.
     pub units: Vec<FoundUnit>,
+    /// Resource use by process group, as metrics sampling finds it.
+    pub samples: BTreeMap<u32, GroupSample>,
 }
 
 impl World {
@@ -271,6 +274,19 @@ impl Executor for FakeExecutor {
 
     fn reenroll(&mut self, _asker: Asker, _inventory: Inventory, _at_ms: u64) {
         self.world().calls.push(Call::Reenroll);
+    }
+
+    fn sample_groups(&mut self, pgids: &[u32]) -> (BTreeMap<u32, GroupSample>, u64) {
+        let w = self.world();
+        let samples = pgids
+            .iter()
+            .filter_map(|p| w.samples.get(p).map(|s| (*p, *s)))
+            .collect();
+        (samples, 100)
+    }
+
+    fn sample_device(&mut self) -> DeviceSample {
+        DeviceSample::default()
     }
 
     fn save_enrollment(&mut self, _record: &EnrollmentRecord) -> Result<(), String> {

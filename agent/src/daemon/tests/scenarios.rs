@@ -8,6 +8,7 @@ use crate::daemon::FETCH_RETRY_INITIAL;
 use crate::runtime::systemd::watch::Run;
 use crate::store::ProcRecord;
 use crate::supervisor::STARTUP_WINDOW;
+use crate::telemetry::procfs::GroupSample;
 use fleet_schema::AppPhase;
 use nix::sys::signal::Signal;
 use std::time::Duration;
@@ -300,4 +301,54 @@ fn a_restarted_agent_follows_its_running_unit_and_removes_units_no_longer_desire
     );
     h.advance(Duration::from_secs(600));
     assert_eq!(h.calls(), []);
+}
+
+#[test]
+fn an_app_over_its_memory_limit_is_killed_when_metrics_are_sampled() {
+    let mut want = desired(1, &[("web", "1.0.0")]);
+    want.apps[0].spec.resources.memory_limit = Some(64 << 20);
+    let mut h = Harness::start(world(
+        want,
+        "web",
+        &["1.0.0"],
+        "1.0.0",
+        Some(("1.0.0", 500)),
+    ));
+    assert_eq!(h.calls(), [Call::Adopt { pid: 500 }]);
+    let interval = h.daemon.cfg.telemetry.metrics_interval;
+
+    // Within the limit: sampled, left alone.
+    h.exec.world().samples.insert(
+        500,
+        GroupSample {
+            rss_bytes: 32 << 20,
+            ..GroupSample::default()
+        },
+    );
+    h.advance(interval);
+    assert_eq!(h.calls(), []);
+
+    h.exec.world().samples.insert(
+        500,
+        GroupSample {
+            rss_bytes: 65 << 20,
+            ..GroupSample::default()
+        },
+    );
+    h.advance(interval);
+    assert_eq!(
+        h.calls(),
+        [Call::Signal {
+            pid: 500,
+            signal: Signal::SIGKILL,
+        }]
+    );
+    h.exited("web", "1.0.0", 500);
+    let s = h.status("web");
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("memory limit exceeded")),
+        "{s:?}"
+    );
 }
