@@ -1,10 +1,10 @@
 //! The daemon's one seam to the world: every effect of its event handling (fetching and
 //! installing artifacts, launching and signalling processes or systemd units, persisting
 //! state, probing the file system and the process table, running health probes, sampling
-//! resource use, re-enrolling) goes through [`Executor`]. The daemon
-//! decides, the executor acts; slow work (downloads, installs, waiting for a process, probes)
-//! is started by the executor and reported back to the daemon as an [`super::Event`], so the
-//! interface is synchronous and needs no async trait. [`super::device::DeviceExecutor`] acts
+//! resource use, re-enrolling) goes through [`Executor`]. The daemon decides, the executor
+//! acts; slow work (downloads, installs, waiting for a process, probes) is started by the
+//! executor and reported back to the daemon as an [`super::Event`], so the interface is
+//! synchronous and needs no async trait. [`super::device::DeviceExecutor`] acts
 //! on this device; the daemon's unit tests use a fake that records what was asked.
 
 use crate::identity::enroll::Asker;
