@@ -249,7 +249,7 @@ pub struct Config {
     /// Metrics, logs and backlog settings.
     pub telemetry: Telemetry,
     /// Signature policy and archive limits.
-    pub artifacts: crate::verify::ArtifactSettings,
+    pub artifacts: crate::fetch::verify::ArtifactSettings,
     /// Which systemd manager runs `runtime.type: systemd` apps, and where their units go.
     pub systemd: crate::runtime::systemd::Settings,
     /// Resource limits (forwarder connections, log file size, counter slots).
@@ -353,7 +353,7 @@ impl Config {
             log_file_max: limits.log_file_max_bytes,
             ..d
         };
-        let artifacts = crate::verify::ArtifactSettings::resolve(
+        let artifacts = crate::fetch::verify::ArtifactSettings::resolve(
             file.trusted_keys.iter().chain(&cli.trusted_keys),
             cli.require_signatures || file.require_signatures.unwrap_or(false),
             cli.archive_max_bytes.or(file.archive_max_bytes),

@@ -2,7 +2,7 @@
 //! reported in every full status so the controller can target deployments and check
 //! requirements.
 
-use crate::container::Engine;
+use crate::runtime::container::Engine;
 use fleet_schema::Inventory;
 use std::collections::BTreeMap;
 use std::path::Path;

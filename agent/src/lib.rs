@@ -1,35 +1,37 @@
 //! fleet-agent: keeps one edge device at the desired state its controller publishes. Pure cores
 //! (the [`reconcile`]r, the per-app [`supervisor`] state machine, the [`report`] builder) decide;
-//! thin shells ([`download`], [`install`], [`process`], [`bus`], [`store`], driven by
-//! [`daemon`]) act. The library exists so the binary stays a small entry point and every module
-//! is testable on its own.
+//! thin shells act, driven by the [`daemon`]. The library exists so the binary stays a small
+//! entry point and every module is testable on its own.
+//!
+//! Where things live:
+//!
+//! | folder / module | what it does |
+//! |---|---|
+//! | [`daemon`] | the event loop: receives desired states, runs the reconciler and supervisors, carries out their actions, publishes status |
+//! | [`reconcile`], [`supervisor`], [`report`], [`components`] | pure decisions: what to fetch, install, start and stop; one app's process lifecycle; the status; multi-component apps |
+//! | [`fetch`] | download an artifact, ask for a fresh URL when it expired, verify signature and platform first |
+//! | [`install`] | install a downloaded artifact, one file per artifact type (archive, deb, rpm/apk, nix, oci image, plain binary) |
+//! | [`runtime`] | start and stop an app: [`runtime::raw`] processes, [`runtime::container`]s, [`runtime::systemd`] units; limits, files, health probes |
+//! | [`traffic`] | blue-green: the port forwarder and the switch decision |
+//! | [`telemetry`] | metrics, app logs, the app counters endpoint, the offline backlog |
+//! | [`bus`], [`backoff`] | the MQTT session and publisher |
+//! | [`identity`], [`tls`], [`http`] | enrollment, the device key and signer; TLS and HTTP clients |
+//! | [`store`], [`layout`] | the agent database and the data directory's paths |
+//! | [`config`], [`inventory`], [`limits`], [`confine`] | settings, what the device offers, the agent's own bounds, paths confined to a directory |
 
 pub mod backoff;
-pub mod bluegreen;
 pub mod bus;
 pub mod components;
 pub mod config;
 pub mod confine;
-pub mod container;
-pub mod container_run;
 pub mod daemon;
-pub mod download;
-pub mod download_refresh;
-pub mod forward;
+pub mod fetch;
 pub mod http;
 pub mod identity;
 pub mod install;
-pub mod install_archive;
-pub mod install_deb;
-pub mod install_nix;
-pub mod install_oci;
-pub mod install_pkg;
-pub mod install_script;
-pub mod install_tool;
 pub mod inventory;
 pub mod layout;
 pub mod limits;
-pub mod process;
 pub mod reconcile;
 pub mod report;
 pub mod runtime;
@@ -37,4 +39,4 @@ pub mod store;
 pub mod supervisor;
 pub mod telemetry;
 pub mod tls;
-pub mod verify;
+pub mod traffic;

@@ -4,13 +4,13 @@
 use anyhow::Context;
 use clap::Parser;
 use fleet_agent::config::{Cli, Config};
-use fleet_agent::runtime::limits::{launcher_main, LAUNCH_ARG};
+use fleet_agent::runtime::resource_limits::{launcher_main, LAUNCH_ARG};
 use fleet_agent::{daemon, layout, store::Store};
 use std::time::Duration;
 
 fn main() -> anyhow::Result<()> {
     // The limits launcher: `fleet-agent __fleet-launch ...` sets the app's limits on itself
-    // and execs the app (see runtime::limits); it never returns on success.
+    // and execs the app (see runtime::resource_limits); it never returns on success.
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if args.first().is_some_and(|a| a == LAUNCH_ARG) {
         let err = launcher_main(&args[1..]);

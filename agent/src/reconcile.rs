@@ -177,7 +177,7 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
             continue;
         }
         if let Some(mine) = mine {
-            let may_stop_old = crate::bluegreen::old_may_stop(
+            let may_stop_old = crate::traffic::bluegreen::old_may_stop(
                 want.rollout.as_ref(),
                 !want.spec.runtime.ports.is_empty(),
                 mine.running_since,
@@ -212,7 +212,7 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
             continue;
         }
         if obs.installed.contains(version) {
-            if crate::container::exclusive_ports(&want.artifact.kind, &want.spec)
+            if crate::runtime::container::exclusive_ports(&want.artifact.kind, &want.spec)
                 && obs.procs.iter().any(|(v, p)| v != version && p.live)
             {
                 // Two containers cannot publish the same host port: stop first, then start.
@@ -286,7 +286,7 @@ pub fn reconcile(desired: Option<&DesiredState>, observed: &Observed, now: Insta
 /// it reaches the reconciler unexpanded) is refused naming the type.
 pub fn refusal(want: &DesiredApp) -> Option<String> {
     if let Some(error) =
-        crate::container::runtime_refusal(&want.spec.runtime.kind, &want.artifact.kind)
+        crate::runtime::container::runtime_refusal(&want.spec.runtime.kind, &want.artifact.kind)
     {
         return Some(error);
     }

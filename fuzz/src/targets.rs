@@ -233,11 +233,11 @@ fn archive(b: &[u8]) {
     std::fs::write(&file, b).expect("writes the input");
     std::fs::write(&sentinel, b"untouched").expect("writes the sentinel");
     std::fs::create_dir(&dest).expect("creates the destination");
-    let limits = fleet_agent::install_archive::ArchiveLimits {
+    let limits = fleet_agent::install::archive::ArchiveLimits {
         max_bytes: 1 << 20,
         max_entries: 1000,
     };
-    let _ = fleet_agent::install_archive::extract(&file, &dest, &limits);
+    let _ = fleet_agent::install::archive::extract(&file, &dest, &limits);
     assert_contained(dir.path(), &dest, &sentinel);
 }
 

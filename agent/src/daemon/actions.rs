@@ -1,26 +1,17 @@
-//! Executors: carry out the reconciler's actions and the supervisors' effects, and fold their
-//! results back in. Downloads and installs run on blocking threads; processes are watched by
-//! tasks; each reports back as an [`Event`].
+//! Carrying out the reconciler's actions and the supervisors' effects through the
+//! [`Executor`](super::executor::Executor), and folding the reported results back in.
 
-use super::{Daemon, Event, FetchFailure, SupEntry};
-use crate::download::DownloadError;
-use crate::download_refresh;
+use super::executor::{DownloadJob, InstallJob, LaunchJob};
+use super::{Daemon, FetchFailure, SupEntry};
 use crate::install;
-use crate::layout;
-use crate::process::{self, LaunchSpec};
 use crate::reconcile::{Action, Failure, Job, JobKind};
 use crate::runtime::health::HealthTracker;
-use crate::runtime::limits::{self, Limits};
-use crate::store::ProcRecord;
+use crate::runtime::resource_limits::Limits;
 use crate::supervisor::{Effect, SupEvent, Supervisor};
 use fleet_schema::ArtifactRef;
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Instant;
-
-/// Where cgroup v2 is mounted on the devices the agent writes limits for.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 type Key = (String, String);
 
@@ -57,12 +48,7 @@ impl Daemon {
             }
             Action::Remove { app } => {
                 tracing::info!(%app, "removing app that is no longer desired");
-                if let Err(e) = install::remove_app(&self.cfg.data_dir, &app) {
-                    tracing::warn!(%app, error = %e, "cannot delete app files");
-                }
-                if let Err(e) = self.store.remove_app(&app) {
-                    tracing::error!(%app, error = %e, "cannot forget app");
-                }
+                self.exec.forget_app(&app);
                 self.telem.counters.forget(&app);
                 self.apps.remove(&app);
                 // Failed (not live) supervisors of the app would otherwise bring it back.
@@ -96,46 +82,18 @@ impl Daemon {
         });
         // A verified download of a version no longer wanted only takes space.
         if let Some(stale) = st.obs.downloaded.take().filter(|v| *v != version) {
-            let _ = std::fs::remove_file(layout::partial(&self.cfg.data_dir, &app, &stale));
+            self.exec.discard_download(&app, &stale);
         }
-        let partial = layout::partial(&self.cfg.data_dir, &app, &version);
-        let events = self.events.clone();
-        let cancel = self.cancel.clone();
-        let trust = self.cfg.artifacts.trust.clone();
-        let inventory = self.inventory.clone();
-        let controller = download_refresh::Controller {
-            base: Some(self.cfg.server.clone()),
-            credential: Some(fleet_schema::trust::tokens::device_credential(
-                self.cfg.device_id.as_str(),
-                &self.trust.record.mqtt_password,
-            )),
-        };
-        tokio::task::spawn_blocking(move || {
-            // Refuse before downloading anything the device must not install.
-            let result = match crate::verify::check(&artifact, &trust, &inventory) {
-                Err(refusal) => Err(Some(FetchFailure {
-                    error: refusal.to_string(),
-                    transient: false,
-                })),
-                Ok(()) => match download_refresh::fetch_artifact(
-                    &artifact,
-                    &controller,
-                    &partial,
-                    &cancel,
-                ) {
-                    Ok(()) => Ok(()),
-                    Err(DownloadError::Cancelled) => Err(None),
-                    Err(e) => Err(Some(FetchFailure {
-                        error: e.to_string(),
-                        transient: e.is_transient(),
-                    })),
-                },
-            };
-            let _ = events.send(Event::Downloaded {
-                app,
-                version,
-                result,
-            });
+        let credential = fleet_schema::trust::tokens::device_credential(
+            self.cfg.device_id.as_str(),
+            &self.trust.record.mqtt_password,
+        );
+        self.exec.download(DownloadJob {
+            app,
+            version,
+            artifact,
+            inventory: self.inventory.clone(),
+            credential,
         });
     }
 
@@ -145,27 +103,17 @@ impl Daemon {
             version: version.clone(),
             kind: JobKind::Install,
         });
-        let data = self.cfg.data_dir.clone();
-        let events = self.events.clone();
         let plan = install::InstallPlan::for_app(
             self.desired.as_ref(),
             &app,
             &version,
             self.cfg.artifacts.archive_limits,
         );
-        tokio::task::spawn_blocking(move || {
-            let partial = layout::partial(&data, &app, &version);
-            let result = install::install(&data, &app, &version, &partial, &keep, &plan)
-                .map(|_| ())
-                .map_err(|e| FetchFailure {
-                    error: e.to_string(),
-                    transient: e.is_transient(),
-                });
-            let _ = events.send(Event::Installed {
-                app,
-                version,
-                result,
-            });
+        self.exec.install(InstallJob {
+            app,
+            version,
+            keep,
+            plan,
         });
     }
 
@@ -217,8 +165,8 @@ impl Daemon {
             Ok(()) => {
                 tracing::info!(app, version, "installed");
                 // Install pruned every version directory other than this one and the kept ones.
-                let dir = layout::app_dir(&self.cfg.data_dir, app);
-                st.obs.installed.retain(|v| dir.join(v).is_dir());
+                let exec = &self.exec;
+                st.obs.installed.retain(|v| exec.is_installed(app, v));
                 st.obs.installed.insert(version.to_string());
                 st.obs.failure = None;
                 st.retry.reset();
@@ -240,7 +188,7 @@ impl Daemon {
         if !self.sups.contains_key(&key) {
             return;
         }
-        if let Some(reason) = self.oom_reason(app) {
+        if let Some(reason) = self.oom_reason(app, now) {
             self.sup_event(&key, SupEvent::LimitExceeded(reason), now);
         }
         let Some(entry) = self.sups.get_mut(&key) else {
@@ -248,9 +196,7 @@ impl Daemon {
         };
         if entry.record.as_ref().is_some_and(|r| r.pid == pid) {
             entry.record = None;
-            if let Err(e) = self.store.remove_proc(app, version) {
-                tracing::warn!(error = %e, "cannot forget process record");
-            }
+            self.exec.forget_proc(app, version);
         }
         tracing::info!(app, version, pid, %how, "app process ended");
         self.sup_event(&key, SupEvent::Exited { pid, how }, now);
@@ -270,22 +216,21 @@ impl Daemon {
                 continue;
             }
             match effect {
-                Effect::Terminate(pid) => process::signal_group(pid, Signal::SIGTERM),
-                Effect::Kill(pid) => process::signal_group(pid, Signal::SIGKILL),
+                Effect::Terminate(pid) => self.exec.signal(pid, Signal::SIGTERM),
+                Effect::Kill(pid) => self.exec.signal(pid, Signal::SIGKILL),
                 Effect::Spawn => {
-                    let event = self.spawn(key);
+                    let event = self.spawn(key, now);
                     self.sup_event(key, event, now);
                 }
             }
         }
     }
 
-    /// Launches the process for `key` and starts waiting for it; returns the supervisor event.
-    fn spawn(&mut self, key: &Key) -> SupEvent {
+    /// Launches the process for `key` (the executor waits for it); returns the supervisor
+    /// event.
+    fn spawn(&mut self, key: &Key, now: Instant) -> SupEvent {
         let (app, version) = key;
         let app_spec = self.spec_for(app);
-        let mut limits = Limits::from_resources(&app_spec.resources);
-        limits.cgroup = limits::prepare_cgroup(Path::new(CGROUP_ROOT), app, &app_spec.resources);
         let ports = self.instance_ports(app, &app_spec);
         let mut extra_env: Vec<(String, String)> = self
             .telem
@@ -299,63 +244,38 @@ impl Daemon {
             })
             .into_iter()
             .collect();
-        extra_env.extend(super::traffic::port_env(&ports, &app_spec.runtime.ports));
+        extra_env.extend(crate::traffic::ports::port_env(
+            &ports,
+            &app_spec.runtime.ports,
+        ));
         extra_env.extend(crate::components::identity_env(app));
         self.ensure_tailer(app);
-        let spec = LaunchSpec {
-            data: &self.cfg.data_dir,
-            device_id: self.cfg.device_id.as_str(),
+        let launched = self.exec.launch(LaunchJob {
             app,
             version,
             app_spec: &app_spec,
-            limits,
-            launcher: self.launcher.as_deref(),
+            limits: Limits::from_resources(&app_spec.resources),
             extra_env: &extra_env,
-        };
-        let launched = match process::launch(spec) {
-            Ok(l) => l,
+        });
+        let record = match launched {
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(%app, %version, error = %e, "cannot start app");
-                return SupEvent::SpawnFailed(e.to_string());
+                return SupEvent::SpawnFailed(e);
             }
         };
-        let pid = launched.pid;
-        let record = ProcRecord {
-            app: app.clone(),
-            version: version.clone(),
-            pid,
-            start_time: launched.start_time,
-            exe: launched.exe.to_string_lossy().into_owned(),
-        };
-        if let Err(e) = self.store.set_proc(&record) {
-            tracing::error!(error = %e, "cannot record app process; it would not be adopted after an agent restart");
-        }
+        let pid = record.pid;
+        self.exec.save_proc(&record);
         if let Some(entry) = self.sups.get_mut(key) {
             entry.record = Some(record);
-            let now = Instant::now();
             entry.started = Some(now);
             entry.health = app_spec
                 .healthcheck
                 .clone()
-                .map(|c| HealthTracker::new(super::traffic::remap_probe(c, &ports), now));
+                .map(|c| HealthTracker::new(crate::traffic::ports::remap_probe(c, &ports), now));
             entry.running_since = None;
             entry.ports = ports;
         }
-        let mut child = launched.child;
-        let events = self.events.clone();
-        let (app, version) = (app.clone(), version.clone());
-        tokio::spawn(async move {
-            let how = match child.wait().await {
-                Ok(status) => process::describe_exit(status),
-                Err(e) => format!("cannot wait for process: {e}"),
-            };
-            let _ = events.send(Event::Exited {
-                app,
-                version,
-                pid,
-                how,
-            });
-        });
         tracing::info!(app = %key.0, version = %key.1, pid, "app process started");
         SupEvent::Spawned(pid)
     }

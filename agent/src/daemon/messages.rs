@@ -10,16 +10,16 @@ use crate::bus::{BusEvent, PubCmd};
 use fleet_schema::artifact::{validate_name, validate_version};
 use fleet_schema::{ControllerStatus, DesiredState, Topic, DEFAULT_MAX_PAYLOAD};
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest random delay before re-announcing to a controller that came online.
 const REANNOUNCE_MAX_MS: u64 = 2000;
 
 impl Daemon {
-    pub(super) fn on_bus(&mut self, ev: BusEvent) {
+    pub(super) fn on_bus(&mut self, ev: BusEvent, now: Instant) {
         match ev {
             BusEvent::Connected => {
-                self.inventory = self.units.inventory(&self.cfg.data_dir, &self.cfg.labels);
+                self.inventory = self.exec.inventory(&self.cfg.labels);
                 self.publish_status();
                 let _ = self.publisher.send(PubCmd::Connected);
             }
@@ -40,7 +40,7 @@ impl Daemon {
                 }
                 Ok(Topic::Req(dev)) if dev == self.cfg.device_id => {
                     if let Some(body) = self.open_sealed(&topic, &payload, Kind::Request) {
-                        self.on_request(&body);
+                        self.on_request(&body, now);
                     }
                 }
                 _ => tracing::debug!(%topic, "ignoring message on unexpected topic"),
@@ -61,6 +61,13 @@ impl Daemon {
         if let Err(reason) = check_desired(&desired, self.cfg.device_id.as_str()) {
             return self.reject(&topic, &reason);
         }
+        self.take_desired(desired);
+    }
+
+    /// Takes a desired state that was opened and checked: a newer generation is persisted and
+    /// applied, the one held is re-reported, an older one refused.
+    pub(super) fn take_desired(&mut self, desired: DesiredState) {
+        let topic = Topic::Cmd(self.cfg.device_id.clone()).to_string();
         let have = self.desired.as_ref().map_or(0, |d| d.generation);
         if desired.generation == have && have > 0 {
             // The controller resends a generation we hold when its view says we are behind:
@@ -86,7 +93,7 @@ impl Daemon {
         if desired.generation == have {
             return;
         }
-        if let Err(e) = self.store.set_desired(&desired) {
+        if let Err(e) = self.exec.save_desired(&desired) {
             tracing::error!(error = %e, "cannot persist desired state; not applying it");
             return;
         }

@@ -1,18 +1,35 @@
 //! The agent's I/O shell: one event loop that owns all state, feeds events into the pure
-//! supervisors and reconciler, performs the actions they return (through the executors in
-//! [`actions`]) and publishes the resulting status. Everything slow (downloads, installs,
-//! waiting for processes) runs in tasks that report back as [`Event`]s, so the loop never
-//! blocks for long.
+//! supervisors and reconciler, carries out the actions they return ([`actions`]) and publishes
+//! the resulting status. Every effect on the device (download, install, launch, signal,
+//! persist, probe the file system) goes through one [`executor::Executor`]: on a device the
+//! [`device::DeviceExecutor`], in the unit tests a fake. Event handling takes the time as an
+//! argument (`now`) instead of reading the clock (only timestamps put on the wire read the
+//! wall clock). Everything slow (downloads, installs, waiting for
+//! processes) runs in tasks that report back as [`Event`]s, so the loop never blocks for long.
+//!
+//! Files: `mod.rs` the loop and state; `actions.rs` reconciler actions and supervisor effects;
+//! `startup.rs` restoring state and adopting processes; `messages.rs` desired states and
+//! controller messages; `trust.rs` opening sealed messages, re-enrollment; `status.rs` the
+//! observed state and the status; `probing.rs` health probes; `routing.rs` blue-green traffic;
+//! `units.rs` systemd apps; `telemetry_loop.rs` logs and metrics; `executor.rs` the effects
+//! interface, `device.rs` and `device_systemd.rs` its implementation on the device; `tests/`
+//! the loop's unit tests on a fake executor.
 
 mod actions;
-mod health;
+pub mod device;
+mod device_systemd;
+pub mod executor;
 mod messages;
+mod probing;
+mod routing;
 mod startup;
 mod status;
-mod telemetry;
-mod traffic;
+mod telemetry_loop;
 mod trust;
 mod units;
+
+#[cfg(test)]
+mod tests;
 
 use crate::backoff::Backoff;
 use crate::bus::{self, BusEvent, PubCmd};
@@ -22,10 +39,9 @@ use crate::runtime::health::HealthTracker;
 use crate::store::{ProcRecord, Store};
 use crate::supervisor::{self, Policy, Supervisor};
 use crate::telemetry::spool::Spool;
+use executor::Executor;
 use fleet_schema::{AppSpec, DesiredState, DeviceStatus, Inventory};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -45,7 +61,7 @@ pub struct FetchFailure {
     /// The error, as reported in `last_error`.
     pub error: String,
     /// Worth retrying without counting as the device's failure (see
-    /// [`crate::download::DownloadError::is_transient`]).
+    /// [`crate::fetch::download::DownloadError::is_transient`]).
     pub transient: bool,
 }
 
@@ -156,7 +172,8 @@ impl SupEntry {
 /// The running agent.
 pub struct Daemon {
     cfg: Config,
-    store: Store,
+    /// Carries out every effect on the device.
+    exec: Box<dyn Executor>,
     /// The desired state as accepted (signed, stored, reported on).
     accepted: Option<DesiredState>,
     /// What the agent works on: `accepted` with every multi-component app expanded into one
@@ -164,7 +181,6 @@ pub struct Daemon {
     desired: Option<DesiredState>,
     apps: BTreeMap<String, AppState>,
     sups: BTreeMap<(String, String), SupEntry>,
-    events: mpsc::UnboundedSender<Event>,
     status: watch::Sender<DeviceStatus>,
     publisher: mpsc::UnboundedSender<PubCmd>,
     inventory: Inventory,
@@ -172,13 +188,10 @@ pub struct Daemon {
     last_controller_at: Option<u64>,
     /// fleetd's HTTP base URL from its presence message (for fresh download URLs).
     controller_url: Option<String>,
-    cancel: Arc<AtomicBool>,
     shutting_down: bool,
-    telem: telemetry::Telem,
-    /// This binary, re-executed as the limits launcher.
-    launcher: Option<PathBuf>,
+    telem: telemetry_loop::Telem,
     /// Blue-green traffic forwarders by app and service port.
-    traffic: BTreeMap<String, BTreeMap<u16, crate::forward::Forwarder>>,
+    traffic: BTreeMap<String, BTreeMap<u16, crate::traffic::forward::Forwarder>>,
     /// Apps that run as systemd units.
     units: units::Units,
     /// Pinned controller key, bus key, refusals, re-enrollment.
@@ -201,8 +214,8 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
     let (event_tx, mut event_rx) = mpsc::unbounded_channel();
     let (bus_tx, mut bus_rx) = mpsc::unbounded_channel();
     let (pub_tx, pub_rx) = mpsc::unbounded_channel();
-    let mut units = units::Units::new(&cfg.systemd);
-    let inventory = units.inventory(&cfg.data_dir, &cfg.labels);
+    let mut exec = device::DeviceExecutor::new(&cfg, store, event_tx.clone());
+    let inventory = exec.inventory(&cfg.labels);
     let key = Arc::new(
         crate::identity::load_or_create_key(&crate::layout::device_key(&cfg.data_dir))
             .map_err(std::io::Error::other)?,
@@ -275,29 +288,26 @@ pub async fn run(cfg: Config, store: Store) -> std::io::Result<()> {
     let (client, eventloop) = rumqttc::AsyncClient::new(bus::options(&session, &creds), 64);
     let mut daemon = Daemon {
         cfg,
-        store,
+        exec: Box::new(exec),
         accepted: None,
         desired: None,
         apps: BTreeMap::new(),
         sups: BTreeMap::new(),
-        events: event_tx,
         status: status_tx,
         publisher: pub_tx,
         inventory,
         rejected_payloads: 0,
         last_controller_at: None,
         controller_url: None,
-        cancel: Arc::new(AtomicBool::new(false)),
         shutting_down: false,
-        telem: telemetry::Telem::new(
+        telem: telemetry_loop::Telem::new(
             cfg_telemetry,
             counters_secret,
             counter_limits,
             Instant::now(),
         ),
-        launcher: std::env::current_exe().ok(),
         traffic: BTreeMap::new(),
-        units,
+        units: units::Units::default(),
         trust,
     };
     match crate::telemetry::counters::serve(
@@ -400,7 +410,7 @@ impl Daemon {
 
     fn handle(&mut self, ev: Event, now: Instant) {
         match ev {
-            Event::Bus(b) => self.on_bus(b),
+            Event::Bus(b) => self.on_bus(b, now),
             Event::Downloaded {
                 app,
                 version,
@@ -486,7 +496,7 @@ impl Daemon {
 
     fn begin_shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
-        self.cancel.store(true, Ordering::Relaxed);
+        self.exec.cancel_downloads();
         self.release_units();
         let keys: Vec<(String, String)> = self.sups.keys().cloned().collect();
         for key in keys {

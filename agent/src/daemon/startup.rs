@@ -1,54 +1,30 @@
-//! Rebuilding state at agent start from redb and the disk: the accepted desired state, the
-//! installed versions that are still present, and the processes still running from before,
-//! which are adopted (watched) instead of started a second time.
+//! Rebuilding state at agent start from what was persisted and what the disk and process table
+//! show: the accepted desired state, the installed versions that are still present, and the
+//! processes still running from before, which are adopted (watched) instead of started a second
+//! time.
 
-use super::{AppState, Daemon, Event, SupEntry, ADOPTED_POLL};
-use crate::layout;
-use crate::process;
-use crate::store::ProcRecord;
+use super::{AppState, Daemon, SupEntry};
 use crate::supervisor::Supervisor;
-use std::path::Path;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 impl Daemon {
     /// Loads the durable state and adopts processes that are still ours.
     pub(super) fn restore(&mut self, now: Instant) {
-        match self.store.desired() {
-            Ok(d) => self.accept(d),
-            Err(e) => tracing::error!(error = %e, "cannot read the accepted desired state"),
+        let restored = self.exec.load();
+        self.accept(restored.desired);
+        for (name, rec) in restored.apps {
+            let mut st = AppState::default();
+            st.obs.installed = rec
+                .installed
+                .into_iter()
+                .filter(|v| self.exec.is_installed(&name, v))
+                .collect();
+            st.obs.current = rec.current;
+            self.apps.insert(name, st);
         }
-        match self.store.apps() {
-            Ok(apps) => {
-                for (name, rec) in apps {
-                    let mut st = AppState::default();
-                    st.obs.installed = rec
-                        .installed
-                        .into_iter()
-                        .filter(|v| layout::executable(&self.cfg.data_dir, &name, v).is_file())
-                        .collect();
-                    st.obs.current = rec.current;
-                    self.apps.insert(name, st);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot read installed apps"),
-        }
-        let procs = match self.store.procs() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read recorded processes");
-                Vec::new()
-            }
-        };
-        for rec in procs {
-            // pid plus start time identifies the process; the executable is only informative
-            // (a script's /proc/<pid>/exe is its interpreter).
-            if process::is_same_process(rec.pid, rec.start_time) {
-                if !process::runs_executable(rec.pid, Path::new(&rec.exe)) {
-                    tracing::debug!(pid = rec.pid, exe = %rec.exe, "adopted process runs another executable (a script?)");
-                }
+        for rec in restored.procs {
+            if self.exec.adopt(&rec) {
                 tracing::info!(app = %rec.app, version = %rec.version, pid = rec.pid, "adopting running app");
-                watch_adopted(self.events.clone(), &rec);
                 self.apps.entry(rec.app.clone()).or_default();
                 self.ensure_tailer(&rec.app);
                 let mut entry =
@@ -63,31 +39,9 @@ impl Daemon {
                     .insert((rec.app.clone(), rec.version.clone()), entry);
             } else {
                 tracing::info!(app = %rec.app, version = %rec.version, pid = rec.pid, "recorded app process is gone");
-                if let Err(e) = self.store.remove_proc(&rec.app, &rec.version) {
-                    tracing::warn!(error = %e, "cannot forget stale process record");
-                }
+                self.exec.forget_proc(&rec.app, &rec.version);
             }
         }
         self.adopt_units(now);
     }
-}
-
-/// Polls an adopted process (not our child, so it cannot be waited for) until it is gone.
-pub(super) fn watch_adopted(events: mpsc::UnboundedSender<Event>, rec: &ProcRecord) {
-    let rec = rec.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(ADOPTED_POLL);
-        loop {
-            tick.tick().await;
-            if !process::is_same_process(rec.pid, rec.start_time) {
-                let _ = events.send(Event::Exited {
-                    app: rec.app,
-                    version: rec.version,
-                    pid: rec.pid,
-                    how: "adopted process ended (exit status unknown)".into(),
-                });
-                return;
-            }
-        }
-    });
 }

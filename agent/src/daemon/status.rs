@@ -64,7 +64,7 @@ impl Daemon {
     }
 
     /// Stores an app's installed and current versions, so a restarted agent knows them.
-    pub(super) fn persist_app(&self, app: &str) {
+    pub(super) fn persist_app(&mut self, app: &str) {
         let Some(st) = self.apps.get(app) else {
             return;
         };
@@ -72,9 +72,7 @@ impl Daemon {
             installed: st.obs.installed.clone(),
             current: st.obs.current.clone(),
         };
-        if let Err(e) = self.store.set_app(app, &rec) {
-            tracing::error!(app, error = %e, "cannot record app state");
-        }
+        self.exec.save_app(app, &rec);
     }
 
     /// The full status of the device, as published on every connect and change.

@@ -5,9 +5,9 @@
 //! counted, and shown in the device's status (`refused`). When the broker keeps refusing the
 //! device's credentials, the agent asks to enroll again with the same key.
 
-use super::{Daemon, Event};
+use super::Daemon;
 use crate::bus::{now_millis, Credentials};
-use crate::identity::enroll::{attempt, Asker, Attempt};
+use crate::identity::enroll::{Asker, Attempt};
 use crate::identity::record::EnrollmentRecord;
 use fleet_schema::signing::TrustedKey;
 use fleet_schema::trust::{open, OpenParams, Stamp};
@@ -139,7 +139,7 @@ impl Daemon {
 
     /// The broker refused our credentials several times: ask fleetd to enroll this key again
     /// (at most once a minute, and not while the credentials are fresh); the answer comes back
-    /// as [`Event::Reenrolled`].
+    /// as [`super::Event::Reenrolled`].
     pub(super) fn reenroll(&mut self) {
         let now = now_millis();
         if !reenroll_due(
@@ -152,23 +152,17 @@ impl Daemon {
         self.trust.reenroll_at = Some(now);
         let mut asker = self.trust.asker.clone();
         asker.last_at = asker.last_at.max(self.trust.record.last_request_at);
-        let inventory = self.inventory.clone();
-        let events = self.events.clone();
         tracing::warn!(
             "the broker keeps refusing this device's credentials; asking fleetd to enroll again"
         );
-        tokio::task::spawn_blocking(move || {
-            let outcome = attempt(&asker, inventory, now);
-            let _ = events.send(Event::Reenrolled(outcome));
-        });
+        self.exec.reenroll(asker, self.inventory.clone(), now);
     }
 
     /// Applies the answer of a re-enrollment.
     pub(super) fn on_reenrolled(&mut self, outcome: Attempt) {
         match outcome {
             Attempt::Enrolled(rec) => {
-                let path = crate::layout::enrollment(&self.cfg.data_dir);
-                if let Err(e) = rec.save(&path) {
+                if let Err(e) = self.exec.save_enrollment(&rec) {
                     tracing::error!(error = %e, "cannot save the new enrollment record");
                     return;
                 }

@@ -138,13 +138,13 @@ mod tests {
         );
         let mut spec = fleet_schema::AppSpec::default();
         spec.runtime.pre_start_script = Some("bin/pre.sh".into());
-        let mut launched = crate::process::launch(crate::process::LaunchSpec {
+        let mut launched = crate::runtime::raw::launch(crate::runtime::raw::LaunchSpec {
             data,
             device_id: "dev-1",
             app: "svc",
             version: "1.0.0",
             app_spec: &spec,
-            limits: crate::runtime::limits::Limits::default(),
+            limits: crate::runtime::resource_limits::Limits::default(),
             launcher: None,
             extra_env: &[],
         })
@@ -156,13 +156,13 @@ mod tests {
         assert_eq!(read(layout::err_log_file(data, "svc")), "pre-note\noops\n");
 
         spec.runtime.pre_start_script = Some("bin/missing.sh".into());
-        let e = crate::process::launch(crate::process::LaunchSpec {
+        let e = crate::runtime::raw::launch(crate::runtime::raw::LaunchSpec {
             data,
             device_id: "dev-1",
             app: "svc",
             version: "1.0.0",
             app_spec: &spec,
-            limits: crate::runtime::limits::Limits::default(),
+            limits: crate::runtime::resource_limits::Limits::default(),
             launcher: None,
             extra_env: &[],
         })

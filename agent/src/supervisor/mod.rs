@@ -29,7 +29,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long an app with a health check may take to become healthy, unless its spec says
 /// otherwise.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
-/// How the shell describes a clean exit (see `process::describe_exit`).
+/// How the shell describes a clean exit (see `runtime::raw::describe_exit`).
 pub const CLEAN_EXIT: &str = "exit status 0";
 
 mod policy;

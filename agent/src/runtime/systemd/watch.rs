@@ -7,7 +7,7 @@
 //! poll sees a newer run. The decisions are pure functions of two `systemctl show` answers.
 
 use super::{Systemctl, SystemdError, UnitState};
-use crate::process;
+use crate::runtime::raw;
 use crate::supervisor::SupEvent;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,10 +149,10 @@ async fn start(job: &StartJob) -> Result<Run, String> {
 /// Reports `Exited` once `run` has ended (its process is watched in `/proc`; systemd is
 /// asked only when it is gone).
 pub async fn follow(ctl: &Systemctl, unit: &str, run: Run, report: impl Fn(SupEvent)) {
-    let start_time = process::start_time(run.pid);
+    let start_time = raw::start_time(run.pid);
     let mut asked = 0;
     loop {
-        if start_time.is_some_and(|t| process::is_same_process(run.pid, t)) {
+        if start_time.is_some_and(|t| raw::is_same_process(run.pid, t)) {
             tokio::time::sleep(RUN_POLL).await;
             continue;
         }

@@ -9,9 +9,9 @@
 //! SIGTERM, stops the container with `<engine> stop -t GRACE` before exiting. The previous
 //! version's image stays loaded (rollback needs no download) until its directory is pruned.
 
-use crate::container::{self, Engine, Installed, IMAGE_FILE};
+use crate::install::tool::{run, write_launcher};
 use crate::install::InstallError;
-use crate::install_tool::{run, write_launcher};
+use crate::runtime::container::{self, Engine, Installed, IMAGE_FILE};
 use fleet_schema::app_spec::RuntimeKind;
 use fleet_schema::image_ref::{ImageSource, MAX_DOCUMENT_BYTES};
 use std::fs;

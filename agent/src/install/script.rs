@@ -3,8 +3,8 @@
 //! environment, in its own process group and for a bounded time. Its stderr is kept in a file
 //! beside the directory so a failure reports the exit status and the last stderr lines.
 
+use crate::install::archive;
 use crate::install::InstallError;
-use crate::install_archive;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -42,7 +42,7 @@ pub struct ScriptRun<'a> {
 /// Resolves `script` inside `dir`: a regular file (made executable), never outside, and
 /// returns its physical path (no link in it), so running it cannot leave `dir` either.
 pub fn resolve(dir: &Path, script: &str, what: &str) -> Result<PathBuf, InstallError> {
-    let rel = install_archive::safe_relative(script)
+    let rel = archive::safe_relative(script)
         .map_err(|e| InstallError::Script(format!("{what} {script:?}: {e}")))?
         .ok_or_else(|| InstallError::Script(format!("{what} path is empty")))?;
     let (fd, physical) = crate::confine::open_file(dir, &rel, nix::fcntl::OFlag::O_RDONLY)
@@ -139,7 +139,7 @@ pub fn run(r: &ScriptRun<'_>) -> Result<(), InstallError> {
         Some(s) => Err(InstallError::Script(format!(
             "install script {:?} failed with {}{tail}",
             r.script,
-            crate::process::describe_exit(s)
+            crate::runtime::raw::describe_exit(s)
         ))),
         None => Err(InstallError::Script(format!(
             "install script {:?} did not finish within {} s and was killed{tail}",

@@ -22,7 +22,7 @@ pub struct ArtifactSettings {
     /// Signature policy.
     pub trust: TrustPolicy,
     /// Archive extraction limits.
-    pub archive_limits: crate::install_archive::ArchiveLimits,
+    pub archive_limits: crate::install::archive::ArchiveLimits,
 }
 
 impl ArtifactSettings {
@@ -48,13 +48,13 @@ impl ArtifactSettings {
                 trusted_keys.push(key);
             }
         }
-        let d = crate::install_archive::ArchiveLimits::default();
+        let d = crate::install::archive::ArchiveLimits::default();
         Ok(Self {
             trust: TrustPolicy {
                 trusted_keys,
                 require_signatures,
             },
-            archive_limits: crate::install_archive::ArchiveLimits {
+            archive_limits: crate::install::archive::ArchiveLimits {
                 max_bytes: archive_max_bytes.unwrap_or(d.max_bytes),
                 max_entries: archive_max_entries.unwrap_or(d.max_entries),
             },

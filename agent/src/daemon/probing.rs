@@ -1,11 +1,10 @@
-//! Health checks in the event loop: start the probes that are due (each in its own task, so a
-//! slow probe never blocks the loop) and fold their verdicts into the trackers. The first
+//! Health checks in the event loop: start the probes that are due (the executor runs each in
+//! its own task, so a slow probe never blocks the loop) and fold their verdicts into the trackers. The first
 //! healthy verdict ends an app's startup phase; every change of verdict changes the published
 //! status.
 
-use super::{Daemon, Event};
-use crate::layout;
-use crate::runtime::probe;
+use super::executor::ProbeJob;
+use super::Daemon;
 use crate::supervisor::SupEvent;
 use fleet_schema::HealthState;
 use std::time::Instant;
@@ -20,19 +19,12 @@ impl Daemon {
             if entry.sup.is_stopping() || !h.begin(now) {
                 continue;
             }
-            let probe = h.check().probe.clone();
-            let timeout = h.timeout();
-            let cwd = layout::version_dir(&self.cfg.data_dir, app, version);
-            let events = self.events.clone();
-            let (app, version) = (app.clone(), version.clone());
-            tokio::spawn(async move {
-                let result = probe::run(&probe, timeout, &cwd).await;
-                let _ = events.send(Event::Probed {
-                    app,
-                    version,
-                    pid,
-                    result,
-                });
+            self.exec.probe(ProbeJob {
+                app: app.clone(),
+                version: version.clone(),
+                pid,
+                probe: h.check().probe.clone(),
+                timeout: h.timeout(),
             });
         }
     }

@@ -4,7 +4,7 @@
 //! atomically, with their modes, before every start) and bind-mounts read-only at the paths
 //! the manifest names, so they reach the container and never touch the host's own `/etc`.
 
-use crate::container::{Engine, Installed};
+use crate::runtime::container::{Engine, Installed};
 use crate::runtime::files::{self, FileError};
 use fleet_schema::AppSpec;
 use std::path::{Component, Path, PathBuf};

@@ -1,9 +1,11 @@
 //! Containers through the Docker or Podman command line (no client library): which engine is
 //! usable (its `info` answers, not merely a binary on PATH), which installed versions are
 //! images, and removing an app's containers and images (the `run` arguments and mounted files
-//! of one start are in [`crate::container_run`]). The container runs in the foreground under
-//! the agent's supervisor through the version's launcher script (see [`crate::install_oci`]),
+//! of one start are in [`crate::runtime::container::run`]). The container runs in the foreground under
+//! the agent's supervisor through the version's launcher script (see [`crate::install::oci`]),
 //! so restart policy, health checks and logs work as for any other app.
+
+pub mod run;
 
 use fleet_schema::app_spec::RuntimeKind;
 use fleet_schema::{AppSpec, ArtifactType, DesiredState};

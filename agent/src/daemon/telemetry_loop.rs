@@ -10,7 +10,6 @@ use crate::layout;
 use crate::supervisor::SupEvent;
 use crate::telemetry::counters::Counters;
 use crate::telemetry::logs::{Ring, TokenBucket};
-use crate::telemetry::procfs;
 use crate::telemetry::tail::{self, Tailer};
 use fleet_schema::{
     AgentRequest, AppMetrics, DeviceMetrics, LogBatch, LogEntry, MetricsBatch, Topic,
@@ -199,7 +198,7 @@ impl Daemon {
     }
 
     /// Answers a request from `fleet/<device>/req`.
-    pub(super) fn on_request(&mut self, payload: &[u8]) {
+    pub(super) fn on_request(&mut self, payload: &[u8], now: Instant) {
         let req: AgentRequest = match fleet_schema::decode(payload, DEFAULT_MAX_PAYLOAD) {
             Ok(r) => r,
             Err(e) => {
@@ -209,7 +208,7 @@ impl Daemon {
         };
         match req {
             AgentRequest::LogHistory { app, lines } => {
-                self.poll_logs(Instant::now());
+                self.poll_logs(now);
                 let n = usize::try_from(lines).unwrap_or(usize::MAX);
                 let recent = self.telem.ring.recent(app.as_deref(), n);
                 tracing::info!(app = ?app, lines = recent.len(), "sending log history");
@@ -221,9 +220,9 @@ impl Daemon {
 
     /// When an app with a memory limit exits, its last lines tell whether an allocation
     /// failed; if so the exit is reported as a memory-limit stop.
-    pub(super) fn oom_reason(&mut self, app: &str) -> Option<String> {
+    pub(super) fn oom_reason(&mut self, app: &str, now: Instant) -> Option<String> {
         let limit = self.spec_for(app).resources.memory_limit?;
-        self.poll_logs(Instant::now());
+        self.poll_logs(now);
         let oom = self.telem.ring.recent(Some(app), 5).iter().any(|e| {
             let m = e.message.to_ascii_lowercase();
             OOM_MARKERS.iter().any(|k| m.contains(k))
@@ -240,8 +239,8 @@ impl Daemon {
             .filter_map(|((a, v), e)| e.sup.pid().map(|p| (a.clone(), v.clone(), p)))
             .collect();
         let pgids: Vec<u32> = groups.iter().map(|g| g.2).collect();
-        let samples = procfs::sample_groups(&pgids);
-        let ticks = procfs::clock_ticks() as f64;
+        let (samples, ticks) = self.exec.sample_groups(&pgids);
+        let ticks = ticks as f64;
         let mut apps = Vec::new();
         let mut breaches = Vec::new();
         for (app, version, pid) in groups {
@@ -258,7 +257,8 @@ impl Daemon {
                 continue;
             };
             // A container's limit is the engine's; the group here is only its CLI.
-            let container = crate::container::runs_in_container(self.desired.as_ref(), &app);
+            let container =
+                crate::runtime::container::runs_in_container(self.desired.as_ref(), &app);
             if let Some(limit) = self
                 .spec_for(&app)
                 .resources
@@ -307,7 +307,7 @@ impl Daemon {
             tracing::warn!(app = %key.0, version = %key.1, %reason, "stopping app");
             self.sup_event(&key, SupEvent::LimitExceeded(reason), now);
         }
-        let d = procfs::sample_device(&self.cfg.data_dir);
+        let d = self.exec.sample_device();
         let cpu_percent = match self.telem.dev_prev.replace((d.cpu_busy, d.cpu_total)) {
             Some((busy, total)) if d.cpu_total > total => {
                 (d.cpu_busy.saturating_sub(busy) as f64 / (d.cpu_total - total) as f64 * 100.0)

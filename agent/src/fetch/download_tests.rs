@@ -302,7 +302,7 @@ fn sha512_is_verified_while_streaming() {
 #[test]
 fn a_full_disk_is_transient() {
     let full = std::io::Error::from_raw_os_error(28);
-    assert!(crate::download::out_of_space(&full));
+    assert!(crate::fetch::download::out_of_space(&full));
     let err = DownloadError::Io {
         context: "cannot write download".into(),
         source: full,

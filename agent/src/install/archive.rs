@@ -395,5 +395,5 @@ impl Unpacker<'_> {
 }
 
 #[cfg(test)]
-#[path = "install_archive_tests.rs"]
+#[path = "archive_tests.rs"]
 mod tests;

@@ -5,8 +5,8 @@
 //! `/usr/bin/<app>`). A device without dpkg lacks the `deb` capability and refuses the
 //! artifact before downloading it.
 
+use crate::install::tool::{run, write_launcher};
 use crate::install::InstallError;
-use crate::install_tool::{run, write_launcher};
 use std::fs;
 use std::path::Path;
 use std::process::Command;

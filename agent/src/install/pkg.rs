@@ -1,13 +1,13 @@
 //! RPM and Alpine packages: installed with the system's `rpm -U --replacepkgs` or
-//! `apk add --allow-untrusted`, like [`crate::install_deb`] does with dpkg. The package is kept
+//! `apk add --allow-untrusted`, like [`crate::install::deb`] does with dpkg. The package is kept
 //! in the version directory, and `<app>` there is a small launcher that reinstalls that exact
 //! package when the system may hold another version (a rollback to the kept previous version
 //! reinstalls it, with no download) and then executes the entry point (`runtime.entrypoint`,
 //! default `/usr/bin/<app>`). A device without the tool lacks the `rpm` / `apk` capability, and
 //! an install there is refused naming the missing tool.
 
+use crate::install::tool::{run, write_launcher};
 use crate::install::InstallError;
-use crate::install_tool::{run, write_launcher};
 use fleet_schema::ArtifactType;
 use std::ffi::OsStr;
 use std::fs;

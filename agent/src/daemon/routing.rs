@@ -1,13 +1,11 @@
 //! Blue-green traffic in the event loop. For a blue-green app that lists `runtime.ports`, the
 //! agent owns each service port (a [`Forwarder`]) and gives every instance its own internal
-//! loopback port (env `PORT` for the first service port, `FLEET_PORT_<service port>` for each);
-//! [`crate::bluegreen::choose_active`] decides which instance new connections reach. A health
-//! probe on a service port is sent to the instance's internal port instead.
+//! loopback port ([`crate::traffic::ports`]); [`crate::traffic::bluegreen::choose_active`]
+//! decides which instance new connections reach.
 
 use super::Daemon;
-use crate::bluegreen::{self, Candidate};
-use crate::forward::{self, Forwarder};
-use fleet_schema::app_spec::{HealthCheck, ProbeKind};
+use crate::traffic::bluegreen::{self, Candidate};
+use crate::traffic::forward::{self, Forwarder};
 use fleet_schema::{AppSpec, BlueGreenHint};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -16,31 +14,6 @@ use std::time::Instant;
 fn switched(hint: Option<&BlueGreenHint>, spec: &AppSpec) -> Option<(BlueGreenHint, Vec<u16>)> {
     let hint = hint?;
     (!spec.runtime.ports.is_empty()).then(|| (*hint, spec.runtime.ports.clone()))
-}
-
-/// The environment that tells an instance where to listen.
-pub(super) fn port_env(ports: &BTreeMap<u16, u16>, service: &[u16]) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = ports
-        .iter()
-        .map(|(s, i)| (format!("FLEET_PORT_{s}"), i.to_string()))
-        .collect();
-    if let Some(first) = service.first().and_then(|s| ports.get(s)) {
-        env.push(("PORT".into(), first.to_string()));
-    }
-    env
-}
-
-/// The health check with a probe on a service port redirected to the instance's own port.
-pub(super) fn remap_probe(mut check: HealthCheck, ports: &BTreeMap<u16, u16>) -> HealthCheck {
-    match &mut check.probe {
-        ProbeKind::Http { port, .. } | ProbeKind::Tcp { port } => {
-            if let Some(internal) = ports.get(port) {
-                *port = *internal;
-            }
-        }
-        ProbeKind::Exec { .. } | ProbeKind::Unsupported => {}
-    }
-    check
 }
 
 impl Daemon {
@@ -164,35 +137,5 @@ impl Daemon {
                 .min()
             })
             .min()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports_reach_the_instance_and_its_probe() {
-        let ports = BTreeMap::from([(8080, 40001), (9090, 40002)]);
-        let env = port_env(&ports, &[8080, 9090]);
-        assert!(env.contains(&("PORT".into(), "40001".into())));
-        assert!(env.contains(&("FLEET_PORT_9090".into(), "40002".into())));
-        let check = HealthCheck {
-            probe: ProbeKind::Http {
-                path: "/health".into(),
-                port: 8080,
-                expected_status: None,
-            },
-            interval_ms: 1000,
-            timeout_ms: 500,
-            retries: 1,
-            start_period_ms: 0,
-        };
-        let remapped = remap_probe(check.clone(), &ports);
-        assert!(matches!(
-            remapped.probe,
-            ProbeKind::Http { port: 40001, .. }
-        ));
-        assert_eq!(remap_probe(check.clone(), &BTreeMap::new()), check);
     }
 }

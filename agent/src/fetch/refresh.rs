@@ -6,7 +6,7 @@
 //! state), and downloads from it. `<server>` is the agent's configured fleetd address, else the
 //! `refresh_url` fleetd put in the (signed) artifact reference.
 
-use crate::download::{self, DownloadError, DownloadRequest};
+use crate::fetch::download::{self, DownloadError, DownloadRequest};
 use fleet_schema::api::DownloadUrl;
 use fleet_schema::ArtifactRef;
 use std::io::Read;

@@ -8,9 +8,9 @@
 //! `<store path>/bin/<app>`). A device without `nix-store` lacks the `nix` capability and the
 //! install is refused naming it.
 
+use crate::install::pkg::find_tool;
+use crate::install::tool::run;
 use crate::install::InstallError;
-use crate::install_pkg::find_tool;
-use crate::install_tool::run;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;

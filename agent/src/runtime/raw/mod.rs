@@ -2,10 +2,9 @@
 //! appended to a log file (so it survives an agent crash without SIGPIPE), signal whole process
 //! groups, and recognise a process after an agent restart by pid plus start time.
 
-use crate::container;
-use crate::container_run;
 use crate::layout;
-use crate::runtime::{files, limits::Limits};
+use crate::runtime::container::{self, run as container_run};
+use crate::runtime::{files, resource_limits::Limits};
 use fleet_schema::AppSpec;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;

@@ -2,18 +2,29 @@
 //! the complete version directory or none (stage, fsync, atomic rename, fsync the parent), and
 //! prunes versions other than the new, current and running ones (the bounded cache: a rollback
 //! to the previous version needs no download). A binary becomes `<version>/<app>`; an archive
-//! is unpacked there (see [`crate::install_archive`]) and `<app>` is linked to its entry point,
+//! is unpacked there (see [`crate::install::archive`]) and `<app>` is linked to its entry point,
 //! so the supervisor starts every kind the same way. An archive's install script
-//! ([`crate::install_script`]) runs once after unpacking, before the rename.
+//! ([`crate::install::script`]) runs once after unpacking, before the rename.
+//!
+//! One file per artifact type: [`archive`] (tar.gz, tar, zip), [`deb`] (dpkg), [`pkg`] (rpm,
+//! apk), [`nix_store`] (Nix closures and store paths), [`oci`] (container images); [`script`]
+//! runs an archive's install script and [`tool`] is the runner the package installers share.
+
+pub mod archive;
+pub mod deb;
+pub mod nix_store;
+pub mod oci;
+pub mod pkg;
+pub mod script;
+pub mod tool;
 
 use crate::confine;
-use crate::container::{self, Installed};
-use crate::install_archive::{self, ArchiveError, ArchiveLimits};
-use crate::install_pkg::PackageTool;
-use crate::install_script;
 use crate::layout;
+use crate::runtime::container::{self, Installed};
+use archive::{ArchiveError, ArchiveLimits};
 use fleet_schema::app_spec::RuntimeKind;
 use fleet_schema::{ArtifactType, DesiredState};
+use pkg::PackageTool;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
@@ -50,13 +61,13 @@ pub enum InstallError {
 
 impl InstallError {
     /// Whether installing again later may well succeed without a new version: the disk was
-    /// full (see [`crate::download::out_of_space`]). Every other failure is the device's
+    /// full (see [`crate::fetch::download::out_of_space`]). Every other failure is the device's
     /// verdict on the version.
     pub fn is_transient(&self) -> bool {
         match self {
             InstallError::Io { source, .. }
             | InstallError::Archive(ArchiveError::Io { source, .. }) => {
-                crate::download::out_of_space(source)
+                crate::fetch::download::out_of_space(source)
             }
             _ => false,
         }
@@ -123,7 +134,7 @@ impl InstallPlan {
             install_script: want.and_then(|a| a.spec.runtime.install_script.clone()),
             pre_start_script: want.and_then(|a| a.spec.runtime.pre_start_script.clone()),
             env: want.map(|a| a.spec.env.clone()).unwrap_or_default(),
-            script_timeout: install_script::DEFAULT_TIMEOUT,
+            script_timeout: script::DEFAULT_TIMEOUT,
             runtime: want.map_or(RuntimeKind::Raw, |a| a.spec.runtime.kind.clone()),
         }
     }
@@ -137,7 +148,7 @@ impl InstallPlan {
             install_script: None,
             pre_start_script: None,
             env: BTreeMap::new(),
-            script_timeout: install_script::DEFAULT_TIMEOUT,
+            script_timeout: script::DEFAULT_TIMEOUT,
             runtime: RuntimeKind::Raw,
         }
     }
@@ -170,12 +181,12 @@ pub fn install(
         ArtifactType::Binary => stage_binary(app, downloaded, &staging),
         ArtifactType::Archive => stage_archive(app, downloaded, &staging, plan).and_then(|()| {
             if let Some(pre) = plan.pre_start_script.as_deref() {
-                install_script::resolve(&staging, pre, "pre-start script")?;
+                script::resolve(&staging, pre, "pre-start script")?;
             }
             let Some(script) = plan.install_script.as_deref() else {
                 return Ok(());
             };
-            install_script::run(&install_script::ScriptRun {
+            script::run(&script::ScriptRun {
                 script,
                 dir: &staging,
                 final_dir: &layout::version_dir(data, app, version),
@@ -186,13 +197,13 @@ pub fn install(
             })
         }),
         ArtifactType::Deb => {
-            crate::install_deb::stage_deb(app, downloaded, &staging, plan.entrypoint.as_deref())
+            crate::install::deb::stage_deb(app, downloaded, &staging, plan.entrypoint.as_deref())
         }
         ArtifactType::OciImage => {
-            crate::install_oci::stage_oci(app, version, downloaded, &staging, &plan.runtime)
+            crate::install::oci::stage_oci(app, version, downloaded, &staging, &plan.runtime)
         }
         ArtifactType::Rpm | ArtifactType::Apk => match PackageTool::for_kind(&plan.kind) {
-            Some(tool) => crate::install_pkg::stage_package(
+            Some(tool) => crate::install::pkg::stage_package(
                 tool,
                 app,
                 downloaded,
@@ -202,16 +213,18 @@ pub fn install(
             ),
             None => Err(InstallError::Unsupported(plan.kind.to_string())),
         },
-        ArtifactType::Nixpack => crate::install_nix::stage_nix(&crate::install_nix::NixInstall {
-            data,
-            app,
-            version,
-            keep,
-            downloaded,
-            staging: &staging,
-            entrypoint: plan.entrypoint.as_deref(),
-            path: std::env::var_os("PATH").as_deref(),
-        }),
+        ArtifactType::Nixpack => {
+            crate::install::nix_store::stage_nix(&crate::install::nix_store::NixInstall {
+                data,
+                app,
+                version,
+                keep,
+                downloaded,
+                staging: &staging,
+                entrypoint: plan.entrypoint.as_deref(),
+                path: std::env::var_os("PATH").as_deref(),
+            })
+        }
         other => Err(InstallError::Unsupported(other.to_string())),
     };
     if let Err(e) = filled {
@@ -256,9 +269,9 @@ fn stage_archive(
     staging: &Path,
     plan: &InstallPlan,
 ) -> Result<(), InstallError> {
-    install_archive::extract(downloaded, staging, &plan.limits)?;
+    archive::extract(downloaded, staging, &plan.limits)?;
     let entry = plan.entrypoint.as_deref().unwrap_or(app);
-    let rel = install_archive::safe_relative(entry)
+    let rel = archive::safe_relative(entry)
         .map_err(|e| InstallError::Entrypoint(format!("entry point {entry:?}: {e}")))?
         .ok_or_else(|| InstallError::Entrypoint("entry point is empty".into()))?;
     // The entry point must be a regular file inside the version, reached by links that stay
@@ -380,5 +393,4 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "install_links_tests.rs"]
 mod links_tests;
