@@ -11,7 +11,8 @@ use crate::{ConnectionId, Filter, Offset, RouterConfig, Topic};
 
 use crate::segments::{CommitLog, Position};
 use crate::Storage;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::io;
 use std::time::Instant;
 
@@ -58,7 +59,12 @@ pub struct DataLog {
     pub native: Slab<Data<PublishData>>,
     /// Map of subscription filter name to filter index
     filter_indexes: HashMap<Filter, FilterIdx>,
-    retained_publishes: HashMap<Topic, PublishData>,
+    /// FleetD patch 3: the filters with wildcards, the only ones a topic must be matched against
+    /// one by one (a topic matches an exact filter only when they are equal: a map lookup).
+    wildcard_filters: Vec<(Filter, FilterIdx)>,
+    /// FleetD patch 4: ordered by topic, so an exact filter is one lookup and a wildcard filter
+    /// is read in pages from the literal prefix before its first wildcard.
+    retained_publishes: BTreeMap<Topic, PublishData>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
 }
@@ -67,7 +73,8 @@ impl DataLog {
     pub fn new(config: RouterConfig) -> io::Result<DataLog> {
         let mut native = Slab::new();
         let mut filter_indexes = HashMap::new();
-        let retained_publishes = HashMap::new();
+        let mut wildcard_filters = Vec::new();
+        let retained_publishes = BTreeMap::new();
         let publish_filters = HashMap::new();
 
         if let Some(warmup_filters) = config.initialized_filters.clone() {
@@ -77,6 +84,9 @@ impl DataLog {
                 // Add commitlog to datalog and add datalog index to filter to
                 // datalog index map
                 let idx = native.insert(data);
+                if is_wildcard(&filter) {
+                    wildcard_filters.push((filter.clone(), idx));
+                }
                 filter_indexes.insert(filter, idx);
             }
         }
@@ -86,6 +96,7 @@ impl DataLog {
             native,
             publish_filters,
             filter_indexes,
+            wildcard_filters,
             retained_publishes,
         })
     }
@@ -128,12 +139,21 @@ impl DataLog {
         match &self.publish_filters.get(topic) {
             Some(v) => Some(v.to_vec()),
             None => {
-                let v: Vec<usize> = self
-                    .filter_indexes
-                    .iter()
-                    .filter(|(filter, _)| matches(topic, filter))
-                    .map(|(_, filter_idx)| *filter_idx)
-                    .collect();
+                // FleetD patch 3: an exact filter matches only the topic equal to it, so it is
+                // found by lookup; only wildcard filters are tried one by one. Before, every
+                // filter was (one per device on a fleet's bus: O(N) per new topic).
+                let mut v: Vec<usize> = Vec::new();
+                if !is_wildcard(topic) {
+                    if let Some(idx) = self.filter_indexes.get(topic) {
+                        v.push(*idx);
+                    }
+                }
+                v.extend(
+                    self.wildcard_filters
+                        .iter()
+                        .filter(|(filter, _)| matches(topic, filter))
+                        .map(|(_, filter_idx)| *filter_idx),
+                );
 
                 if !v.is_empty() {
                     self.publish_filters.insert(topic.to_owned(), v.clone());
@@ -158,11 +178,17 @@ impl DataLog {
                 let idx = self.native.insert(data);
                 self.filter_indexes.insert(filter.to_owned(), idx);
 
-                // Match new filter to existing topics and add to publish_filters if it matches
-                for (topic, filters) in publish_filters.iter_mut() {
-                    if matches(topic, filter) {
-                        filters.push(idx);
+                // Match new filter to existing topics and add to publish_filters if it matches.
+                // FleetD patch 3: an exact filter can only match the topic equal to it.
+                if is_wildcard(filter) {
+                    self.wildcard_filters.push((filter.to_owned(), idx));
+                    for (topic, filters) in publish_filters.iter_mut() {
+                        if matches(topic, filter) {
+                            filters.push(idx);
+                        }
                     }
+                } else if let Some(filters) = publish_filters.get_mut(filter) {
+                    filters.push(idx);
                 }
 
                 (idx, self.native.get(idx).unwrap())
@@ -245,11 +271,23 @@ impl DataLog {
         data.waiters.register(id, request);
     }
 
-    /// Cleanup a connection from all the waiters
-    pub fn clean(&mut self, id: ConnectionId) -> Vec<DataRequest> {
+    /// Cleanup a connection from the waiters of the given filters (its subscriptions).
+    ///
+    /// FleetD patch 3: only the connection's own filters are visited; before, every filter of
+    /// the broker was, on every disconnect (O(N) per device in a reconnect storm).
+    pub fn clean<'a>(
+        &mut self,
+        id: ConnectionId,
+        filters: impl Iterator<Item = &'a Filter>,
+    ) -> Vec<DataRequest> {
         let mut inflight = Vec::new();
-        for (_, data) in self.native.iter_mut() {
-            inflight.append(&mut data.waiters.remove(id));
+        for filter in filters {
+            let Some(idx) = self.filter_indexes.get(filter) else {
+                continue;
+            };
+            if let Some(data) = self.native.get_mut(*idx) {
+                inflight.append(&mut data.waiters.remove(id));
+            }
         }
 
         inflight
@@ -269,43 +307,102 @@ impl DataLog {
         self.retained_publishes.remove(&topic);
     }
 
-    pub fn read_retained_messages(&mut self, filter: &str) -> Vec<PubWithProp> {
+    /// Reads up to `limit` retained messages matching `filter` whose topics sort after `after`
+    /// (a page), and whether more may follow.
+    ///
+    /// FleetD patch 4: before, every retained message of the broker was matched and its expiry
+    /// checked on every subscription (O(N) per device), and the caller kept only as many as the
+    /// connection had free slots (100), dropping the rest. An exact filter is now one lookup, a
+    /// wildcard filter is scanned from the literal prefix before its first wildcard, and the
+    /// caller asks for the next page until none is left.
+    pub fn read_retained_messages(
+        &mut self,
+        filter: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<PubWithProp>, bool) {
         trace!(info = "reading retain msg", filter = &filter);
         let now = Instant::now();
+        let mut page = Vec::new();
+        let mut expired = Vec::new();
+        let mut more = false;
 
-        // discard expired retained messages
-        self.retained_publishes.retain(|_, pubdata| {
-            // Keep data if no properties exists, which implies no message expiry!
-            let Some(properties) = pubdata.properties.as_mut() else {
-                return true;
-            };
-
-            // Keep data if there is no message_expiry_interval
-            let Some(message_expiry_interval) = properties.message_expiry_interval.as_mut() else {
-                return true;
-            };
-
-            let time_spent = (now - pubdata.timestamp).as_secs() as u32;
-
-            let is_valid = time_spent < *message_expiry_interval;
-
-            // ignore expired messages
-            if is_valid {
-                // set message_expiry_interval to (original value - time spent waiting in server)
-                // ref: https://docs.oasis-open.org/mqtt/mqtt/v5.0/os/mqtt-v5.0-os.html#_Toc3901112
-                *message_expiry_interval -= time_spent;
+        if !is_wildcard(filter) {
+            if after.is_none() {
+                if let Some(data) = self.retained_publishes.get(filter) {
+                    match unexpired(data, now) {
+                        Some(p) => page.push(p),
+                        None => expired.push(filter.to_owned()),
+                    }
+                }
             }
+        } else {
+            let prefix = literal_prefix(filter);
+            let start = match after {
+                Some(after) if after >= prefix => Bound::Excluded(after),
+                _ => Bound::Included(prefix),
+            };
+            for (topic, data) in self
+                .retained_publishes
+                .range::<str, _>((start, Bound::Unbounded))
+            {
+                if !topic.starts_with(prefix) {
+                    break;
+                }
+                if !matches(topic, filter) {
+                    continue;
+                }
+                if page.len() == limit {
+                    more = true;
+                    break;
+                }
+                match unexpired(data, now) {
+                    Some(p) => page.push(p),
+                    None => expired.push(topic.clone()),
+                }
+            }
+        }
 
-            is_valid
-        });
-
-        // no need to include timestamp when returning
-        self.retained_publishes
-            .iter()
-            .filter(|(topic, _)| matches(topic, filter))
-            .map(|(_, p)| (p.publish.clone(), p.properties.clone()))
-            .collect()
+        for topic in expired {
+            self.retained_publishes.remove(&topic);
+        }
+        (page, more)
     }
+}
+
+/// Whether a filter (or a topic someone used as one) has wildcards.
+fn is_wildcard(filter: &str) -> bool {
+    filter.contains(['+', '#'])
+}
+
+/// The part of a wildcard filter before its first wildcard level: every topic it matches
+/// starts with it.
+fn literal_prefix(filter: &str) -> &str {
+    let mut start = 0;
+    for level in filter.split('/') {
+        if level == "+" || level == "#" {
+            return &filter[..start];
+        }
+        start += level.len() + 1;
+    }
+    filter
+}
+
+/// A retained message with its expiry interval counted down, or None when it expired.
+fn unexpired(data: &PublishData, now: Instant) -> Option<PubWithProp> {
+    let mut properties = data.properties.clone();
+    if let Some(interval) = properties
+        .as_mut()
+        .and_then(|p| p.message_expiry_interval.as_mut())
+    {
+        let spent = (now - data.timestamp).as_secs() as u32;
+        if spent >= *interval {
+            return None;
+        }
+        // ref: https://docs.oasis-open.org/mqtt/mqtt/v5.0/os/mqtt-v5.0-os.html#_Toc3901112
+        *interval -= spent;
+    }
+    Some((data.publish.clone(), properties))
 }
 
 pub struct Data<T> {

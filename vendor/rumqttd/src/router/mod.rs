@@ -195,6 +195,10 @@ pub struct DataRequest {
     /// Maximum count of payload buffer per replica
     max_count: usize,
     pub(crate) forward_retained: bool,
+    /// FleetD patch 4: the topic of the last retained message sent for this subscription, while
+    /// more pages of retained messages remain to be sent.
+    #[serde(default)]
+    pub(crate) retained_after: Option<String>,
     pub(crate) group: Option<String>,
 }
 

@@ -463,7 +463,7 @@ impl Router {
         // connection in readyqueue and allow 'consume()' method to deal with this
         // self.readyqueue.remove(id);
 
-        let inflight_data_requests = self.datalog.clean(id);
+        let inflight_data_requests = self.datalog.clean(id, connection.subscriptions.iter());
         let retransmissions = outgoing.retransmission_map();
 
         // Remove connections from all groups and
@@ -974,17 +974,32 @@ impl Router {
                 max_count: 100,
                 // set true for new subscriptions
                 forward_retained,
+                retained_after: None,
                 group,
             };
 
             self.scheduler.track(id, request);
             self.scheduler.reschedule(id, ScheduleReason::NewFilter);
             debug_assert!(self.scheduler.check_tracker_duplicates(id).is_none())
+        } else if forward_retained {
+            // FleetD patch 4: a SUBSCRIBE to a filter the session already has replaces the
+            // subscription, and matching retained messages must be sent again (MQTT 3.1.1
+            // 3.8.4, 5.0 3.8.4 with retain handling 0). A device resuming its session
+            // re-subscribes to its cmd topic to be handed its desired state; before, it was not.
+            let qos = filter.qos as u8;
+            let resend = |request: &mut DataRequest| {
+                request.qos = qos;
+                request.forward_retained = true;
+                request.retained_after = None;
+            };
+            if !self.scheduler.update_request(id, filter_path, resend) {
+                if let Some(mut request) = self.datalog.remove_waiters_for_id(id, filter_path) {
+                    resend(&mut request);
+                    self.scheduler.track(id, request);
+                }
+            }
+            self.scheduler.reschedule(id, ScheduleReason::NewFilter);
         }
-
-        // TODO: figure out how we can update existing DataRequest
-        // helpful in re-subscriptions and forwarding retained messages on
-        // every subscribe
 
         let meter = &mut self.ibufs.get_mut(id).unwrap().meter;
         meter.register_subscription(filter_path.clone());
@@ -1471,17 +1486,25 @@ fn forward_device_data(
     let mut publishes = Vec::new();
 
     if request.forward_retained {
-        // NOTE: ideally we want to limit the number of read messages
-        // and skip the messages previously read while reading next time.
-        // but for now, we just try to read all messages and drop the excess ones
-        let mut retained_publishes = datalog.read_retained_messages(&request.filter);
-        retained_publishes.truncate(inflight_slots as usize);
+        // FleetD patch 4: retained messages are read a page at a time (as many as the
+        // connection has free slots) from where the last page ended, until none is left;
+        // before, the excess beyond the free slots (100) was dropped.
+        let (page, more) = datalog.read_retained_messages(
+            &request.filter,
+            request.retained_after.as_deref(),
+            inflight_slots as usize,
+        );
+        request.retained_after = page.last().map(|(publish, _)| {
+            String::from_utf8_lossy(&publish.topic).into_owned()
+        });
+        inflight_slots -= page.len() as u64;
+        publishes.extend(page.into_iter().map(|p| (p, None)));
 
-        publishes.extend(retained_publishes.into_iter().map(|p| (p, None)));
-        inflight_slots -= publishes.len() as u64;
-
-        // we only want to forward retained messages once
-        request.forward_retained = false;
+        if !more {
+            // we only want to forward retained messages once per subscribe
+            request.forward_retained = false;
+            request.retained_after = None;
+        }
     }
 
     let (next, publishes_from_datalog) =
@@ -1546,7 +1569,7 @@ fn forward_device_data(
     request.cursor = next;
     // println!("{:?} {:?} {}", start, next, request.read_count);
 
-    if publishes.is_empty() {
+    if publishes.is_empty() && !request.forward_retained {
         return ConsumeStatus::FilterCaughtup;
     }
 
@@ -1627,7 +1650,8 @@ fn forward_device_data(
         share.cursor = request.cursor;
     }
 
-    if caughtup {
+    // FleetD patch 4: a request with retained pages still to send is not parked.
+    if caughtup && !request.forward_retained {
         ConsumeStatus::FilterCaughtup
     } else {
         ConsumeStatus::PartialRead

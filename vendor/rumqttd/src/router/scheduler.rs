@@ -49,6 +49,27 @@ impl Scheduler {
         tracker.register_data_request(request);
     }
 
+    /// FleetD patch 4: changes the tracked request of a filter in place; false when the request
+    /// is not tracked (it is parked in the filter's waiters, or the connection is gone).
+    pub fn update_request(
+        &mut self,
+        id: ConnectionId,
+        filter: &Filter,
+        update: impl Fn(&mut DataRequest),
+    ) -> bool {
+        let Some(tracker) = self.trackers.get_mut(id) else {
+            return false;
+        };
+        let mut found = false;
+        for request in tracker.data_requests.iter_mut() {
+            if &request.filter == filter {
+                update(request);
+                found = true;
+            }
+        }
+        found
+    }
+
     pub fn untrack(&mut self, id: ConnectionId, filter: &Filter) {
         let tracker = self.trackers.get_mut(id).unwrap();
         tracker.unregister_data_request(filter.clone());
