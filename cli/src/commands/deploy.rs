@@ -227,7 +227,7 @@ pub fn list(g: &Global) -> Result<()> {
             v.id.clone(),
             v.application.clone(),
             v.version.clone(),
-            v.state.clone(),
+            v.state.to_string(),
             format!("{}/{}", counts.succeeded, v.devices.len()),
             display::ago(now, v.created_at),
         ]);

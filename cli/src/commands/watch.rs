@@ -10,11 +10,6 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Duration;
 
-/// Whether a deployment state still changes on its own.
-pub fn is_active(state: &str) -> bool {
-    matches!(state, "in-progress" | "rolling-back")
-}
-
 /// Sends an operator action and prints the deployment afterwards.
 pub fn action(g: &Global, id: &str, action: &str, gradual: bool) -> Result<()> {
     let api = ApiClient::new(g)?;
@@ -41,7 +36,7 @@ fn print_rollout(view: &DeploymentView) {
             "step {}/{}  {:<12} {}/{} healthy, {} failed",
             i + 1,
             r.steps.len(),
-            s.state,
+            s.state.as_str(),
             s.healthy,
             s.devices.len(),
             s.failed
@@ -110,7 +105,7 @@ pub fn watch(g: &Global, id: &str) -> Result<()> {
             println!("{line}");
         }
         last_line = line;
-        if !is_active(&view.state) && view.state != "paused" {
+        if view.state.outcome().is_some() {
             break view;
         }
         std::thread::sleep(Duration::from_millis(500));
