@@ -70,7 +70,7 @@ fn assert_succeeded(fleetd: &Fleetd, id: &str) -> Value {
         view["rollout"]["steps"][0]["state"], "succeeded",
         "{view:#}"
     );
-    let (ok, shown) = fleetctl(fleetd, &["--output", "json", "deployment", "show", id]);
+    let (ok, shown) = fleetctl(fleetd, &["--output", "json", "deploy", "show", id]);
     assert!(ok, "{shown}");
     assert_eq!(parse_json(&shown)["state"], "succeeded", "{shown}");
     view
