@@ -264,9 +264,11 @@ pub struct RolloutView {
 pub struct StepView {
     /// Devices of this step (not cumulative).
     pub devices: Vec<String>,
-    /// Of them, healthy at the new version.
+    /// Of them, those reporting the new version running (progress `succeeded`): an
+    /// observation for progress bars; whether the step succeeded is `state`, the engine's
+    /// decision, which also waits for `min_healthy_time`.
     pub healthy: usize,
-    /// Of them, failed (or offline past the timeout with policy fail).
+    /// Of them, those reporting this deployment failed (progress `failed`).
     pub failed: usize,
     /// Where the step stands, derived from the rollout alone.
     pub state: StepState,
