@@ -10,7 +10,7 @@ use crate::bench::Phase;
 use crate::cpu::{CpuProbe, CpuSample};
 use crate::fleet::{SimEvent, SimEventKind};
 use anyhow::{bail, Context, Result};
-use fleet_schema::api::{DeploymentView, DeviceProgress};
+use fleet_schema::api::{DeploymentState, DeploymentView, DeviceProgress};
 use indicatif::ProgressBar;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -183,9 +183,13 @@ async fn poll_until_succeeded(w: &Watch<'_>) -> Result<ApiSide> {
                 cpu_at_done: w.probe.sample(),
             });
         }
-        if view.state == "failed" {
+        if let Some(end) = view
+            .state
+            .outcome()
+            .filter(|s| *s != DeploymentState::Succeeded)
+        {
             bail!(
-                "deployment {} failed: {:?}",
+                "deployment {} ended {end}: {:?}",
                 w.id,
                 view.devices
                     .values()

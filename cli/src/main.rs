@@ -74,43 +74,42 @@ pub enum Output {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Upload and inspect artifacts.
+    /// Upload and inspect artifacts: push, list, versions, show, sign, verify.
     #[command(subcommand)]
     Artifact(ArtifactCmd),
-    /// Deploy an application version to devices, or control a rollout (`deploy watch ID`, ...).
-    Deploy(DeployArgs),
     /// Register an application version from its manifest (`apply -f app.yaml`).
     Apply {
         /// The manifest file (YAML, or JSON with a .json extension).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
-    /// Inspect deployments.
-    #[command(subcommand)]
+    /// Deploy an application version to devices (`deploy --app A --version V --devices ...`),
+    /// or list, show, watch and control deployments (`deploy show ID`, `deploy rollback ID`).
+    Deploy(DeployArgs),
+    /// Old spelling of `deploy list` and `deploy show ID`, kept for scripts.
+    #[command(subcommand, hide = true)]
     Deployment(DeploymentCmd),
+    /// List and show devices, and decide on their enrollment: list, show, accept, reject,
+    /// revoke, reset.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Old spelling of `device list`, kept for scripts.
+    #[command(hide = true)]
+    Devices(commands::devices::DevicesArgs),
     /// Create, list, show and delete named device groups (targets for `deploy --group`).
     #[command(subcommand)]
     Group(commands::groups::GroupCmd),
-    /// List the devices fleetd knows, or with --pending the enrollment requests waiting for an
-    /// operator.
-    Devices(commands::devices::DevicesArgs),
-    /// Show who fleetd takes the token for: its id, name, scope and application limit
-    /// (`--output json` for scripts; a CI job can check its token with it).
-    Whoami,
-    /// Decide on a device's enrollment: accept, reject, revoke or reset (admin).
-    ///
-    /// Each prints one line, `device ID: ACTION done; enrollment STATE (key KEY_ID)`, or
-    /// `device ID: reset done; no enrollment`; --output json prints the API's answer
-    /// ({"device_id", "action", "enrollment"}).
-    #[command(subcommand)]
-    Device(commands::device_actions::DeviceCmd),
-    /// Show device status as verified by fleetd (one line per change with --watch).
+    /// Show the status of every device as verified by fleetd (one line per change with
+    /// --watch).
     Status(commands::status::StatusArgs),
     /// Show a device's recent app output (and follow new lines with -f).
     Logs(commands::logs::LogsArgs),
     /// Create, list and revoke API tokens (admin).
     #[command(subcommand)]
     Token(commands::tokens::TokenCmd),
+    /// Show who fleetd takes the token for: its id, name, scope and application limit
+    /// (`--output json` for scripts; a CI job can check its token with it).
+    Whoami,
     /// Create, list and revoke enrollment tokens for devices (admin).
     #[command(subcommand)]
     Enroll(commands::enroll::EnrollCmd),
@@ -120,7 +119,7 @@ enum Command {
     /// Make TLS certificates (locally; no server involved).
     #[command(subcommand)]
     Certs(commands::certs::CertsCmd),
-    /// Generate an ed25519 key pair for signing artifacts.
+    /// Generate an ed25519 key pair for signing artifacts (locally; no server involved).
     Keygen(commands::signing::KeygenArgs),
 }
 
@@ -228,15 +227,20 @@ pub struct DeployArgs {
     pub timeout: u64,
 }
 
-/// Lifecycle subcommands of `deploy`.
+/// Subcommands of `deploy`: every deployment command but creating one.
 #[derive(Subcommand, Debug)]
 pub enum DeployAction {
-    /// Show a rollout's steps and the trigger that fired.
-    Status {
+    /// List deployments, newest first (ID, APP, VERSION, STATE, SUCCEEDED, CREATED).
+    List,
+    /// Show one deployment: its state, each rollout step, the trigger that fired, and every
+    /// device's progress.
+    #[command(alias = "status")]
+    Show {
         /// Deployment id.
         id: String,
     },
-    /// Follow a rollout with live progress bars per step.
+    /// Follow a rollout with live progress bars per step until it ends or waits for an
+    /// operator.
     Watch {
         /// Deployment id.
         id: String,
@@ -271,15 +275,32 @@ pub enum DeployAction {
     },
 }
 
+/// The old `deployment` command: the same as `deploy show` and `deploy list`.
 #[derive(Subcommand, Debug)]
 enum DeploymentCmd {
-    /// Show one deployment with per-device progress.
+    /// Same as `deploy show ID`.
     Show {
         /// Deployment id.
         id: String,
     },
-    /// List deployments.
+    /// Same as `deploy list`.
     List,
+}
+
+/// Subcommands of `device`.
+#[derive(Subcommand, Debug)]
+enum DeviceCmd {
+    /// List the devices fleetd knows, or with --pending the enrollment requests waiting for an
+    /// operator.
+    List(commands::devices::DevicesArgs),
+    /// Show one device: presence, enrollment, labels, generations, apps, last refusal.
+    Show {
+        /// The device id.
+        #[arg(value_parser = crate::args::device_id)]
+        id: String,
+    },
+    #[command(flatten)]
+    Decision(commands::device_actions::Decision),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -298,7 +319,8 @@ fn run(cli: Cli) -> Result<()> {
             action: Some(action),
             ..
         }) => match action {
-            DeployAction::Status { id } => commands::watch::status(g, &id),
+            DeployAction::List => commands::deploy::list(g),
+            DeployAction::Show { id } => commands::deploy::show(g, &id),
             DeployAction::Watch { id } => commands::watch::watch(g, &id),
             DeployAction::Pause { id } => commands::watch::action(g, &id, "pause", false),
             DeployAction::Resume { id } => commands::watch::action(g, &id, "resume", false),
@@ -313,9 +335,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Deployment(DeploymentCmd::Show { id }) => commands::deploy::show(g, &id),
         Command::Deployment(DeploymentCmd::List) => commands::deploy::list(g),
         Command::Group(cmd) => commands::groups::run(g, &cmd),
-        Command::Devices(args) => commands::devices::devices(g, &args),
+        Command::Device(DeviceCmd::List(args)) | Command::Devices(args) => {
+            commands::devices::list(g, &args)
+        }
+        Command::Device(DeviceCmd::Show { id }) => commands::devices::show(g, &id),
+        Command::Device(DeviceCmd::Decision(cmd)) => commands::device_actions::run(g, &cmd),
         Command::Whoami => commands::tokens::whoami(g),
-        Command::Device(cmd) => commands::device_actions::run(g, &cmd),
         Command::Status(args) => commands::status::status(g, &args),
         Command::Logs(args) => commands::logs::logs(g, &args),
         Command::Token(cmd) => commands::tokens::run(g, &cmd),
@@ -393,6 +418,122 @@ mod tests {
             Command::Deploy(d) => assert_eq!(d.devices, ["d1", "d2"]),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    /// Every command path `fleetctl` shows in its help, e.g. "deploy show".
+    fn visible_paths(cmd: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+        let shown = cmd
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set() && c.get_name() != "help");
+        for sub in shown {
+            let path = format!("{prefix}{}", sub.get_name());
+            out.push(path.clone());
+            visible_paths(sub, &format!("{path} "), out);
+        }
+    }
+
+    #[test]
+    fn every_help_text_names_the_environment_variables_it_reads() {
+        let mut root = Cli::command();
+        root.build();
+        let mut paths = vec![String::new()];
+        visible_paths(&root, "", &mut paths);
+        for path in paths {
+            let mut cmd = root.clone();
+            for word in path.split_whitespace() {
+                cmd = cmd
+                    .find_subcommand(word)
+                    .unwrap_or_else(|| panic!("{path}: no {word}"))
+                    .clone();
+            }
+            let help = cmd.render_long_help().to_string();
+            for var in ["FLEET_SERVER", "FLEET_TOKEN", "FLEET_CA"] {
+                assert!(
+                    help.contains(&format!("[env: {var}")),
+                    "`fleetctl {path} --help` names {var}:\n{help}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_shows_the_command_tree() {
+        let readme = include_str!("../../README.md");
+        let tree: Vec<&str> = readme
+            .split("```text\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("README.md has the command tree in the first text block")
+            .lines()
+            .collect();
+        let mut paths = Vec::new();
+        visible_paths(&Cli::command(), "", &mut paths);
+        for path in paths {
+            let mut words = path.split(' ');
+            let family = words.next().expect("a path has a first word");
+            let rest: Vec<&str> = words.collect();
+            let documented = tree.iter().any(|line| {
+                let mut cols = line.split_whitespace();
+                cols.next() == Some("fleetctl")
+                    && cols.next() == Some(family)
+                    && rest.iter().all(|w| {
+                        line.split(|c: char| c.is_whitespace() || c == '|')
+                            .any(|t| t == *w)
+                    })
+            });
+            assert!(documented, "README's command tree lists `fleetctl {path}`");
+        }
+    }
+
+    #[test]
+    fn old_spellings_still_parse_as_the_new_commands() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).expect("parses").command;
+        for old in [
+            &["fleetctl", "deploy", "status", "d-1"][..],
+            &["fleetctl", "deploy", "show", "d-1"][..],
+        ] {
+            match parse(old) {
+                Command::Deploy(DeployArgs {
+                    action: Some(DeployAction::Show { id }),
+                    ..
+                }) => assert_eq!(id, "d-1"),
+                other => panic!("{old:?} parsed as {other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse(&["fleetctl", "deployment", "show", "d-1"]),
+            Command::Deployment(DeploymentCmd::Show { .. })
+        ));
+        assert!(matches!(
+            parse(&["fleetctl", "deployment", "list"]),
+            Command::Deployment(DeploymentCmd::List)
+        ));
+        assert!(matches!(
+            parse(&["fleetctl", "deploy", "list"]),
+            Command::Deploy(DeployArgs {
+                action: Some(DeployAction::List),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["fleetctl", "device", "show", "rpi-1"]),
+            Command::Device(DeviceCmd::Show { .. })
+        ));
+        let root = Cli::command();
+        for hidden in ["deployment", "devices"] {
+            let cmd = root
+                .find_subcommand(hidden)
+                .expect("the old spelling exists");
+            assert!(cmd.is_hide_set(), "{hidden} is not listed in the help");
+        }
+        let deploy = root.find_subcommand("deploy").expect("deploy");
+        let show = deploy.find_subcommand("show").expect("deploy show");
+        assert_eq!(show.get_all_aliases().collect::<Vec<_>>(), ["status"]);
+        assert_eq!(
+            show.get_visible_aliases().count(),
+            0,
+            "status is a hidden alias"
+        );
     }
 
     #[test]

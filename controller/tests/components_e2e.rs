@@ -265,7 +265,7 @@ fn install_v1(rig: &Rig) {
         "the container knows its app and component: {}",
         model_log()
     );
-    let (ok, table) = support::cli::fleetctl(&rig.fleetd, &["devices"]);
+    let (ok, table) = support::cli::fleetctl(&rig.fleetd, &["device", "list"]);
     assert!(ok, "{table}");
     assert!(
         table.contains(&format!("{ENGINE_ART} running [healthy]")) && table.contains(MODEL_ART),

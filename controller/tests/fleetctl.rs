@@ -91,15 +91,61 @@ fn fleetctl_pushes_deploys_lists_and_watches_status() {
         String::from_utf8_lossy(&deploy.stderr)
     );
 
-    let devices = fleetctl(&fleetd, &["--output", "json", "devices"]);
-    assert!(devices.status.success());
-    let list = parse_json(&String::from_utf8_lossy(&devices.stdout));
+    let list = json_of(&fleetctl(&fleetd, &["--output", "json", "device", "list"]));
     let dev = list
         .as_array()
         .and_then(|l| l.iter().find(|d| d["id"] == "ctl-1"))
         .cloned()
         .unwrap_or_else(|| panic!("ctl-1 listed: {list:#}"));
     assert_eq!(dev["apps"][0]["version"], "1.0.0", "{dev:#}");
+    let shown = json_of(&fleetctl(
+        &fleetd,
+        &["--output", "json", "device", "show", "ctl-1"],
+    ));
+    assert_eq!(shown["id"], "ctl-1", "{shown:#}");
+    assert_eq!(shown["apps"][0]["version"], "1.0.0", "{shown:#}");
+    let text = text_of(&fleetctl(&fleetd, &["device", "show", "ctl-1"]));
+    assert!(
+        text.contains("id          ctl-1") && text.contains("sample-app@1.0.0 running"),
+        "{text}"
+    );
+
+    // Deployments: list and show, and the old spellings scripts may still use.
+    let list = json_of(&fleetctl(&fleetd, &["--output", "json", "deploy", "list"]));
+    let id = list[0]["id"]
+        .as_str()
+        .expect("a deployment listed")
+        .to_string();
+    assert_eq!(list[0]["state"], "succeeded", "{list:#}");
+    let shown = json_of(&fleetctl(
+        &fleetd,
+        &["--output", "json", "deploy", "show", &id],
+    ));
+    assert_eq!(shown["state"], "succeeded", "{shown:#}");
+    assert_eq!(shown["devices"]["ctl-1"]["state"], "succeeded", "{shown:#}");
+    let text = text_of(&fleetctl(&fleetd, &["deploy", "show", &id]));
+    for line in [
+        "state       succeeded",
+        "step 1/1  succeeded",
+        "ctl-1   succeeded",
+    ] {
+        assert!(text.contains(line), "deploy show prints {line:?}:\n{text}");
+    }
+    for old in [["deploy", "status"], ["deployment", "show"]] {
+        let again = json_of(&fleetctl(
+            &fleetd,
+            &["--output", "json", old[0], old[1], &id],
+        ));
+        assert_eq!(
+            (&again["id"], &again["state"]),
+            (&shown["id"], &shown["state"])
+        );
+    }
+    let old_list = json_of(&fleetctl(
+        &fleetd,
+        &["--output", "json", "deployment", "list"],
+    ));
+    assert_eq!(old_list[0]["id"], list[0]["id"], "{old_list:#}");
 
     // The watcher printed the device's changes as they happened, ending with v1 running.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -138,6 +184,16 @@ fn fleetctl_pushes_deploys_lists_and_watches_status() {
         "error names the version: {}",
         String::from_utf8_lossy(&bad.stderr)
     );
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "fleetctl failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn json_of(out: &std::process::Output) -> serde_json::Value {
@@ -244,7 +300,10 @@ fn fleetctl_manages_tokens_enrollment_devices_broker_files_and_logs() {
         &[],
     );
     let listed = support::wait_until(Duration::from_secs(15), || {
-        let out = fleetctl(&fleetd, &["--output", "json", "devices", "--pending"]);
+        let out = fleetctl(
+            &fleetd,
+            &["--output", "json", "device", "list", "--pending"],
+        );
         String::from_utf8_lossy(&out.stdout).contains("ctl-pending")
     });
     assert!(
@@ -256,12 +315,14 @@ fn fleetctl_manages_tokens_enrollment_devices_broker_files_and_logs() {
         .status
         .success());
     wait_online(&fleetd, &[&waiting]);
-    let devices = fleetctl(&fleetd, &["devices"]);
-    let text = String::from_utf8_lossy(&devices.stdout);
-    assert!(
-        text.contains("ENROLLMENT") && text.contains("accepted"),
-        "{text}"
-    );
+    // `devices` is the old spelling of `device list`: both print the same table.
+    for list in [&["device", "list"][..], &["devices"][..]] {
+        let text = text_of(&fleetctl(&fleetd, list));
+        assert!(
+            text.contains("ENROLLMENT") && text.contains("accepted"),
+            "{list:?}: {text}"
+        );
+    }
 
     // Logs through fleetd: the agent's own answer to fleetd's signed request.
     upload_sample_with_fleetctl(&fleetd, &file);
@@ -293,7 +354,7 @@ fn fleetctl_manages_tokens_enrollment_devices_broker_files_and_logs() {
     assert!(fleetctl(&fleetd, &["device", "revoke", "ctl-pending"])
         .status
         .success());
-    let out = fleetctl(&fleetd, &["--output", "json", "devices"]);
+    let out = fleetctl(&fleetd, &["--output", "json", "device", "list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
 
     // Broker files for Mosquitto.

@@ -3,6 +3,7 @@
 //! leniently by the CLI so an older CLI works with a newer controller.
 
 use crate::artifact::{ArtifactMeta, BuildInfo, Requirements, Signature};
+pub use crate::deployment_state::{DeploymentState, StepState};
 use crate::status::{AppStatus, Inventory};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -228,8 +229,8 @@ pub struct DeploymentView {
     pub version: String,
     /// Strategy type.
     pub strategy: String,
-    /// Overall state: "in-progress", "succeeded", "failed".
-    pub state: String,
+    /// Overall state, derived from the rollout's phase alone.
+    pub state: DeploymentState,
     /// Creation time, Unix milliseconds.
     pub created_at: u64,
     /// Per-device progress.
@@ -263,12 +264,14 @@ pub struct RolloutView {
 pub struct StepView {
     /// Devices of this step (not cumulative).
     pub devices: Vec<String>,
-    /// Of them, healthy at the new version.
+    /// Of them, those reporting the new version running (progress `succeeded`): an
+    /// observation for progress bars; whether the step succeeded is `state`, the engine's
+    /// decision, which also waits for `min_healthy_time`.
     pub healthy: usize,
-    /// Of them, failed (or offline past the timeout with policy fail).
+    /// Of them, those reporting this deployment failed (progress `failed`).
     pub failed: usize,
-    /// "waiting", "active", "succeeded", "rolled-back".
-    pub state: String,
+    /// Where the step stands, derived from the rollout alone.
+    pub state: StepState,
 }
 
 /// A rollback trigger that fired.

@@ -25,21 +25,6 @@ pub const INVALID_ID: &str = "_invalid";
 /// The reply owner of requests without a token (accepted only by `fleetd --insecure`).
 pub const ANONYMOUS_OWNER: &str = "_anonymous";
 
-/// How a deployment state from the API ends a CI wait: `None` while it still changes on its
-/// own or waits for an operator (`in-progress`, `rolling-back`, `paused`); otherwise the
-/// outcome `succeeded`, `failed`, `rolled-back`, `aborted` or `superseded` (any state a newer
-/// fleetd adds counts as `failed`). fleetctl and fleetd's CI replies share this one rule.
-pub fn final_outcome(state: &str) -> Option<&'static str> {
-    match state {
-        "in-progress" | "rolling-back" | "paused" => None,
-        "succeeded" => Some("succeeded"),
-        "rolled-back" => Some("rolled-back"),
-        "aborted" => Some("aborted"),
-        "superseded" => Some("superseded"),
-        _ => Some("failed"),
-    }
-}
-
 /// A CI request (the payload on `fleet/_ci/requests`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,7 +101,7 @@ pub enum CiReply {
         /// The deployment's id.
         deployment: String,
         /// The deployment's state, as in the API.
-        state: String,
+        state: crate::api::DeploymentState,
         /// Devices running the version healthily.
         succeeded: usize,
         /// Devices that failed.

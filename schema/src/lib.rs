@@ -12,6 +12,7 @@ pub mod ci;
 pub mod codec;
 pub mod compat;
 pub mod components;
+pub mod deployment_state;
 pub mod desired;
 pub mod device_id;
 pub mod image_ref;

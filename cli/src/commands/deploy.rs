@@ -1,4 +1,5 @@
-//! `fleetctl deploy` and `fleetctl deployment show|list`.
+//! `fleetctl deploy` (create a deployment, optionally `--wait` for its end), `deploy show ID`
+//! and `deploy list`.
 
 use super::deploy_wait::{self, tally, Outcome};
 use super::print_json;
@@ -153,7 +154,7 @@ pub fn deploy(g: &Global, args: &DeployArgs) -> Result<()> {
         let detail = match outcome {
             Outcome::TimedOut => format!(
                 " after {}s ({} of {} succeeded); it goes on in fleetd: \
-                 `fleetctl deployment show {}`",
+                 `fleetctl deploy show {}`",
                 args.timeout,
                 counts.succeeded,
                 view.devices.len(),
@@ -180,7 +181,7 @@ fn device_table(view: &DeploymentView, keep: impl Fn(&DeviceProgress) -> bool) -
     t
 }
 
-/// Shows one deployment with a per-device table.
+/// Shows one deployment: its state, the rollout's steps and trigger, and a per-device table.
 pub fn show(g: &Global, id: &str) -> Result<()> {
     let api = ApiClient::new(g)?;
     let view: DeploymentView = api.get(&format!("/api/v1/deployments/{id}"))?;
@@ -202,6 +203,7 @@ pub fn show(g: &Global, id: &str) -> Result<()> {
         view.devices.len()
     );
     println!("created     {}", display::ago(now, view.created_at));
+    super::watch::print_rollout(&view);
     println!();
     print!("{}", device_table(&view, |_| true).render());
     Ok(())
@@ -227,7 +229,7 @@ pub fn list(g: &Global) -> Result<()> {
             v.id.clone(),
             v.application.clone(),
             v.version.clone(),
-            v.state.clone(),
+            v.state.to_string(),
             format!("{}/{}", counts.succeeded, v.devices.len()),
             display::ago(now, v.created_at),
         ]);

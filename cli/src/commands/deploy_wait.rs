@@ -6,7 +6,7 @@ use super::print_json_line;
 use crate::api::ApiClient;
 use crate::Global;
 use anyhow::Result;
-use fleet_schema::api::{DeploymentCreated, DeploymentView};
+use fleet_schema::api::{DeploymentCreated, DeploymentState, DeploymentView};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -34,13 +34,14 @@ pub enum Outcome {
 
 impl Outcome {
     /// Maps a deployment's final `state` (from the API) to an outcome; `None` while it still
-    /// changes on its own or waits for an operator (`paused`).
-    pub fn of_state(state: &str) -> Option<Outcome> {
-        Some(match fleet_schema::ci::final_outcome(state)? {
-            "succeeded" => Outcome::Succeeded,
-            "rolled-back" => Outcome::RolledBack,
-            "aborted" => Outcome::Aborted,
-            "superseded" => Outcome::Superseded,
+    /// changes on its own or waits for an operator (`paused`). The rule is the schema's
+    /// [`DeploymentState::outcome`], shared with fleetd's CI replies.
+    pub fn of_state(state: &DeploymentState) -> Option<Outcome> {
+        Some(match state.outcome()? {
+            DeploymentState::Succeeded => Outcome::Succeeded,
+            DeploymentState::RolledBack => Outcome::RolledBack,
+            DeploymentState::Aborted => Outcome::Aborted,
+            DeploymentState::Superseded => Outcome::Superseded,
             _ => Outcome::Failed,
         })
     }
@@ -112,7 +113,7 @@ enum Line<'a> {
     /// Its state or counts changed.
     Progress {
         deployment: &'a str,
-        state: &'a str,
+        state: &'a DeploymentState,
         #[serde(skip_serializing_if = "Option::is_none")]
         step: Option<usize>,
         #[serde(flatten)]
@@ -157,7 +158,7 @@ pub fn follow(
     };
     let path = format!("/api/v1/deployments/{}", created.id);
     let deadline = Instant::now() + timeout;
-    let mut last: Option<(String, Tally, Option<usize>)> = None;
+    let mut last: Option<(DeploymentState, Tally, Option<usize>)> = None;
     loop {
         let view: DeploymentView = api.get(&path)?;
         let counts = tally(&view);
@@ -222,15 +223,16 @@ mod tests {
 
     #[test]
     fn states_map_to_outcomes() {
+        let of = |s: &str| Outcome::of_state(&DeploymentState::from(s));
         for active in ["in-progress", "rolling-back", "paused"] {
-            assert_eq!(Outcome::of_state(active), None, "{active}");
+            assert_eq!(of(active), None, "{active}");
         }
-        assert_eq!(Outcome::of_state("succeeded"), Some(Outcome::Succeeded));
-        assert_eq!(Outcome::of_state("failed"), Some(Outcome::Failed));
-        assert_eq!(Outcome::of_state("rolled-back"), Some(Outcome::RolledBack));
-        assert_eq!(Outcome::of_state("aborted"), Some(Outcome::Aborted));
-        assert_eq!(Outcome::of_state("superseded"), Some(Outcome::Superseded));
-        assert_eq!(Outcome::of_state("something-new"), Some(Outcome::Failed));
+        assert_eq!(of("succeeded"), Some(Outcome::Succeeded));
+        assert_eq!(of("failed"), Some(Outcome::Failed));
+        assert_eq!(of("rolled-back"), Some(Outcome::RolledBack));
+        assert_eq!(of("aborted"), Some(Outcome::Aborted));
+        assert_eq!(of("superseded"), Some(Outcome::Superseded));
+        assert_eq!(of("something-new"), Some(Outcome::Failed));
     }
 
     #[test]
@@ -243,7 +245,7 @@ mod tests {
         };
         let line = Line::Progress {
             deployment: "d-1",
-            state: "in-progress",
+            state: &DeploymentState::InProgress,
             step: Some(0),
             tally: &t,
             total: 3,

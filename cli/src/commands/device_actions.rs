@@ -8,11 +8,11 @@ use anyhow::Result;
 use clap::Subcommand;
 use fleet_schema::trust::tokens::DeviceActionResult;
 
-/// Subcommands of `device`. Each prints one line, `device ID: ACTION done; enrollment STATE
+/// The enrollment decisions among the subcommands of `device`. Each prints one line, `device ID: ACTION done; enrollment STATE
 /// (key KEY)` (or `...; no enrollment` after a reset); --output json prints the API's answer
 /// (`device_id`, `action`, `enrollment`).
 #[derive(Subcommand, Debug)]
-pub enum DeviceCmd {
+pub enum Decision {
     /// Accept a pending enrollment request: the device gets its credentials and may connect.
     Accept {
         /// The device id.
@@ -39,20 +39,20 @@ pub enum DeviceCmd {
     },
 }
 
-impl DeviceCmd {
+impl Decision {
     /// The action's name in the API path, and the device.
     fn parts(&self) -> (&'static str, &str) {
         match self {
-            DeviceCmd::Accept { id } => ("accept", id),
-            DeviceCmd::Reject { id } => ("reject", id),
-            DeviceCmd::Revoke { id } => ("revoke", id),
-            DeviceCmd::Reset { id } => ("reset", id),
+            Decision::Accept { id } => ("accept", id),
+            Decision::Reject { id } => ("reject", id),
+            Decision::Revoke { id } => ("revoke", id),
+            Decision::Reset { id } => ("reset", id),
         }
     }
 }
 
-/// Runs a `device` subcommand.
-pub fn run(g: &Global, cmd: &DeviceCmd) -> Result<()> {
+/// Runs an enrollment decision.
+pub fn run(g: &Global, cmd: &Decision) -> Result<()> {
     let (action, id) = cmd.parts();
     let result: DeviceActionResult = ApiClient::new(g)?.post_json(
         &format!("/api/v1/devices/{}/{action}", encode(id)),
@@ -82,11 +82,11 @@ mod tests {
     use clap::Parser;
     use fleet_schema::trust::tokens::{EnrollmentState, EnrollmentView};
 
-    fn parse(args: &[&str]) -> Result<DeviceCmd, clap::Error> {
+    fn parse(args: &[&str]) -> Result<Decision, clap::Error> {
         let mut full = vec!["fleetctl", "device"];
         full.extend_from_slice(args);
         match crate::Cli::try_parse_from(full)?.command {
-            crate::Command::Device(cmd) => Ok(cmd),
+            crate::Command::Device(crate::DeviceCmd::Decision(cmd)) => Ok(cmd),
             other => panic!("parsed as {other:?}"),
         }
     }

@@ -1,8 +1,9 @@
-//! `fleetctl devices [--pending]`: the devices fleetd knows (`GET /api/v1/devices`), or the
-//! enrollment requests waiting for an operator (`GET /api/v1/enrollments?state=pending`).
+//! `fleetctl device list [--pending]`: the devices fleetd knows (`GET /api/v1/devices`), or the
+//! enrollment requests waiting for an operator (`GET /api/v1/enrollments?state=pending`); and
+//! `fleetctl device show ID`: one device (`GET /api/v1/devices/{id}`).
 
 use super::print_json;
-use crate::api::ApiClient;
+use crate::api::{encode, ApiClient};
 use crate::display;
 use crate::table::Table;
 use crate::{Global, Output};
@@ -11,7 +12,7 @@ use clap::Args;
 use fleet_schema::api::DeviceView;
 use fleet_schema::trust::tokens::EnrollmentView;
 
-/// Arguments of `devices`.
+/// Arguments of `device list` (and of its old spelling `devices`).
 #[derive(Args, Debug)]
 #[command(after_long_help = "\
 Output (table): ID, ONLINE (yes/no), ENROLLMENT (accepted, pending, rejected, revoked, or - when \
@@ -26,7 +27,7 @@ pub struct DevicesArgs {
 }
 
 /// Prints every known device, or the pending enrollment requests.
-pub fn devices(g: &Global, args: &DevicesArgs) -> Result<()> {
+pub fn list(g: &Global, args: &DevicesArgs) -> Result<()> {
     let api = ApiClient::new(g)?;
     let now = display::now_ms();
     if args.pending {
@@ -53,6 +54,39 @@ pub fn devices(g: &Global, args: &DevicesArgs) -> Result<()> {
     }
     print!("{}", table(&devices, now).render());
     Ok(())
+}
+
+/// Prints one device: FIELD/VALUE rows, or the API's `DeviceView` with --output json.
+pub fn show(g: &Global, id: &str) -> Result<()> {
+    let api = ApiClient::new(g)?;
+    let device: DeviceView = api.get(&format!("/api/v1/devices/{}", encode(id)))?;
+    if g.output == Output::Json {
+        return print_json(&device);
+    }
+    print!("{}", details(&device, display::now_ms()).render());
+    Ok(())
+}
+
+/// The FIELD/VALUE rows of `device show`.
+fn details(d: &DeviceView, now: u64) -> Table {
+    let mut t = Table::new(&["FIELD", "VALUE"]);
+    let mut row = |field: &str, value: String| t.row(vec![field.to_string(), value]);
+    row("id", d.id.clone());
+    row("online", if d.online { "yes" } else { "no" }.into());
+    row("enrollment", enrollment(d));
+    row("agent", or_dash(&d.agent_version));
+    row(
+        "generation",
+        format!(
+            "{} observed of {} desired",
+            d.observed_generation, d.desired_generation
+        ),
+    );
+    row("labels", display::labels(&d.labels));
+    row("apps", display::apps(&d.apps));
+    row("last seen", display::ago(now, d.last_seen));
+    row("refused", super::status::refused(d.refused.as_ref(), now));
+    t
 }
 
 /// A device's enrollment state for a table cell ("-" when it has none).
@@ -159,11 +193,31 @@ mod tests {
     }
 
     #[test]
-    fn pending_is_a_flag() {
+    fn pending_is_a_flag_of_list_and_of_the_old_spelling() {
+        let cli = crate::Cli::try_parse_from(["fleetctl", "device", "list", "--pending"])
+            .expect("parses");
+        match cli.command {
+            crate::Command::Device(crate::DeviceCmd::List(a)) => assert!(a.pending),
+            other => panic!("parsed as {other:?}"),
+        }
         let cli = crate::Cli::try_parse_from(["fleetctl", "devices", "--pending"]).expect("parses");
         match cli.command {
             crate::Command::Devices(a) => assert!(a.pending),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn show_rows() {
+        let text = details(&device("rpi-1"), 7_000).render();
+        assert!(
+            text.starts_with("FIELD       VALUE\nid          rpi-1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("generation  2 observed of 2 desired\n"),
+            "{text}"
+        );
+        assert!(text.contains("refused     -\n"), "{text}");
     }
 }

@@ -96,7 +96,7 @@ fn watch(g: &Global, api: &ApiClient) -> Result<()> {
 }
 
 /// The REFUSED cell: reason, topic, when and how many, or "-".
-fn refused(r: Option<&Refusal>, now: u64) -> String {
+pub fn refused(r: Option<&Refusal>, now: u64) -> String {
     match r {
         None => "-".into(),
         Some(r) => format!(

@@ -1,5 +1,5 @@
-//! `fleetctl deploy watch|status|pause|resume|abort|rollback|promote ID`: the rollout's
-//! lifecycle from the command line, with live progress bars per step.
+//! `fleetctl deploy watch|pause|resume|abort|rollback|promote ID`: the rollout's lifecycle
+//! from the command line, with live progress bars per step.
 
 use super::print_json;
 use crate::api::ApiClient;
@@ -9,11 +9,6 @@ use fleet_schema::api::DeploymentView;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Duration;
-
-/// Whether a deployment state still changes on its own.
-pub fn is_active(state: &str) -> bool {
-    matches!(state, "in-progress" | "rolling-back")
-}
 
 /// Sends an operator action and prints the deployment afterwards.
 pub fn action(g: &Global, id: &str, action: &str, gradual: bool) -> Result<()> {
@@ -34,14 +29,14 @@ pub fn action(g: &Global, id: &str, action: &str, gradual: bool) -> Result<()> {
 }
 
 /// One line per step, the trigger that fired, and late joiners that cannot run the release.
-fn print_rollout(view: &DeploymentView) {
+pub fn print_rollout(view: &DeploymentView) {
     let Some(r) = &view.rollout else { return };
     for (i, s) in r.steps.iter().enumerate() {
         println!(
             "step {}/{}  {:<12} {}/{} healthy, {} failed",
             i + 1,
             r.steps.len(),
-            s.state,
+            s.state.as_str(),
             s.healthy,
             s.devices.len(),
             s.failed
@@ -56,21 +51,6 @@ fn print_rollout(view: &DeploymentView) {
     for (device, why) in &r.ineligible {
         println!("ineligible  {device}: {why}");
     }
-}
-
-/// Shows a deployment's rollout status once.
-pub fn status(g: &Global, id: &str) -> Result<()> {
-    let api = ApiClient::new(g)?;
-    let view: DeploymentView = api.get(&format!("/api/v1/deployments/{id}"))?;
-    if g.output == Output::Json {
-        return print_json(&view);
-    }
-    println!(
-        "deployment {} {}@{} ({}): {}",
-        view.id, view.application, view.version, view.strategy, view.state
-    );
-    print_rollout(&view);
-    Ok(())
 }
 
 /// Follows a deployment with one progress bar per step until it stops changing.
@@ -110,7 +90,7 @@ pub fn watch(g: &Global, id: &str) -> Result<()> {
             println!("{line}");
         }
         last_line = line;
-        if !is_active(&view.state) && view.state != "paused" {
+        if view.state.outcome().is_some() {
             break view;
         }
         std::thread::sleep(Duration::from_millis(500));

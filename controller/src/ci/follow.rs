@@ -5,7 +5,8 @@
 use super::ledger::CiRecord;
 use super::parse::ReplyTo;
 use super::CiContext;
-use fleet_schema::ci::{final_outcome, CiReply, DeviceCounts};
+use fleet_schema::api::DeploymentState;
+use fleet_schema::ci::{CiReply, DeviceCounts};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ async fn follow(ctx: Arc<CiContext>, key: String, mut rec: CiRecord) {
         owner: owner.to_string(),
         id: id.to_string(),
     };
-    let mut last: Option<(String, DeviceCounts)> = None;
+    let mut last: Option<(DeploymentState, DeviceCounts)> = None;
     loop {
         let view = match crate::http::deployments::load_view(&ctx.db, &deployment).await {
             Ok(Some(v)) => v,
@@ -62,7 +63,7 @@ async fn follow(ctx: Arc<CiContext>, key: String, mut rec: CiRecord) {
             super::publish(&ctx, &reply, rec.format, &progress).await;
             last = Some(now);
         }
-        if let Some(outcome) = final_outcome(&view.state) {
+        if let Some(outcome) = view.state.outcome() {
             let failed: Vec<String> = view
                 .devices
                 .iter()
@@ -75,7 +76,7 @@ async fn follow(ctx: Arc<CiContext>, key: String, mut rec: CiRecord) {
                 .collect();
             let result = CiReply::Result {
                 id: reply.id.clone(),
-                ok: outcome == "succeeded",
+                ok: outcome == DeploymentState::Succeeded,
                 outcome: outcome.to_string(),
                 deployment: Some(deployment.clone()),
                 error: (!failed.is_empty()).then(|| failed.join("; ")),
@@ -85,7 +86,7 @@ async fn follow(ctx: Arc<CiContext>, key: String, mut rec: CiRecord) {
                 tracing::error!(error = %e, request = %key, "cannot record a CI verdict");
             }
             super::publish(&ctx, &reply, rec.format, &result).await;
-            tracing::info!(request = %key, %deployment, outcome, "CI request finished");
+            tracing::info!(request = %key, %deployment, %outcome, "CI request finished");
             return;
         }
         tokio::time::sleep(POLL).await;

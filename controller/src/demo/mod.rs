@@ -97,7 +97,7 @@ fn scenario(
     ctl.server = server.clone();
     println!("  logs: {}", dir.join("fleetd.log").display());
     println!(
-        "  try:  FLEET_SERVER={server} FLEET_CA={} FLEET_TOKEN=$(cat {}) fleetctl devices",
+        "  try:  FLEET_SERVER={server} FLEET_CA={} FLEET_TOKEN=$(cat {}) fleetctl device list",
         ctl.ca.display(),
         dir.join("admin.token").display()
     );

@@ -2,7 +2,7 @@
 //! desires for the device, and the device's last status. No I/O: the API recomputes progress
 //! on every read, so it is always consistent with the database and survives restarts for free.
 
-use fleet_schema::api::DeviceProgress;
+use fleet_schema::api::{DeploymentState, DeviceProgress};
 use fleet_schema::{AppPhase, DeviceStatus};
 
 /// The deployment-side facts about one target device.
@@ -72,12 +72,17 @@ pub fn device_progress(deployed: Deployed<'_>, facts: DeviceFacts<'_>) -> Device
     }
 }
 
-/// Overall state of a deployment from its devices' progress:
+/// State of a deployment record written before rollouts existed (it has no rollout to derive
+/// the state from, and the engine never moves it on), from its devices' progress:
 /// - `in-progress` while any device is pending or in progress;
 /// - otherwise `failed` when any device failed;
 /// - otherwise `succeeded` when at least one device succeeded (superseded devices are ignored);
 /// - `superseded` when every device was taken over by newer deployments.
-pub fn overall_state<'a>(devices: impl IntoIterator<Item = &'a DeviceProgress>) -> &'static str {
+///
+/// Every other deployment shows its rollout's phase (`view::deployment_state`).
+pub fn state_without_rollout<'a>(
+    devices: impl IntoIterator<Item = &'a DeviceProgress>,
+) -> DeploymentState {
     let (mut active, mut failed, mut succeeded) = (false, false, false);
     for p in devices {
         match p {
@@ -90,13 +95,13 @@ pub fn overall_state<'a>(devices: impl IntoIterator<Item = &'a DeviceProgress>) 
         }
     }
     if active {
-        "in-progress"
+        DeploymentState::InProgress
     } else if failed {
-        "failed"
+        DeploymentState::Failed
     } else if succeeded {
-        "succeeded"
+        DeploymentState::Succeeded
     } else {
-        "superseded"
+        DeploymentState::Superseded
     }
 }
 
@@ -238,16 +243,23 @@ mod tests {
     }
 
     #[test]
-    fn overall_states() {
+    fn states_without_a_rollout() {
+        use DeploymentState as S;
         use DeviceProgress::*;
         let failed = Failed { reason: "x".into() };
-        assert_eq!(overall_state(&[Succeeded, Pending]), "in-progress");
-        assert_eq!(overall_state(&[Succeeded, failed.clone()]), "failed");
+        assert_eq!(state_without_rollout(&[Succeeded, Pending]), S::InProgress);
         assert_eq!(
-            overall_state(&[failed, InProgress { phase: "x".into() }]),
-            "in-progress"
+            state_without_rollout(&[Succeeded, failed.clone()]),
+            S::Failed
         );
-        assert_eq!(overall_state(&[Succeeded, Superseded]), "succeeded");
-        assert_eq!(overall_state(&[Superseded]), "superseded");
+        assert_eq!(
+            state_without_rollout(&[failed, InProgress { phase: "x".into() }]),
+            S::InProgress
+        );
+        assert_eq!(
+            state_without_rollout(&[Succeeded, Superseded]),
+            S::Succeeded
+        );
+        assert_eq!(state_without_rollout(&[Superseded]), S::Superseded);
     }
 }

@@ -1,10 +1,14 @@
-//! Shapes the API's deployment and device views from database records (pure).
+//! Shapes the API's deployment and device views from database records (pure). The states
+//! shown (the deployment's and each step's) come from the rollout alone, the same record the
+//! engine decides on, so the API never calls "failed" what the engine called "succeeded";
+//! per-device progress is shown beside them as observed.
 
-use super::progress::{device_progress, overall_state, Deployed, DeviceFacts};
+use super::progress::{device_progress, state_without_rollout, Deployed, DeviceFacts};
 use super::rollout::{Phase, Rollout};
 use crate::db::{DeploymentRecord, DeviceRecord};
 use fleet_schema::api::{
-    DeploymentView, DeviceProgress, DeviceView, RolloutView, StepView, TriggerView,
+    DeploymentState, DeploymentView, DeviceProgress, DeviceView, RolloutView, StepState, StepView,
+    TriggerView,
 };
 use fleet_schema::DesiredState;
 use std::collections::BTreeMap;
@@ -51,9 +55,8 @@ pub fn deployment_view(
         targets.into_iter().map(|d| (d.clone(), one(d))).collect();
     let rollout = rec.rollout.as_ref().map(|r| rollout_view(r, &progress));
     let state = match &rec.rollout {
-        Some(r) if r.phase == Phase::Running => "in-progress".to_string(),
-        Some(r) if r.phase != Phase::Succeeded => r.phase.as_str().to_string(),
-        _ => overall_state(progress.values()).to_string(),
+        Some(r) => deployment_state(r.phase),
+        None => state_without_rollout(progress.values()),
     };
     DeploymentView {
         id: rec.id.clone(),
@@ -79,21 +82,11 @@ fn rollout_view(r: &Rollout, progress: &BTreeMap<String, DeviceProgress>) -> Rol
             };
             let healthy = count(&|p| matches!(p, DeviceProgress::Succeeded));
             let failed = count(&|p| matches!(p, DeviceProgress::Failed { .. }));
-            let rolled_back = count(&|p| matches!(p, DeviceProgress::RolledBack));
-            let state = if rolled_back > 0 {
-                "rolled-back"
-            } else if i < r.step || (i == r.step && r.phase == Phase::Succeeded) {
-                "succeeded"
-            } else if i == r.step {
-                "active"
-            } else {
-                "waiting"
-            };
             StepView {
+                state: step_state(r, i),
                 devices,
                 healthy,
                 failed,
-                state: state.into(),
             }
         })
         .collect();
@@ -113,6 +106,45 @@ fn rollout_view(r: &Rollout, progress: &BTreeMap<String, DeviceProgress>) -> Rol
     }
 }
 
+/// The deployment state the API shows for a rollout phase: the phase itself, with `running`
+/// shown as `in-progress`.
+pub fn deployment_state(phase: Phase) -> DeploymentState {
+    match phase {
+        Phase::Running => DeploymentState::InProgress,
+        Phase::Paused => DeploymentState::Paused,
+        Phase::Succeeded => DeploymentState::Succeeded,
+        Phase::RollingBack => DeploymentState::RollingBack,
+        Phase::RolledBack => DeploymentState::RolledBack,
+        Phase::Aborted => DeploymentState::Aborted,
+        Phase::Failed => DeploymentState::Failed,
+        Phase::Superseded => DeploymentState::Superseded,
+    }
+}
+
+/// The state of step `i`: rolled back once any of its devices was sent back; succeeded before
+/// the current step (and the current one when the rollout succeeded); the current step is
+/// active while the rollout goes on and otherwise ends as the rollout did; later steps wait.
+pub fn step_state(r: &Rollout, i: usize) -> StepState {
+    if r.step_devices(i).iter().any(|d| r.reverted.contains(d)) {
+        return StepState::RolledBack;
+    }
+    if i > r.step {
+        return StepState::Waiting;
+    }
+    if i < r.step {
+        return StepState::Succeeded;
+    }
+    match r.phase {
+        Phase::Running | Phase::Paused | Phase::RollingBack => StepState::Active,
+        Phase::Succeeded => StepState::Succeeded,
+        // Rolled back with none of this step's devices reverted: nothing of it was touched.
+        Phase::RolledBack => StepState::Waiting,
+        Phase::Failed => StepState::Failed,
+        Phase::Aborted => StepState::Aborted,
+        Phase::Superseded => StepState::Superseded,
+    }
+}
+
 /// The API view of a device.
 pub fn device_view(rec: &DeviceRecord, desired_generation: u64) -> DeviceView {
     let status = rec.status.as_ref();
@@ -128,5 +160,156 @@ pub fn device_view(rec: &DeviceRecord, desired_generation: u64) -> DeviceView {
         last_seen: rec.last_seen,
         enrollment: None,
         refused: status.and_then(|s| s.refused.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::rollout::params::parse;
+    use fleet_schema::api::StrategySpec;
+    use fleet_schema::{AppPhase, AppStatus, ArtifactRef, DesiredApp, DeviceStatus};
+
+    const DEVICES: [&str; 2] = ["a", "b"];
+
+    /// An all-at-once deployment of app 2.0.0 to `a` and `b` (both touched, generation 1),
+    /// its rollout in `phase`.
+    fn record(phase: Phase) -> DeploymentRecord {
+        let params = parse(Some(&StrategySpec {
+            kind: "all-at-once".into(),
+            success_percentage: Some(50),
+            ..StrategySpec::default()
+        }))
+        .expect("valid strategy");
+        let mut rollout = Rollout::new(params, DEVICES.map(String::from).to_vec(), 0);
+        rollout.touched = DEVICES.iter().map(|d| d.to_string()).collect();
+        rollout.phase = phase;
+        DeploymentRecord {
+            id: "d-1".into(),
+            application: "app".into(),
+            version: "2.0.0".into(),
+            strategy: "all-at-once".into(),
+            created_at: 0,
+            artifact: ArtifactRef::default(),
+            devices: DEVICES.iter().map(|d| (d.to_string(), 1)).collect(),
+            rollout: Some(rollout),
+            template: None,
+            previous: BTreeMap::new(),
+            target: None,
+            placement: None,
+        }
+    }
+
+    /// Both devices desire this deployment.
+    fn desired() -> BTreeMap<String, DesiredState> {
+        DEVICES
+            .iter()
+            .map(|d| {
+                let app = DesiredApp {
+                    name: "app".into(),
+                    version: "2.0.0".into(),
+                    artifact: ArtifactRef::default(),
+                    deployment_id: Some("d-1".into()),
+                    spec: Default::default(),
+                    rollout: None,
+                    components: Vec::new(),
+                };
+                let state = DesiredState {
+                    device_id: d.to_string(),
+                    generation: 1,
+                    issued_at: 0,
+                    apps: vec![app],
+                };
+                (d.to_string(), state)
+            })
+            .collect()
+    }
+
+    /// A device that reports app 2.0.0 in `phase`.
+    fn device(id: &str, phase: AppPhase) -> (String, DeviceRecord) {
+        let status = DeviceStatus {
+            device_id: id.into(),
+            online: true,
+            agent_version: String::new(),
+            inventory: None,
+            observed_generation: 1,
+            refused: None,
+            apps: vec![AppStatus {
+                name: "app".into(),
+                version: "2.0.0".into(),
+                phase,
+                restart_count: 0,
+                last_error: Some("refused".into()),
+                running_version: None,
+                deployment_id: Some("d-1".into()),
+                health: Default::default(),
+                health_message: None,
+                components: Vec::new(),
+            }],
+            reported_at: 0,
+        };
+        (id.to_string(), DeviceRecord::apply(None, status, 0))
+    }
+
+    #[test]
+    fn a_succeeded_rollout_is_succeeded_with_a_failed_device_below_its_threshold() {
+        let devices = BTreeMap::from([
+            device("a", AppPhase::Running),
+            device("b", AppPhase::Failed),
+        ]);
+        let view = deployment_view(&record(Phase::Succeeded), &desired(), &devices);
+        assert_eq!(view.state, DeploymentState::Succeeded, "{view:#?}");
+        assert!(matches!(view.devices["b"], DeviceProgress::Failed { .. }));
+        let steps = &view.rollout.as_ref().expect("rollout").steps;
+        assert_eq!(steps[0].state, StepState::Succeeded);
+        assert_eq!((steps[0].healthy, steps[0].failed), (1, 1));
+    }
+
+    #[test]
+    fn a_succeeded_rollout_is_succeeded_while_a_skipped_device_never_reported() {
+        let devices = BTreeMap::from([device("a", AppPhase::Running)]);
+        let view = deployment_view(&record(Phase::Succeeded), &desired(), &devices);
+        assert_eq!(view.state, DeploymentState::Succeeded, "{view:#?}");
+        assert_eq!(view.devices["b"], DeviceProgress::Pending);
+    }
+
+    #[test]
+    fn every_phase_shows_as_its_state() {
+        for phase in Phase::ALL {
+            let view = deployment_view(&record(phase), &desired(), &BTreeMap::new());
+            let want = if phase == Phase::Running {
+                "in-progress"
+            } else {
+                phase.as_str()
+            };
+            assert_eq!(view.state.as_str(), want);
+            assert!(view.state.is_known());
+        }
+    }
+
+    #[test]
+    fn step_states_follow_the_rollout() {
+        let mut r = record(Phase::Running).rollout.expect("rollout");
+        r.targets = ["a", "b", "c"].map(String::from).to_vec();
+        r.steps = vec![1, 2, 3];
+        r.step = 1;
+        let states = |r: &Rollout| (0..3).map(|i| step_state(r, i)).collect::<Vec<_>>();
+        use StepState::*;
+        assert_eq!(states(&r), [Succeeded, Active, Waiting]);
+        r.phase = Phase::Paused;
+        assert_eq!(states(&r), [Succeeded, Active, Waiting]);
+        r.phase = Phase::Failed;
+        assert_eq!(states(&r), [Succeeded, Failed, Waiting]);
+        r.phase = Phase::Aborted;
+        assert_eq!(states(&r), [Succeeded, Aborted, Waiting]);
+        r.phase = Phase::Superseded;
+        assert_eq!(states(&r), [Succeeded, Superseded, Waiting]);
+        r.phase = Phase::RolledBack;
+        r.reverted = ["a", "b"].map(String::from).into();
+        assert_eq!(states(&r), [RolledBack, RolledBack, Waiting]);
+        r.step = 2;
+        r.reverted.clear();
+        r.phase = Phase::Succeeded;
+        assert_eq!(states(&r), [Succeeded, Succeeded, Succeeded]);
     }
 }

@@ -5,7 +5,7 @@
 use super::expose::{counter, gauge, label, Labels};
 use crate::db::{DeploymentRecord, DeviceRecord};
 use crate::engine::view::deployment_view;
-use fleet_schema::api::{DeploymentView, DeviceProgress};
+use fleet_schema::api::{DeploymentState, DeploymentView, DeviceProgress};
 use fleet_schema::DesiredState;
 use prometheus_client::encoding::DescriptorEncoder;
 use std::collections::BTreeMap;
@@ -40,9 +40,9 @@ fn progress_label(p: &DeviceProgress) -> &'static str {
     }
 }
 
-/// True for the states of a deployment that is still moving.
-fn is_active(state: &str) -> bool {
-    matches!(state, "in-progress" | "paused" | "rolling-back")
+/// True for the states of a deployment that has not ended (moving, or paused by an operator).
+fn is_active(state: &DeploymentState) -> bool {
+    state.outcome().is_none()
 }
 
 /// Writes every fleet family.
