@@ -1,7 +1,7 @@
 //! A deployment's strategy, normalised from the API's [`StrategySpec`] into integers
 //! (milliseconds, percentages) with the seed's defaults, so the pure engine never parses.
 
-pub use super::trigger_params::Triggers;
+pub use super::rollback_triggers::Triggers;
 use fleet_schema::api::StrategySpec;
 use fleet_schema::manifest::units::duration_ms;
 use serde::{Deserialize, Serialize};

@@ -1,16 +1,17 @@
 //! Creating a deployment: parse and validate the request, find the artifact, resolve the
 //! target, commit deployment and desired states in one transaction, then queue the publishes.
 
-use super::rollout;
-use super::target::{self, TargetError};
-use crate::db::{Db, NewDeployment};
+use super::commit;
+use crate::db::Db;
+use crate::engine::start::NewDeployment;
+use crate::engine::target::{self, Release, TargetError, Unfit};
 use crate::metrics::Metrics;
+use crate::model::strategy;
 use crate::mqtt::PublishQueue;
 use crate::store::ArtifactStore;
 use fleet_schema::api::{CreateDeployment, DeploymentCreated};
 use fleet_schema::artifact::{validate_name, validate_version};
-use fleet_schema::{compat, components, ArtifactRef, ArtifactType, DesiredComponent, Inventory};
-use std::collections::BTreeMap;
+use fleet_schema::{ArtifactRef, ArtifactType, DesiredComponent};
 use std::sync::atomic::Ordering;
 
 /// What kind of failure, which the HTTP layer maps to a status code.
@@ -100,7 +101,7 @@ pub async fn create(
     let req = parse_request(body)?;
     validate_name(&req.application).map_err(|e| DeployError::bad(format!("application: {e}")))?;
     validate_version(&req.version).map_err(DeployError::bad)?;
-    let params = rollout::params::parse(req.strategy.as_ref()).map_err(DeployError::bad)?;
+    let params = strategy::parse(req.strategy.as_ref()).map_err(DeployError::bad)?;
     let strategy = params.kind.as_str().to_string();
 
     let (name, version) = (req.application.clone(), req.version.clone());
@@ -170,65 +171,27 @@ pub async fn create(
             })?)
         }
     };
-    let records = ctx
+    let mut fleet = ctx
         .db
         .call(|db| db.devices())
         .await
         .map_err(DeployError::internal)?;
     // A device whose enrollment was revoked (or reset) keeps its last record but can no longer
     // be targeted: it would never receive its desired state.
-    let known: BTreeMap<String, BTreeMap<String, String>> = records
-        .iter()
-        .filter(|(id, _)| ctx.trust.device(id).is_some())
-        .map(|(id, rec)| (id.clone(), rec.labels()))
-        .collect();
-    let mut devices = target::resolve_with_group(&req.target, group.as_ref(), &known)?;
-    if let Some(p) = &placement {
-        let mut rejected = Vec::new();
-        devices.retain(|d| {
-            let inv = records
-                .get(d)
-                .and_then(|r| r.status.as_ref())
-                .and_then(|s| s.inventory.clone())
-                .unwrap_or_default();
-            match p.reject_reason(&inv) {
-                Some(why) => {
-                    rejected.push(format!("{d}: {why}"));
-                    false
-                }
-                None => true,
-            }
-        });
-        if devices.is_empty() {
-            return Err(DeployError::new(
-                DeployErrorKind::Unprocessable,
-                format!(
-                    "no target device satisfies the application's placement ({})",
-                    rejected.join("; ")
-                ),
-            ));
-        }
-    }
-
-    // Every artifact's platforms, type and requirements must fit every target that reported
-    // an inventory (the agent re-checks before installing).
-    let inventories: BTreeMap<&str, &Inventory> = devices
-        .iter()
-        .filter_map(|d| {
-            Some((
-                d.as_str(),
-                records.get(d)?.status.as_ref()?.inventory.as_ref()?,
-            ))
-        })
-        .collect();
+    fleet.retain(|id, _| ctx.trust.device(id).is_some());
+    let release = Release {
+        artifact: &artifact,
+        components: &components,
+    };
     let app = format!("{}@{}", req.application, req.version);
-    let unfit = unfit_targets(&app, &inventories, &artifact, &components);
-    if !unfit.is_empty() {
-        return Err(DeployError::new(
-            DeployErrorKind::Unprocessable,
-            unfit.join("; "),
-        ));
-    }
+    let selection = target::select(
+        &req.target,
+        group.as_ref(),
+        &fleet,
+        placement.as_ref(),
+        release,
+    )?;
+    let devices = fit_or_refuse(&app, selection)?;
 
     let new = NewDeployment {
         application: req.application,
@@ -245,7 +208,7 @@ pub async fn create(
     };
     let (record, published) = ctx
         .db
-        .call(move |db| db.create_deployment(new))
+        .call(move |db| commit::create_deployment(db, new))
         .await
         .map_err(DeployError::internal)?;
     ctx.metrics
@@ -272,55 +235,38 @@ pub async fn create(
     })
 }
 
-/// Why the targets that reported an inventory cannot run what is deployed (empty: they can):
-/// each artifact (every component's, or the one) must fit their platform, type and
-/// requirements, and an app of several artifacts needs agents that run components.
-fn unfit_targets(
-    app: &str,
-    inventories: &BTreeMap<&str, &Inventory>,
-    artifact: &ArtifactRef,
-    components: &[DesiredComponent],
-) -> Vec<String> {
-    let mut out = Vec::new();
-    if !components.is_empty() {
-        let old: Vec<&str> = inventories
-            .iter()
-            .filter(|(_, inv)| !inv.capabilities.iter().any(|c| c == components::CAPABILITY))
-            .map(|(d, _)| *d)
-            .collect();
-        if !old.is_empty() {
-            out.push(format!(
-                "application {app} runs {} artifacts as components, which the agent of {} does not do (it lacks capability {:?}; upgrade it)",
-                components.len(),
-                old.join(", "),
-                components::CAPABILITY
-            ));
+/// The devices a deployment goes to: those the target picked that can receive it. Devices the
+/// application's placement excludes are left out (an error when that leaves none); a picked
+/// device that cannot run what is deployed refuses the whole request, naming each such device
+/// and why, since the operator asked for it.
+fn fit_or_refuse(app: &str, selection: target::Selection) -> Result<Vec<String>, DeployError> {
+    let (mut placement, mut release) = (Vec::new(), Vec::new());
+    for (d, why) in &selection.unfit {
+        match why {
+            Unfit::Placement(w) => placement.push(format!("{d}: {w}")),
+            Unfit::Release(w) => release.push(format!("{d}: {w}")),
         }
     }
-    let artifacts: Vec<&ArtifactRef> = if components.is_empty() {
-        vec![artifact]
-    } else {
-        components.iter().map(|c| &c.artifact).collect()
-    };
-    for a in artifacts {
-        let bad: Vec<String> = inventories
-            .iter()
-            .filter_map(|(d, inv)| {
-                let unmet = compat::unmet(&a.kind, &a.platforms, &a.requirements, inv);
-                (!unmet.is_empty()).then(|| format!("{d}: {}", unmet.join(", ")))
-            })
-            .collect();
-        if !bad.is_empty() {
-            out.push(format!(
-                "artifact {}@{} cannot run on {} target device(s): {}",
-                a.name,
-                a.version,
-                bad.len(),
-                bad.join("; ")
-            ));
-        }
+    if !release.is_empty() {
+        return Err(DeployError::new(
+            DeployErrorKind::Unprocessable,
+            format!(
+                "application {app} cannot run on {} target device(s): {}",
+                release.len(),
+                release.join("; ")
+            ),
+        ));
     }
-    out
+    if selection.fit.is_empty() {
+        return Err(DeployError::new(
+            DeployErrorKind::Unprocessable,
+            format!(
+                "no target device satisfies the application's placement ({})",
+                placement.join("; ")
+            ),
+        ));
+    }
+    Ok(selection.fit)
 }
 
 /// Finds the artifact implementing `application@version` and builds the device-side reference.
@@ -399,53 +345,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_component_must_fit_and_agents_must_run_components() {
-        let inv = |caps: &[&str]| Inventory {
-            arch: "amd64".into(),
-            os: "linux".into(),
-            capabilities: caps.iter().map(|c| c.to_string()).collect(),
-            ..Default::default()
-        };
-        let artifact = |name: &str, kind: ArtifactType| ArtifactRef {
-            name: name.into(),
-            version: "1.0.0".into(),
-            kind,
-            ..Default::default()
-        };
-        let component = |name: &str, kind: ArtifactType| DesiredComponent {
-            name: name.into(),
-            artifact: artifact(name, kind),
-            spec: Default::default(),
-        };
-        let parts = [
-            component("engine", ArtifactType::Binary),
-            component("model", ArtifactType::OciImage),
-        ];
-        let (new, old, bare) = (
-            inv(&["binary", "components", "docker", "oci"]),
-            inv(&["binary", "docker", "oci"]),
-            inv(&["binary", "components"]),
-        );
-        let targets = BTreeMap::from([("new", &new)]);
-        let engine = artifact("engine", ArtifactType::Binary);
-        assert!(unfit_targets("edge@1.0.0", &targets, &engine, &parts).is_empty());
-        let targets = BTreeMap::from([("new", &new), ("old", &old), ("bare", &bare)]);
-        let why = unfit_targets("edge@1.0.0", &targets, &engine, &parts).join("; ");
-        assert!(
-            why.contains("agent of old does not") && why.contains("\"components\""),
-            "{why}"
-        );
-        assert!(
-            why.contains("artifact model@1.0.0 cannot run on 1 target device(s): bare"),
-            "{why}"
-        );
-        assert!(!why.contains("artifact engine"), "{why}");
-        // One artifact: only it is checked, and old agents run it as before.
-        let targets = BTreeMap::from([("old", &old)]);
-        assert!(unfit_targets("edge@1.0.0", &targets, &engine, &[]).is_empty());
-    }
-
-    #[test]
     fn request_parsing_names_the_problem() {
         let err = parse_request(b"{not json").expect_err("malformed");
         assert!(err.message.starts_with("malformed JSON"), "{}", err.message);
@@ -458,7 +357,7 @@ mod tests {
             br#"{"application":"myapp","version":"2.0.0","strategy":{"type":"rolling","max_unavailable":1,"health_check_grace":"30s"},"target":{"group":"edge-stores","selector":{"location":"us-west"}}}"#,
         )
         .expect("the seed's request parses");
-        let p = rollout::params::parse(ok.strategy.as_ref()).expect("valid strategy");
+        let p = strategy::parse(ok.strategy.as_ref()).expect("valid strategy");
         assert_eq!((p.max_unavailable, p.min_healthy_ms), (1, 30_000));
         let err = parse_request(br#"{"application":"a","version":"1.0.0","target":{},"typo":1}"#)
             .expect_err("unknown field");
@@ -468,5 +367,37 @@ mod tests {
             parse_request(br#"{"application":"a","version":"1.0.0","target":{"devices":["d"]}}"#)
                 .expect("valid");
         assert!(ok.strategy.is_none());
+    }
+
+    #[test]
+    fn placement_leaves_devices_out_and_an_unfit_release_refuses_the_request() {
+        let sel = |fit: &[&str], unfit: &[(&str, Unfit)]| target::Selection {
+            fit: fit.iter().map(|d| d.to_string()).collect(),
+            unfit: unfit
+                .iter()
+                .map(|(d, u)| (d.to_string(), u.clone()))
+                .collect(),
+        };
+        let elsewhere = || Unfit::Placement("device type is not \"pi\"".into());
+        let ok = fit_or_refuse("a@1", sel(&["pi"], &[("nuc", elsewhere())])).expect("fits");
+        assert_eq!(ok, vec!["pi"]);
+        let err = fit_or_refuse("a@1", sel(&[], &[("nuc", elsewhere())])).expect_err("none");
+        assert_eq!(err.kind, DeployErrorKind::Unprocessable);
+        assert!(
+            err.message
+                .contains("placement (nuc: device type is not \"pi\")"),
+            "{}",
+            err.message
+        );
+        let arm =
+            Unfit::Release("platform linux/amd64 is not among the artifact's platforms".into());
+        let err = fit_or_refuse("a@1", sel(&["pi"], &[("nuc", elsewhere()), ("x86", arm)]))
+            .expect_err("refused");
+        assert!(
+            err.message
+                .contains("a@1 cannot run on 1 target device(s): x86: platform linux/amd64"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! deployment by `strategy.rollback_triggers`. Normalised to integers here so the pure engine
 //! never parses.
 
-use super::params::RollbackAction;
+use super::strategy::RollbackAction;
 use fleet_schema::api::RollbackTriggerSpec;
 use fleet_schema::manifest::units::duration_ms;
 use serde::{Deserialize, Serialize};
