@@ -138,7 +138,8 @@ pub fn tick_rollout(
 mod tests {
     use super::*;
     use crate::engine::rollout::ops::{self, Op};
-    use crate::model::strategy::{self, RollbackAction};
+    use crate::model::rollback_triggers::RollbackAction;
+    use crate::model::strategy;
     use crate::model::Phase;
     use fleet_schema::api::StrategySpec;
     use fleet_schema::{ArtifactRef, ArtifactType};

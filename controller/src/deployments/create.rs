@@ -4,7 +4,7 @@
 use super::commit;
 use crate::db::Db;
 use crate::engine::start::NewDeployment;
-use crate::engine::target::{self, Release, TargetError, Unfit};
+use crate::engine::targeting::{self, Release, TargetError, Unfit};
 use crate::metrics::Metrics;
 use crate::model::strategy;
 use crate::mqtt::PublishQueue;
@@ -184,7 +184,7 @@ pub async fn create(
         components: &components,
     };
     let app = format!("{}@{}", req.application, req.version);
-    let selection = target::select(
+    let selection = targeting::select(
         &req.target,
         group.as_ref(),
         &fleet,
@@ -239,7 +239,7 @@ pub async fn create(
 /// application's placement excludes are left out (an error when that leaves none); a picked
 /// device that cannot run what is deployed refuses the whole request, naming each such device
 /// and why, since the operator asked for it.
-fn fit_or_refuse(app: &str, selection: target::Selection) -> Result<Vec<String>, DeployError> {
+fn fit_or_refuse(app: &str, selection: targeting::Selection) -> Result<Vec<String>, DeployError> {
     let (mut placement, mut release) = (Vec::new(), Vec::new());
     for (d, why) in &selection.unfit {
         match why {
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn placement_leaves_devices_out_and_an_unfit_release_refuses_the_request() {
-        let sel = |fit: &[&str], unfit: &[(&str, Unfit)]| target::Selection {
+        let sel = |fit: &[&str], unfit: &[(&str, Unfit)]| targeting::Selection {
             fit: fit.iter().map(|d| d.to_string()).collect(),
             unfit: unfit
                 .iter()

@@ -7,7 +7,7 @@ use super::commit::{self, RolloutOpError};
 use crate::db::{Db, DbError};
 use crate::engine::error_window::ErrorWindows;
 use crate::engine::rollout::{ops, snapshot, Ctx};
-use crate::engine::target;
+use crate::engine::targeting;
 use crate::model::{Phase, Rollout};
 use crate::mqtt::PublishQueue;
 use std::sync::Arc;
@@ -110,7 +110,7 @@ fn add_late_joiners(
         .map(|g| (g.name.clone(), g))
         .collect();
     let mut out = Vec::new();
-    for (id, j) in target::late_joiners(&records, &groups, &fleet) {
+    for (id, j) in targeting::late_joiners(&records, &groups, &fleet) {
         if !j.unfit.is_empty() {
             tracing::info!(deployment = %id, devices = ?j.unfit, "late joiners cannot run the release");
         }

@@ -3,7 +3,7 @@
 //! deployment service (`crate::deployments`) reads the records, calls these functions and
 //! commits what they return.
 //!
-//! - [`target`]: who a deployment is for, at creation and for late joiners (one rule);
+//! - [`targeting`]: who a deployment is for, at creation and for late joiners (one rule);
 //! - [`start`]: a new deployment's template, record and first step, and whom it supersedes;
 //! - [`rollout`]: the staged rollout's tick, triggers and operator actions;
 //! - [`plan`]: the desired states a rollout decision writes (surge hints, previous apps,
@@ -18,5 +18,5 @@ pub mod plan;
 pub mod progress;
 pub mod rollout;
 pub mod start;
-pub mod target;
+pub mod targeting;
 pub mod view;

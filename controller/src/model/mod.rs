@@ -6,7 +6,8 @@
 //! - [`deployment`]: a deployment as stored, with the rollout's state inside it;
 //! - [`rollout_state`]: where a rollout is (phase, step, observations, the trigger that fired);
 //! - [`strategy`]: a deployment's strategy normalised from the API (step sizes included);
-//! - [`rollback_triggers`]: the thresholds of the automatic rollback triggers.
+//! - [`rollback_triggers`]: the thresholds of the automatic rollback triggers, and how a
+//!   rollback proceeds (immediate or gradual).
 
 pub mod deployment;
 pub mod device;

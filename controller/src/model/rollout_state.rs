@@ -2,7 +2,8 @@
 //! pure `engine::rollout::tick` needs to continue after a restart is here: the step, when it started,
 //! what was observed (healthy-since times, restart counts), the trigger that fired.
 
-use super::strategy::{Params, RollbackAction};
+use super::rollback_triggers::RollbackAction;
+use super::strategy::Params;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 

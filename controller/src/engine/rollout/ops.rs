@@ -2,8 +2,8 @@
 //! checks the phase and says why it does not apply.
 
 use super::tick::{start_rollback, Actions};
+use crate::model::rollback_triggers::RollbackAction;
 use crate::model::rollout_state::{Fired, Phase, Rollout};
-use crate::model::strategy::RollbackAction;
 use std::collections::BTreeMap;
 
 /// An operator action.

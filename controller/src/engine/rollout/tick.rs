@@ -4,8 +4,8 @@
 
 use super::snapshot::{standing, Ctx, Snapshot, Standing};
 use super::triggers;
+use crate::model::rollback_triggers::RollbackAction;
 use crate::model::rollout_state::{Fired, Phase, Rollout};
-use crate::model::strategy::RollbackAction;
 
 /// What the driver must do after a tick.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! each with the seed's defaults and action, each reporting the numbers that made it fire.
 
 use super::snapshot::{Ctx, Snapshot};
+use crate::model::rollback_triggers::RollbackAction;
 use crate::model::rollout_state::{Fired, Rollout};
-use crate::model::strategy::RollbackAction;
 use fleet_schema::{AppPhase, HealthState};
 
 /// Fewest requests over the window before the error rate is judged (one failed request out of

@@ -89,7 +89,7 @@ fn takes_joiners(t: &TargetSpec, phase: Phase) -> bool {
 mod tests {
     use super::*;
     use crate::engine::start::{start, NewDeployment};
-    use crate::engine::target::select::tests::{binary, device, fleet};
+    use crate::engine::targeting::select::tests::{binary, device, fleet};
     use fleet_schema::manifest::Placement;
 
     /// A running all-at-once deployment of `app` created for `targets`, whose target as asked

@@ -20,7 +20,7 @@ pub struct Selection {
 /// Resolves `target` (with its named `group` already looked up) against `fleet`, the records
 /// of the devices that may be targeted (enrolled ones), and checks each picked device with
 /// [`unfit_reason`]. A device without an inventory has no labels; see the module
-/// documentation of `engine::target` for how it is checked.
+/// documentation of `engine::targeting` for how it is checked.
 pub fn select(
     target: &TargetSpec,
     group: Option<&GroupSpec>,
