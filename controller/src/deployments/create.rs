@@ -1,69 +1,20 @@
 //! Creating a deployment: parse and validate the request, find the artifact, resolve the
 //! target, commit deployment and desired states in one transaction, then queue the publishes.
 
+use super::artifact::find_artifact;
 use super::commit;
+use super::error::{DeployError, DeployErrorKind};
 use crate::db::Db;
 use crate::engine::start::NewDeployment;
-use crate::engine::targeting::{self, Release, TargetError, Unfit};
+use crate::engine::targeting::{self, Release, Unfit};
 use crate::metrics::Metrics;
 use crate::model::strategy;
 use crate::mqtt::PublishQueue;
 use crate::store::ArtifactStore;
 use fleet_schema::api::{CreateDeployment, DeploymentCreated};
 use fleet_schema::artifact::{validate_name, validate_version};
-use fleet_schema::{ArtifactRef, ArtifactType, DesiredComponent};
+use fleet_schema::DesiredComponent;
 use std::sync::atomic::Ordering;
-
-/// What kind of failure, which the HTTP layer maps to a status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeployErrorKind {
-    /// Malformed or invalid request (400).
-    BadRequest,
-    /// Unknown artifact or version (404).
-    NotFound,
-    /// Well-formed but unusable: empty or unknown target, undeployable type (422).
-    Unprocessable,
-    /// Database or store failure (500).
-    Internal,
-}
-
-/// A deployment request that cannot be carried out, with a message naming the problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct DeployError {
-    /// Category.
-    pub kind: DeployErrorKind,
-    /// What was wrong.
-    pub message: String,
-}
-
-impl DeployError {
-    fn new(kind: DeployErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
-    }
-    fn bad(message: impl Into<String>) -> Self {
-        Self::new(DeployErrorKind::BadRequest, message)
-    }
-    fn internal(e: impl std::fmt::Display) -> Self {
-        Self::new(DeployErrorKind::Internal, e.to_string())
-    }
-    /// The same error, saying which application's artifact it is about.
-    fn in_application(self, name: &str, version: &str) -> Self {
-        Self::new(
-            self.kind,
-            format!("application {name}@{version}: {}", self.message),
-        )
-    }
-}
-
-impl From<TargetError> for DeployError {
-    fn from(e: TargetError) -> Self {
-        Self::new(DeployErrorKind::Unprocessable, e.to_string())
-    }
-}
 
 /// What creating a deployment needs.
 pub struct DeployContext<'a> {
@@ -125,9 +76,14 @@ pub async fn create(
             }
             let mut components = Vec::with_capacity(parts.len());
             for part in parts {
-                let artifact = find_artifact(ctx, &part.artifact.name, &part.artifact.version)
-                    .await
-                    .map_err(|e| e.in_application(&app.name, &app.version))?;
+                let artifact = find_artifact(
+                    ctx.store,
+                    ctx.public_url,
+                    &part.artifact.name,
+                    &part.artifact.version,
+                )
+                .await
+                .map_err(|e| e.in_application(&app.name, &app.version))?;
                 components.push(DesiredComponent {
                     name: part.artifact.name,
                     artifact,
@@ -149,7 +105,8 @@ pub async fn create(
             )
         }
         None => {
-            let artifact = find_artifact(ctx, &req.application, &req.version).await?;
+            let artifact =
+                find_artifact(ctx.store, ctx.public_url, &req.application, &req.version).await?;
             (artifact, Default::default(), None, Vec::new())
         }
     };
@@ -267,77 +224,6 @@ fn fit_or_refuse(app: &str, selection: targeting::Selection) -> Result<Vec<Strin
         ));
     }
     Ok(selection.fit)
-}
-
-/// Finds the artifact implementing `application@version` and builds the device-side reference.
-async fn find_artifact(
-    ctx: &DeployContext<'_>,
-    name: &str,
-    version: &str,
-) -> Result<ArtifactRef, DeployError> {
-    let versions = ctx
-        .store
-        .list_versions(name)
-        .await
-        .map_err(DeployError::internal)?;
-    if versions.is_empty() {
-        return Err(DeployError::new(
-            DeployErrorKind::NotFound,
-            format!("artifact {name:?} not found (upload it before deploying)"),
-        ));
-    }
-    let Some(meta) = versions.iter().find(|m| m.version == version) else {
-        let known: Vec<&str> = versions
-            .iter()
-            .rev()
-            .take(10)
-            .map(|m| m.version.as_str())
-            .collect();
-        return Err(DeployError::new(
-            DeployErrorKind::NotFound,
-            format!(
-                "artifact {name:?} has no version {version:?} (newest known: {})",
-                known.join(", ")
-            ),
-        ));
-    };
-    if !meta.kind.is_known() {
-        return Err(DeployError::new(
-            DeployErrorKind::Unprocessable,
-            format!(
-                "artifact {} is of type {:?}, which this fleetd cannot deploy (known: {})",
-                meta.id,
-                meta.kind.as_str(),
-                ArtifactType::KNOWN.join(", ")
-            ),
-        ));
-    }
-    let sha256 = meta
-        .sha256()
-        .ok_or_else(|| DeployError::internal(format!("artifact {} has no sha256", meta.id)))?
-        .to_string();
-    Ok(ArtifactRef {
-        name: meta.name.clone(),
-        version: meta.version.clone(),
-        kind: meta.kind.clone(),
-        size: meta.size,
-        sha256,
-        url: ctx
-            .store
-            .download_url(meta, ctx.public_url)
-            .await
-            .map_err(DeployError::internal)?,
-        sha512: meta.sha512().map(str::to_string),
-        signatures: meta.signatures.clone(),
-        platforms: meta.platforms.clone(),
-        requirements: meta.requirements.clone(),
-        refresh_url: Some(format!(
-            "{}/api/v1/artifacts/{}/{}/url",
-            ctx.public_url.trim_end_matches('/'),
-            meta.name,
-            meta.version
-        )),
-    })
 }
 
 #[cfg(test)]
