@@ -1,8 +1,7 @@
 //! Shapes the API's deployment and device views from database records (pure).
 
 use super::progress::{device_progress, overall_state, Deployed, DeviceFacts};
-use crate::model::{DeploymentRecord, DeviceRecord};
-use crate::model::{Phase, Rollout};
+use crate::model::{DeploymentRecord, DeviceRecord, Phase, Rollout};
 use fleet_schema::api::{
     DeploymentView, DeviceProgress, DeviceView, RolloutView, StepView, TriggerView,
 };
