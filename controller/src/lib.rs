@@ -4,9 +4,13 @@
 //!
 //! Layout, one folder per concern:
 //! - [`config`]: command-line flags and the derived serving configuration.
-//! - [`db`]: the redb database (devices, desired state, deployments, counters).
+//! - [`model`]: the records fleetd keeps (devices, deployments, a rollout's state): plain data.
+//! - [`db`]: the redb database: reads and writes records, decides nothing.
 //! - [`store`]: the artifact store (`ArtifactStore` trait, filesystem backend).
-//! - [`engine`]: deployment planning and progress (pure functions) and their orchestration.
+//! - [`engine`]: every deployment decision (targets, rollout steps, desired states, progress)
+//!   as pure functions; it never touches storage.
+//! - [`deployments`]: the deployment service: validates requests, commits the engine's
+//!   decisions in one transaction each, drives the rollouts.
 //! - [`mqtt`]: the bridge to the bus (status intake, desired-state publishing, cmd guard).
 //! - [`http`]: the HTTP API.
 //! - [`limits`]: every resource limit's flag, and the counter of limits hit.
@@ -25,11 +29,13 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod deployments;
 pub mod engine;
 pub mod http;
 pub mod limits;
 pub mod logstore;
 pub mod metrics;
+pub mod model;
 pub mod mqtt;
 pub mod server;
 pub mod store;

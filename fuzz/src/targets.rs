@@ -211,9 +211,8 @@ fn manifest_json_seeds() -> Vec<Vec<u8>> {
 }
 
 fn deployment_request(b: &[u8]) {
-    use fleet_controller::engine::{deploy, rollout};
-    if let Ok(req) = deploy::parse_request(b) {
-        let _ = rollout::params::parse(req.strategy.as_ref());
+    if let Ok(req) = fleet_controller::deployments::parse_request(b) {
+        let _ = fleet_controller::model::strategy::parse(req.strategy.as_ref());
         let _: &CreateDeployment = &req;
     }
 }

@@ -5,7 +5,7 @@
 use super::ledger::{self, CiRecord};
 use super::parse::{self, Format, ReplyTo};
 use super::CiContext;
-use crate::engine::deploy::{self, DeployContext};
+use crate::deployments::{self, DeployContext};
 use fleet_schema::ci::{CiReply, CiRequest, MAX_SIGNED_AGE_S};
 use fleet_schema::Topic;
 use std::sync::Arc;
@@ -189,7 +189,7 @@ async fn create(
                     public_url: &ctx.public_url,
                     trust: &ctx.trust,
                 };
-                let created = deploy::create(&dctx, &body)
+                let created = deployments::create(&dctx, &body)
                     .await
                     .map_err(|e| format!("deployment: {e}"))?;
                 (created.id, created.devices)

@@ -1,7 +1,8 @@
 //! The `devices` table: statuses folded in by the status writer in batches, read by the API and
 //! by target resolution.
 
-use super::{decode, encode, Db, DbError, DeviceRecord, DESIRED, DEVICES};
+use super::{decode, encode, Db, DbError, DESIRED, DEVICES};
+use crate::model::DeviceRecord;
 use fleet_schema::trust::Stamp;
 use fleet_schema::{DesiredState, DeviceStatus, Inventory, UnixMillis};
 use redb::{ReadableDatabase, ReadableTable};
@@ -283,22 +284,11 @@ mod tests {
         let db = Db::open(&dir.path().join("t.redb")).expect("opens");
         db.apply_statuses(vec![status("a", true), status("b", true)])
             .expect("applies");
-        let new = crate::db::NewDeployment::all_at_once(
-            "app",
-            "1.0.0",
-            fleet_schema::ArtifactRef {
-                name: "app".into(),
-                version: "1.0.0".into(),
-                kind: fleet_schema::ArtifactType::Binary,
-                size: 1,
-                sha256: "00".into(),
-                url: "http://x".into(),
-                ..Default::default()
-            },
-            vec!["a".into()],
-            1,
+        crate::db::deployment_write::tests::put(
+            &db,
+            &[],
+            &[crate::db::deployment_write::tests::desired("a", 1, "d-1")],
         );
-        db.create_deployment(new).expect("deploys");
         assert_eq!(db.behind_devices().expect("reads"), vec!["a".to_string()]);
         let out = db.apply_statuses(vec![status("a", true)]).expect("applies");
         assert_eq!(out.behind, vec!["a".to_string()]);

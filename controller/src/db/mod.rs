@@ -2,10 +2,14 @@
 //! committed here before anything is published, so a SIGKILL at any moment loses nothing: the
 //! next start reads this file and republishes.
 //!
+//! The database reads and writes records (`crate::model`) and decides nothing: which desired
+//! states a deployment writes is the engine's decision, taken inside one write transaction
+//! ([`Db::write_deployments`]) by the deployment service (`crate::deployments`).
+//!
 //! Tables (keys are device or deployment ids; values are CBOR):
-//! - `devices`: [`DeviceRecord`], the last status of every device ever seen;
+//! - `devices`: `model::DeviceRecord`, the last status of every device ever seen;
 //! - `desired`: the exact CBOR bytes of each device's `DesiredState`, as published;
-//! - `deployments`: [`DeploymentRecord`];
+//! - `deployments`: `model::DeploymentRecord`, with a phase index beside it;
 //! - `counters`: monotonic counters (deployment sequence);
 //! - `applications`: registered application versions (validated manifests), `name/version`;
 //! - `groups`: named device groups (static lists or label selectors);
@@ -16,20 +20,18 @@
 //! thread pool.
 
 mod applications;
+mod deployment_write;
 mod deployments;
 mod desired;
 mod devices;
 mod phases;
-mod records;
 mod retention;
-mod rollouts;
 mod trust;
 
 pub use applications::{ApplicationRecord, Registered};
-pub use deployments::{DesiredBytes, NewDeployment};
+pub use deployment_write::DeploymentWrite;
+pub use deployments::DesiredBytes;
 pub use devices::{is_behind, StatusBatchOutcome, StatusUpdate};
-pub use records::{DeploymentRecord, DeviceRecord};
-pub use rollouts::RolloutOpError;
 pub use trust::EnrollWrite;
 
 use redb::{Database, ReadableDatabase, TableDefinition};

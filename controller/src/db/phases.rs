@@ -2,8 +2,9 @@
 //! the same transaction, so the rollout driver finds the deployments it must look at without
 //! decoding every record (a finished deployment of 10,000 devices is megabytes of CBOR).
 
-use super::{decode, encode, Db, DbError, DeploymentRecord, DEPLOYMENTS};
-use crate::engine::rollout::Phase;
+use super::{decode, encode, Db, DbError, DEPLOYMENTS};
+use crate::model::DeploymentRecord;
+use crate::model::Phase;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
 
 /// Phase of each deployment by id (`Phase::as_str`; "none" for records without a rollout).
@@ -68,42 +69,28 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::NewDeployment;
-    use fleet_schema::{ArtifactRef, ArtifactType};
-
-    fn new(version: &str, devices: &[&str]) -> NewDeployment {
-        let artifact = ArtifactRef {
-            name: "a".into(),
-            version: version.into(),
-            kind: ArtifactType::Binary,
-            size: 1,
-            sha256: "00".into(),
-            url: "http://x".into(),
-            ..Default::default()
-        };
-        let devices = devices.iter().map(|d| d.to_string()).collect();
-        let mut d = NewDeployment::all_at_once("a", version, artifact, devices, 1_700_000_000_000);
-        d.params = crate::engine::rollout::params::parse(Some(&fleet_schema::api::StrategySpec {
-            kind: "canary".into(),
-            ..Default::default()
-        }))
-        .expect("valid canary");
-        d
-    }
+    use crate::db::deployment_write::tests::{put, record};
 
     #[test]
     fn the_index_follows_every_write_and_is_rebuilt_when_missing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.redb");
         let db = Db::open(&path).expect("opens");
-        let (d1, _) = db.create_deployment(new("1.0.0", &["x", "y"])).expect("d1");
-        let (d2, _) = db.create_deployment(new("2.0.0", &["y"])).expect("d2");
+        put(&db, &[record("d-1", Phase::Running, &["x", "y"])], &[]);
+        put(
+            &db,
+            &[
+                record("d-1", Phase::Superseded, &["x", "y"]),
+                record("d-2", Phase::Running, &["y"]),
+            ],
+            &[],
+        );
         let phases = db.deployment_phases().expect("reads");
         assert_eq!(
             phases,
             vec![
-                (d1.id.clone(), Some(Phase::Superseded)),
-                (d2.id.clone(), Some(Phase::Running))
+                ("d-1".to_string(), Some(Phase::Superseded)),
+                ("d-2".to_string(), Some(Phase::Running))
             ]
         );
         // A database from before the index: the table is emptied, and reopening rebuilds it.

@@ -5,7 +5,7 @@
 
 use super::{decode, Db, DbError, DEPLOYMENTS, DESIRED};
 use crate::db::phases::PHASES;
-use crate::engine::rollout::Phase;
+use crate::model::Phase;
 use fleet_schema::DesiredState;
 use redb::{ReadableDatabase, ReadableTable};
 use std::collections::HashSet;
@@ -81,43 +81,42 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use crate::db::{Db, NewDeployment};
-    use fleet_schema::{ArtifactRef, ArtifactType};
-
-    fn new(version: &str, device: &str, now: u64) -> NewDeployment {
-        let artifact = ArtifactRef {
-            name: "a".into(),
-            version: version.into(),
-            kind: ArtifactType::Binary,
-            size: 1,
-            sha256: "00".into(),
-            url: "http://x".into(),
-            ..Default::default()
-        };
-        NewDeployment::all_at_once("a", version, artifact, vec![device.to_string()], now)
-    }
+    use crate::db::deployment_write::tests::{desired, put, record};
+    use crate::db::Db;
+    use crate::model::Phase;
 
     #[test]
     fn removes_the_oldest_finished_deployments_beyond_the_count() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open(&dir.path().join("t.redb")).expect("opens");
-        let mut ids = Vec::new();
-        for i in 0..6u64 {
-            let (rec, _) = db
-                .create_deployment(new(&format!("1.0.{i}"), &format!("d{i}"), 1000 + i))
-                .expect("creates");
-            ids.push(rec.id);
+        // Six running deployments, each to its own device.
+        let ids: Vec<String> = (0..6).map(|i| format!("d-1-{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let device = format!("x{i}");
+            put(
+                &db,
+                &[record(id, Phase::Running, &[&device])],
+                &[desired(&device, 1, id)],
+            );
         }
         assert_eq!(
             db.prune_finished_deployments(0).expect("prunes"),
             0,
             "running deployments are never pruned"
         );
-        // Devices d0..d3 move on: their deployments are superseded (finished, and no desired
-        // state names them any more).
-        for i in 0..4u64 {
-            db.create_deployment(new("2.0.0", &format!("d{i}"), 2000 + i))
-                .expect("creates");
+        // Devices x0..x3 move on to newer deployments: the older ones are superseded (finished,
+        // and no desired state names them any more).
+        for (i, id) in ids.iter().enumerate().take(4) {
+            let device = format!("x{i}");
+            let newer = format!("d-2-{i}");
+            put(
+                &db,
+                &[
+                    record(id, Phase::Superseded, &[&device]),
+                    record(&newer, Phase::Running, &[&device]),
+                ],
+                &[desired(&device, 2, &newer)],
+            );
         }
         assert_eq!(db.prune_finished_deployments(2).expect("prunes"), 2);
         for id in &ids[..2] {
@@ -131,11 +130,17 @@ mod tests {
             0,
             "idempotent"
         );
+        // x4's deployment finished but x4 still runs it: it is never pruned.
+        put(&db, &[record(&ids[4], Phase::Succeeded, &["x4"])], &[]);
         assert_eq!(db.prune_finished_deployments(0).expect("prunes"), 2);
+        assert!(
+            db.deployment(&ids[4]).expect("reads").is_some(),
+            "still named"
+        );
         assert_eq!(
             db.deployments().expect("reads").len(),
             6,
-            "4 running + 2 running"
+            "4 newer + x4's + x5's"
         );
     }
 }

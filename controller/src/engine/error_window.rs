@@ -2,7 +2,6 @@
 //! `fleet/<device>/metrics`, so the error-rate trigger can compute the rate over the last
 //! minutes. In memory: after a restart the window refills within one window length.
 
-use crate::engine::rollout::snapshot::ErrorCounts;
 use fleet_schema::MetricsBatch;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -11,6 +10,15 @@ use std::sync::Mutex;
 const MAX_SAMPLES: usize = 64;
 /// Samples older than this are dropped (longer than any trigger window we default to).
 const MAX_AGE_MS: u64 = 15 * 60_000;
+
+/// Requests and errors a device's app served over the error window (deltas of its counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorCounts {
+    /// Requests.
+    pub requests: u64,
+    /// Errors.
+    pub errors: u64,
+}
 
 /// One sample of the cumulative counters.
 #[derive(Debug, Clone, Copy)]

@@ -4,8 +4,7 @@
 //! per-device progress is shown beside them as observed.
 
 use super::progress::{device_progress, state_without_rollout, Deployed, DeviceFacts};
-use super::rollout::{Phase, Rollout};
-use crate::db::{DeploymentRecord, DeviceRecord};
+use crate::model::{DeploymentRecord, DeviceRecord, Phase, Rollout};
 use fleet_schema::api::{
     DeploymentState, DeploymentView, DeviceProgress, DeviceView, RolloutView, StepState, StepView,
     TriggerView,

@@ -1,8 +1,8 @@
 //! Deployment endpoints.
 
 use super::{ApiFailure, AppState};
-use crate::db::RolloutOpError;
-use crate::engine::deploy::{self, DeployContext};
+use crate::deployments::commit::{self, RolloutOpError};
+use crate::deployments::{self, DeployContext};
 use crate::engine::rollout::ops::{self, Op};
 use crate::engine::view::deployment_view;
 use crate::trust::Principal;
@@ -18,7 +18,7 @@ pub async fn create(
     Extension(caller): Extension<Principal>,
     body: super::body::LimitedBody,
 ) -> Result<(StatusCode, Json<DeploymentCreated>), ApiFailure> {
-    // The full validation comes in `deploy::create`; the application is needed first to check
+    // The full validation comes in `deployments::create`; the application is needed first to check
     // the caller may deploy it.
     if let Ok(req) = serde_json::from_slice::<CreateDeployment>(&body) {
         caller.require_app(&req.application)?;
@@ -31,7 +31,7 @@ pub async fn create(
         public_url: &st.public_url,
         trust: &st.trust,
     };
-    let created = deploy::create(&ctx, &body).await?;
+    let created = deployments::create(&ctx, &body).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -124,7 +124,11 @@ pub async fn action(
     let key = id.clone();
     let result = st
         .db
-        .call(move |db| Ok(db.update_rollout(&key, now, |r, _| ops::apply(r, op, now))))
+        .call(move |db| {
+            Ok(commit::update_rollout(db, &key, now, |r, _| {
+                ops::apply(r, op, now)
+            }))
+        })
         .await?;
     let (_, published) = result.map_err(|e| match e {
         RolloutOpError::NotFound(_) => ApiFailure::not_found(e.to_string()),

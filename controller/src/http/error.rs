@@ -1,7 +1,7 @@
 //! The API's error answer: a status code and `fleet_schema::api::ApiError` JSON.
 
 use crate::db::DbError;
-use crate::engine::deploy::{DeployError, DeployErrorKind};
+use crate::deployments::{DeployError, DeployErrorKind};
 use crate::store::StoreError;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};

@@ -105,7 +105,7 @@ fn rollout_tick() -> std::time::Duration {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(
-            crate::engine::driver::DEFAULT_TICK,
+            crate::deployments::driver::DEFAULT_TICK,
             std::time::Duration::from_millis,
         )
 }
@@ -260,14 +260,16 @@ pub async fn run(
         db.clone(),
         token.clone(),
     );
-    bridge.tasks.push(tokio::spawn(crate::engine::driver::run(
-        db.clone(),
-        bridge.queue.clone(),
-        errors,
-        trust.clone(),
-        rollout_tick(),
-        token.clone(),
-    )));
+    bridge
+        .tasks
+        .push(tokio::spawn(crate::deployments::driver::run(
+            db.clone(),
+            bridge.queue.clone(),
+            errors,
+            trust.clone(),
+            rollout_tick(),
+            token.clone(),
+        )));
     bridge.tasks.push(tokio::spawn(
         crate::system::release_free_memory_periodically(token.clone()),
     ));

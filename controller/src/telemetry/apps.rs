@@ -4,7 +4,7 @@
 
 use super::expose::{counter, gauge, label, Labels};
 use super::samples::DeviceSample;
-use crate::db::DeviceRecord;
+use crate::model::DeviceRecord;
 use fleet_schema::AppMetrics;
 use prometheus_client::encoding::DescriptorEncoder;
 use std::collections::BTreeMap;

@@ -3,8 +3,8 @@
 //! rollback triggers fired. Computed, not counted, so they survive restarts like the database.
 
 use super::expose::{counter, gauge, label, Labels};
-use crate::db::{DeploymentRecord, DeviceRecord};
 use crate::engine::view::deployment_view;
+use crate::model::{DeploymentRecord, DeviceRecord};
 use fleet_schema::api::{DeploymentState, DeploymentView, DeviceProgress};
 use fleet_schema::DesiredState;
 use prometheus_client::encoding::DescriptorEncoder;

@@ -24,8 +24,8 @@ pub mod fleet;
 pub mod latency;
 pub mod samples;
 
-use crate::db::{DeploymentRecord, DeviceRecord};
 use crate::metrics::Metrics;
+use crate::model::{DeploymentRecord, DeviceRecord};
 use fleet_schema::{DesiredState, MetricsBatch, UnixMillis};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;

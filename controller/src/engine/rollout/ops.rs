@@ -1,9 +1,9 @@
 //! Operator actions on a rollout (pure): pause, resume, abort, manual rollback, promote. Each
 //! checks the phase and says why it does not apply.
 
-use super::params::RollbackAction;
-use super::state::{Fired, Phase, Rollout};
 use super::tick::{start_rollback, Actions};
+use crate::model::rollback_triggers::RollbackAction;
+use crate::model::rollout_state::{Fired, Phase, Rollout};
 use std::collections::BTreeMap;
 
 /// An operator action.
@@ -133,7 +133,7 @@ pub fn add_late_joiners(r: &mut Rollout, joiners: &[String], now: u64) -> Action
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rollout::params::Params;
+    use crate::model::Params;
 
     #[test]
     fn late_joiners_join_the_last_step_or_get_the_release_at_once() {

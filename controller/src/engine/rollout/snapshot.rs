@@ -1,6 +1,9 @@
 //! What the pure engine sees of the fleet at one instant: per target device, presence and the
 //! state of the deployed app; per device, request and error counts over the error window.
 
+pub use crate::engine::error_window::ErrorCounts;
+use crate::engine::error_window::ErrorWindows;
+use crate::model::{DeploymentRecord, DeviceRecord};
 use fleet_schema::{AppPhase, AppStatus, HealthState};
 use std::collections::BTreeMap;
 
@@ -46,15 +49,6 @@ pub struct DeviceObs {
     pub last_seen: u64,
     /// The app, if reported.
     pub app: Option<AppObs>,
-}
-
-/// Requests and errors a device's app served over the error window (deltas of its counters).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ErrorCounts {
-    /// Requests.
-    pub requests: u64,
-    /// Errors.
-    pub errors: u64,
 }
 
 /// The fleet at one instant.
@@ -122,6 +116,50 @@ pub fn standing(
             _ => Standing::Progressing,
         },
         _ => Standing::Progressing,
+    }
+}
+
+/// What the engine sees of a deployment's targets: each target's presence and its report of
+/// the deployment's application, and the error counts of the devices it touched (not
+/// reverted) over the trigger's window.
+pub fn of(
+    rec: &DeploymentRecord,
+    devices: &BTreeMap<String, DeviceRecord>,
+    errors: &ErrorWindows,
+    now: u64,
+) -> Snapshot {
+    let Some(r) = &rec.rollout else {
+        return Snapshot::default();
+    };
+    let obs = r
+        .targets
+        .iter()
+        .filter_map(|d| {
+            let dev = devices.get(d)?;
+            let app = dev
+                .status
+                .as_ref()
+                .and_then(|s| s.apps.iter().find(|a| a.name == rec.application))
+                .map(AppObs::from);
+            Some((
+                d.clone(),
+                DeviceObs {
+                    online: dev.online,
+                    last_seen: dev.last_seen,
+                    app,
+                },
+            ))
+        })
+        .collect();
+    let touched = r.touched.iter().filter(|d| !r.reverted.contains(*d));
+    Snapshot {
+        devices: obs,
+        errors: errors.counts(
+            &rec.application,
+            touched,
+            now,
+            r.params.triggers.error_window_ms,
+        ),
     }
 }
 

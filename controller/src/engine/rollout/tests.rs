@@ -1,8 +1,9 @@
 //! The engine on a simulated clock and a simulated fleet: no sleeping, no I/O.
 
-use super::params::{parse, step_sizes, OfflinePolicy};
 use super::snapshot::{AppObs, DeviceObs, ErrorCounts};
 use super::*;
+use crate::model::strategy::{parse, step_sizes, OfflinePolicy};
+use crate::model::{Phase, Rollout};
 use fleet_schema::api::StrategySpec;
 use fleet_schema::{AppPhase, HealthState};
 use proptest::prelude::*;

@@ -2,10 +2,10 @@
 //! the rollout on and say which devices get the new version and which go back. Pure and
 //! deterministic, so every strategy is tested on a simulated clock.
 
-use super::params::RollbackAction;
 use super::snapshot::{standing, Ctx, Snapshot, Standing};
-use super::state::{Fired, Phase, Rollout};
 use super::triggers;
+use crate::model::rollback_triggers::RollbackAction;
+use crate::model::rollout_state::{Fired, Phase, Rollout};
 
 /// What the driver must do after a tick.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,7 +41,9 @@ pub fn count_step(r: &Rollout, i: usize, ctx: Ctx<'_>, snap: &Snapshot, now: u64
     let mut c = StepCount::default();
     for d in r.step_devices(i) {
         match standing(snap.devices.get(d), ctx, now, r.params.offline_timeout_ms) {
-            Standing::Offline if r.params.offline_policy == super::params::OfflinePolicy::Skip => {
+            Standing::Offline
+                if r.params.offline_policy == crate::model::strategy::OfflinePolicy::Skip =>
+            {
                 continue
             }
             Standing::Offline | Standing::Failed(_) => c.failed += 1,

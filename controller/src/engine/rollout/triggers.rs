@@ -1,9 +1,9 @@
 //! The automatic rollback triggers (pure): crash loop, high error rate, health-check failure,
 //! each with the seed's defaults and action, each reporting the numbers that made it fire.
 
-use super::params::RollbackAction;
 use super::snapshot::{Ctx, Snapshot};
-use super::state::{Fired, Rollout};
+use crate::model::rollback_triggers::RollbackAction;
+use crate::model::rollout_state::{Fired, Rollout};
 use fleet_schema::{AppPhase, HealthState};
 
 /// Fewest requests over the window before the error rate is judged (one failed request out of

@@ -1,7 +1,7 @@
 //! A deployment's strategy, normalised from the API's [`StrategySpec`] into integers
 //! (milliseconds, percentages) with the seed's defaults, so the pure engine never parses.
 
-pub use super::trigger_params::Triggers;
+use super::rollback_triggers::{RollbackAction, Triggers};
 use fleet_schema::api::StrategySpec;
 use fleet_schema::manifest::units::duration_ms;
 use serde::{Deserialize, Serialize};
@@ -40,35 +40,6 @@ pub enum OfflinePolicy {
     Fail,
     /// It leaves the step's denominator.
     Skip,
-}
-
-/// How touched devices go back to the previous version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RollbackAction {
-    /// Every touched device at once.
-    Immediate,
-    /// Step batches in reverse order, one per `gradual_interval_ms`.
-    Gradual,
-}
-
-impl RollbackAction {
-    /// Parses the API spelling; the error says what is allowed.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "immediate" => Ok(RollbackAction::Immediate),
-            "gradual" => Ok(RollbackAction::Gradual),
-            o => Err(format!("{o:?} is not immediate or gradual")),
-        }
-    }
-
-    /// The API spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RollbackAction::Immediate => "immediate",
-            RollbackAction::Gradual => "gradual",
-        }
-    }
 }
 
 /// A normalised strategy.

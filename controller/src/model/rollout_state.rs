@@ -1,8 +1,9 @@
 //! The durable state of a rollout, stored inside its deployment record in redb. Everything the
-//! pure [`super::tick`] needs to continue after a restart is here: the step, when it started,
+//! pure `engine::rollout::tick` needs to continue after a restart is here: the step, when it started,
 //! what was observed (healthy-since times, restart counts), the trigger that fired.
 
-use super::params::{Params, RollbackAction};
+use super::rollback_triggers::RollbackAction;
+use super::strategy::Params;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -131,7 +132,7 @@ pub struct Rollout {
 impl Rollout {
     /// A new rollout at step 0, nothing touched yet.
     pub fn new(params: Params, targets: Vec<String>, now: u64) -> Self {
-        let steps = super::params::step_sizes(&params, targets.len());
+        let steps = super::strategy::step_sizes(&params, targets.len());
         Self {
             params,
             targets,
@@ -155,7 +156,7 @@ impl Rollout {
     /// True when the target at `index` (rollout order) updates make-before-break: in a rolling
     /// update with max surge, the devices of each batch beyond the first max unavailable.
     pub fn is_surge_slot(&self, index: usize) -> bool {
-        if self.params.kind != super::params::Kind::Rolling || self.params.max_surge == 0 {
+        if self.params.kind != super::strategy::Kind::Rolling || self.params.max_surge == 0 {
             return false;
         }
         let step = self.steps.partition_point(|end| *end <= index);

@@ -7,30 +7,9 @@
 //! silently smaller deployment.
 
 use fleet_schema::api::{GroupSpec, TargetSpec};
-use fleet_schema::manifest::{matches_all, LabelRequirement, Placement};
-use fleet_schema::{ArtifactRef, DeviceId, Inventory};
+use fleet_schema::manifest::{matches_all, LabelRequirement};
+use fleet_schema::DeviceId;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Why a device with inventory `inv` cannot run a release: the application's placement first,
-/// then the artifact's type, platforms and requirements. A device that has not reported an
-/// inventory fits (its agent re-checks before installing).
-pub fn unfit_reason(
-    placement: Option<&Placement>,
-    artifact: &ArtifactRef,
-    inv: Option<&Inventory>,
-) -> Option<String> {
-    let inv = inv?;
-    if let Some(why) = placement.and_then(|p| p.reject_reason(inv)) {
-        return Some(format!("placement: {why}"));
-    }
-    let unmet = fleet_schema::compat::unmet(
-        &artifact.kind,
-        &artifact.platforms,
-        &artifact.requirements,
-        inv,
-    );
-    (!unmet.is_empty()).then(|| format!("artifact: {}", unmet.join(", ")))
-}
 
 /// Why a target cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,10 +1,8 @@
-//! The records the database stores, and the pure rule that folds a status into a device record.
+//! What the controller knows about a device (table `devices`), and the pure rule that folds a
+//! status into it.
 
-use crate::engine::rollout::Rollout;
-use fleet_schema::api::TargetSpec;
-use fleet_schema::manifest::Placement;
 use fleet_schema::trust::Stamp;
-use fleet_schema::{ArtifactRef, DesiredApp, DeviceStatus, UnixMillis};
+use fleet_schema::{DeviceStatus, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -64,42 +62,6 @@ impl DeviceRecord {
             .map(|i| i.labels.clone())
             .unwrap_or_default()
     }
-}
-
-/// A deployment as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeploymentRecord {
-    /// Deployment id (sortable by creation).
-    pub id: String,
-    /// Application name.
-    pub application: String,
-    /// Version deployed.
-    pub version: String,
-    /// Strategy type.
-    pub strategy: String,
-    /// Creation time.
-    pub created_at: UnixMillis,
-    /// The artifact every target device was told to run.
-    pub artifact: ArtifactRef,
-    /// Devices this deployment has sent the new version to, each with the desired-state
-    /// generation it wrote for it (a staged rollout adds devices step by step).
-    pub devices: BTreeMap<String, u64>,
-    /// The staged rollout (absent in records written before rollouts existed).
-    #[serde(default)]
-    pub rollout: Option<Rollout>,
-    /// The app every touched device is told to run (with its spec).
-    #[serde(default)]
-    pub template: Option<DesiredApp>,
-    /// Per touched device, the app it was told to run before (`None`: not installed), for
-    /// rollback.
-    #[serde(default)]
-    pub previous: BTreeMap<String, Option<DesiredApp>>,
-    /// The target as requested, for late joiners.
-    #[serde(default)]
-    pub target: Option<TargetSpec>,
-    /// The registered application's placement, re-checked for late joiners.
-    #[serde(default)]
-    pub placement: Option<Placement>,
 }
 
 #[cfg(test)]

@@ -2,10 +2,38 @@
 //! deployment by `strategy.rollback_triggers`. Normalised to integers here so the pure engine
 //! never parses.
 
-use super::params::RollbackAction;
 use fleet_schema::api::RollbackTriggerSpec;
 use fleet_schema::manifest::units::duration_ms;
 use serde::{Deserialize, Serialize};
+
+/// How touched devices go back to the previous version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RollbackAction {
+    /// Every touched device at once.
+    Immediate,
+    /// Step batches in reverse order, one per `gradual_interval_ms`.
+    Gradual,
+}
+
+impl RollbackAction {
+    /// Parses the API spelling; the error says what is allowed.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "immediate" => Ok(RollbackAction::Immediate),
+            "gradual" => Ok(RollbackAction::Gradual),
+            o => Err(format!("{o:?} is not immediate or gradual")),
+        }
+    }
+
+    /// The API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackAction::Immediate => "immediate",
+            RollbackAction::Gradual => "gradual",
+        }
+    }
+}
 
 /// Thresholds of the automatic rollback triggers (the seed's `DefaultTriggers`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
