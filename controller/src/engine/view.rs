@@ -165,7 +165,7 @@ pub fn device_view(rec: &DeviceRecord, desired_generation: u64) -> DeviceView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rollout::params::parse;
+    use crate::model::strategy::parse;
     use fleet_schema::api::StrategySpec;
     use fleet_schema::{AppPhase, AppStatus, ArtifactRef, DesiredApp, DeviceStatus};
 
