@@ -4,7 +4,6 @@
 //! [`daemon`]) act. The library exists so the binary stays a small entry point and every module
 //! is testable on its own.
 
-pub mod backoff;
 pub mod bluegreen;
 pub mod bus;
 pub mod components;
@@ -38,3 +37,4 @@ pub mod supervisor;
 pub mod telemetry;
 pub mod tls;
 pub mod verify;
+pub mod wire;

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app_spec;
 pub mod artifact;
+pub mod backoff;
 pub mod ci;
 pub mod codec;
 pub mod compat;
@@ -37,7 +38,7 @@ pub use status::{
 pub use telemetry::{
     AgentRequest, AppMetrics, DeviceMetrics, LogBatch, LogEntry, LogLevel, MetricsBatch,
 };
-pub use topic::{Topic, TopicError};
+pub use topic::{Qos, Subscription, Topic, TopicError, TopicSpec, MAX_PACKET_SIZE};
 
 /// Milliseconds since the Unix epoch: the one timestamp representation on the wire, so that
 /// every peer compares times the same way regardless of its clock library.

@@ -14,7 +14,6 @@ mod traffic;
 mod trust;
 mod units;
 
-use crate::backoff::Backoff;
 use crate::bus::{self, BusEvent, PubCmd};
 use crate::config::Config;
 use crate::reconcile::{self, AppObserved};
@@ -22,6 +21,7 @@ use crate::runtime::health::HealthTracker;
 use crate::store::{ProcRecord, Store};
 use crate::supervisor::{self, Policy, Supervisor};
 use crate::telemetry::spool::Spool;
+use fleet_schema::backoff::Backoff;
 use fleet_schema::{AppSpec, DesiredState, DeviceStatus, Inventory};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
