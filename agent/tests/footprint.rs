@@ -7,7 +7,7 @@ mod support;
 
 use fleet_schema::{AppPhase, AppSpec, DeviceStatus};
 use std::time::Duration;
-use support::{AgentProc, Broker, Observer, TestApp};
+use support::{broker, AgentProc, Observer, TestApp};
 
 /// (resident KiB, utime + stime ticks) of a process.
 fn usage(pid: u32) -> (u64, u64) {
@@ -35,7 +35,7 @@ fn idle_footprint_with_one_supervised_app() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let Some(broker) = Broker::start() else {
+    let Some(broker) = broker() else {
         return;
     };
     let port = broker.port;

@@ -10,7 +10,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{AgentProc, Broker, Observer, TestApp};
+use support::{broker, AgentProc, Observer, TestApp};
 
 /// A TCP proxy to `upstream` that the test can cut and restore.
 struct Proxy {
@@ -83,7 +83,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn outage_is_bridged_by_the_disk_backlog_with_status_first_and_bounded_memory() {
-    let Some(broker) = Broker::start() else {
+    let Some(broker) = broker() else {
         return;
     };
     let broker_port = broker.port;

@@ -328,13 +328,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn simulated_device_speaks_the_agent_protocol() {
         use fleet_schema::{ArtifactRef, ArtifactType, DesiredApp, DeviceStatus};
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut children = crate::procs::Children::default();
-        let port = match crate::procs::start_mosquitto_open(&mut children, dir.path()) {
-            Ok(port) => port,
-            Err(e) if e.to_string().contains("needs the mosquitto binary") => return,
-            Err(e) => panic!("mosquitto: {e:#}"),
+        let Some(broker) = fleet_testkit::Mosquitto::start(fleet_testkit::MosquittoAuth::Open)
+        else {
+            return;
         };
+        let port = broker.port;
         let (tx, mut events) = mpsc::unbounded_channel();
         let shared: Arc<FleetShared> = Arc::new(FleetShared::new(
             ("127.0.0.1".into(), port),

@@ -204,7 +204,11 @@ fn run(args: Args) -> Result<()> {
         &token,
         &args.fleetd_arg,
     )?;
-    let (mqtt_host, mqtt_port) = split_mqtt_url(external.as_deref().unwrap_or(&endpoints.mqtt))?;
+    let (mqtt_host, mqtt_port) = split_mqtt_url(
+        &external
+            .clone()
+            .unwrap_or_else(|| endpoints.mqtt.to_string()),
+    )?;
     let plan = bench::Plan {
         devices,
         broker: format!("{:?}", args.broker).to_lowercase(),

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 use support::agent::Agent;
-use support::external::Mosquitto;
+use support::external::{BrokerRef, Mosquitto, MosquittoAuth};
 use support::fleet::{
     app_status, deploy, sample_app_addr, upload_sample, wait_deployment, wait_online, APP,
 };
@@ -83,10 +83,10 @@ fn three_agents_upgrade_from_v1_to_v2_on_the_embedded_broker() {
 
 #[test]
 fn three_agents_upgrade_from_v1_to_v2_on_mosquitto() {
-    let Some(mosquitto) = Mosquitto::start() else {
+    let Some(mosquitto) = Mosquitto::start(MosquittoAuth::FleetFiles) else {
         return;
     };
-    let fleetd = Fleetd::start_external(&mosquitto.broker());
+    let fleetd = Fleetd::start_external(&BrokerRef::of(&mosquitto));
     upgrade_three_devices(&fleetd);
 }
 

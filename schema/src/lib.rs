@@ -19,6 +19,7 @@ pub mod image_ref;
 pub mod manifest;
 pub mod mqtt_url;
 pub mod open_enum;
+pub mod ready;
 pub mod signing;
 pub mod status;
 pub mod telemetry;
@@ -32,6 +33,7 @@ pub use components::{ComponentStatus, DesiredComponent};
 pub use desired::{ArtifactRef, BlueGreenHint, DesiredApp, DesiredState};
 pub use device_id::{DeviceId, DeviceIdError};
 pub use mqtt_url::{MqttUrl, MqttUrlError};
+pub use ready::{ReadyLine, ReadyLineError};
 pub use status::{
     AppPhase, AppStatus, ControllerStatus, DeviceStatus, HealthState, Inventory, Refusal,
 };
