@@ -30,7 +30,10 @@ fn a_device_offline_longer_than_the_url_lifetime_still_gets_its_artifact() {
         .expect("desired state published");
     let desired = agent.open_cmd(&p.payload);
     let url = desired.apps[0].artifact.url.clone();
-    std::thread::sleep(Duration::from_millis(3500));
+    let expired = wait_until(Duration::from_secs(15), || {
+        support::get_bytes(&url, &[]).0 != 200
+    });
+    assert!(expired, "the URL never expired");
     let (status, body) = get(&url);
     assert_eq!(status, 403, "expired URL refused: {body}");
     assert!(body.contains("expired"), "{body}");
