@@ -5,22 +5,21 @@
 //! Publishing runs in its own task because `AsyncClient::publish` waits for room in the request
 //! channel, which only the poll loop drains: awaiting it inside the poll loop could deadlock.
 
-use crate::backoff::{jitter, Backoff};
 use crate::identity::signer::Signer;
 use crate::telemetry::spool::Spool;
+use crate::wire;
+use fleet_schema::backoff::{jitter, Backoff};
 use fleet_schema::trust::tokens::agent_client_id;
-use fleet_schema::{DeviceId, DeviceStatus, MqttUrl, Topic};
+use fleet_schema::{DeviceId, DeviceStatus, MqttUrl, Subscription, Topic, MAX_PACKET_SIZE};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
-    Outgoing, Packet, QoS, TlsConfiguration, Transport,
+    Outgoing, Packet, TlsConfiguration, Transport,
 };
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-/// Largest MQTT packet accepted or sent (payloads are capped at 1 MiB; headroom on top).
-pub const MAX_PACKET: usize = 2 * 1024 * 1024;
 /// Keep-alive interval: short, so a dead link is noticed (and the will fires) quickly.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// First reconnect delay.
@@ -75,10 +74,11 @@ pub enum PubCmd {
     RepublishAfter(Duration),
     /// Publish this offline status, disconnect, then answer.
     Shutdown(Box<DeviceStatus>, oneshot::Sender<()>),
-    /// Publish a metrics or log batch (QoS 0), or keep it in the offline backlog.
+    /// Publish a metrics or log batch (as its topic's contract says: QoS 0, not retained), or
+    /// keep it in the offline backlog.
     Telemetry {
         /// Topic.
-        topic: String,
+        topic: Topic,
         /// Encoded payload.
         payload: Vec<u8>,
     },
@@ -91,23 +91,22 @@ fn send_or_spool(
     signer: &Signer,
     spool: Option<&mut Spool>,
     connected: bool,
-    topic: String,
+    topic: Topic,
     payload: Vec<u8>,
 ) {
+    let name = topic.to_string();
     let backlog = spool.as_ref().is_some_and(|s| !s.index().is_empty());
     if connected && !backlog {
-        match signer.seal(&topic, &payload) {
-            Ok(sealed) => {
-                match client.try_publish(topic.as_str(), QoS::AtMostOnce, false, sealed) {
-                    Ok(()) => return,
-                    Err(e) => tracing::debug!(error = %e, "request queue full; keeping telemetry"),
-                }
-            }
+        match signer.seal(&name, &payload) {
+            Ok(sealed) => match wire::try_publish(client, &topic, sealed) {
+                Ok(()) => return,
+                Err(e) => tracing::debug!(error = %e, "request queue full; keeping telemetry"),
+            },
             Err(e) => tracing::error!(error = %e, "cannot seal telemetry"),
         }
     }
     if let Some(s) = spool {
-        if let Err(e) = s.push(&topic, &payload) {
+        if let Err(e) = s.push(&name, &payload) {
             tracing::warn!(error = %e, "cannot write the offline backlog");
         }
     }
@@ -117,10 +116,18 @@ fn send_or_spool(
 /// connection's stamps, so fleetd accepts them after the reconnect).
 fn drain_some(client: &AsyncClient, signer: &Signer, spool: &mut Spool) {
     for _ in 0..DRAIN_BATCH {
-        let Some((topic, payload)) = spool.peek() else {
+        let Some((name, payload)) = spool.peek() else {
             return;
         };
-        let sealed = match signer.seal(&topic, &payload) {
+        let topic = match Topic::parse(&name) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "backlog message on a foreign topic; dropping it");
+                spool.pop();
+                continue;
+            }
+        };
+        let sealed = match signer.seal(&name, &payload) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot seal backlog message; dropping it");
@@ -128,10 +135,7 @@ fn drain_some(client: &AsyncClient, signer: &Signer, spool: &mut Spool) {
                 continue;
             }
         };
-        if client
-            .try_publish(topic.as_str(), QoS::AtMostOnce, false, sealed)
-            .is_err()
-        {
+        if wire::try_publish(client, &topic, sealed).is_err() {
             return;
         }
         spool.pop();
@@ -187,16 +191,16 @@ pub struct Session {
 
 /// The signed offline status for connection `epoch`.
 fn last_will(device: &DeviceId, signer: &Signer, epoch: u64) -> Option<LastWill> {
-    let topic = Topic::Status(device.clone()).to_string();
+    let topic = Topic::Status(device.clone());
     let sealed = fleet_schema::encode(&offline_status(device))
         .map_err(|e| e.to_string())
         .and_then(|b| {
             signer
-                .seal_will(&topic, epoch, &b)
+                .seal_will(&topic.to_string(), epoch, &b)
                 .map_err(|e| e.to_string())
         });
     match sealed {
-        Ok(will) => Some(LastWill::new(topic, will, QoS::AtLeastOnce, true)),
+        Ok(will) => Some(wire::last_will(&topic, will)),
         Err(e) => {
             tracing::error!(error = %e, "cannot seal the last will");
             None
@@ -213,7 +217,7 @@ pub fn options(session: &Session, creds: &Credentials) -> MqttOptions {
     );
     opts.set_clean_session(false)
         .set_keep_alive(KEEP_ALIVE)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE)
         .set_request_channel_capacity(64)
         .set_credentials(creds.username.clone(), creds.password.clone());
     if let Some(tls) = &session.tls {
@@ -255,7 +259,7 @@ fn refused_credentials(e: &ConnectionError) -> bool {
     }
 }
 
-/// The size of a packet the broker sent above [`MAX_PACKET`]: rumqttc refuses to read it and
+/// The size of a packet the broker sent above [`MAX_PACKET_SIZE`]: rumqttc refuses to read it and
 /// drops the connection, and the broker would send it again from the session on every
 /// reconnect (a poisoned session).
 pub fn oversized_incoming(e: &ConnectionError) -> Option<usize> {
@@ -333,7 +337,7 @@ pub async fn poll_loop(
                     oversized += 1;
                     eventloop.mqtt_options.set_clean_session(true);
                     if oversized <= 3 || oversized.is_multiple_of(100) {
-                        tracing::warn!(size, limit = MAX_PACKET, count = oversized, "the broker sent a packet above the limit; reconnecting with a clean session");
+                        tracing::warn!(size, limit = MAX_PACKET_SIZE, count = oversized, "the broker sent a packet above the limit; reconnecting with a clean session");
                     }
                 }
                 let delay = jitter(backoff.next_delay(), rand::random::<f64>());
@@ -355,15 +359,24 @@ pub async fn poll_loop(
     }
 }
 
-async fn publish_status(client: &AsyncClient, signer: &Signer, topic: &str, status: &DeviceStatus) {
+async fn publish_status(
+    client: &AsyncClient,
+    signer: &Signer,
+    topic: &Topic,
+    status: &DeviceStatus,
+) {
     let mut status = status.clone();
     status.reported_at = now_millis();
     let sealed = fleet_schema::encode(&status)
         .map_err(|e| e.to_string())
-        .and_then(|b| signer.seal(topic, &b).map_err(|e| e.to_string()));
+        .and_then(|b| {
+            signer
+                .seal(&topic.to_string(), &b)
+                .map_err(|e| e.to_string())
+        });
     match sealed {
         Ok(bytes) => {
-            if let Err(e) = client.publish(topic, QoS::AtLeastOnce, true, bytes).await {
+            if let Err(e) = wire::publish(client, topic, bytes).await {
                 tracing::warn!(error = %e, "cannot queue status publish");
             }
         }
@@ -390,12 +403,14 @@ pub async fn publisher(
     mut cmds: mpsc::UnboundedReceiver<PubCmd>,
     mut spool: Option<Spool>,
 ) {
-    let status_topic = Topic::Status(device.clone()).to_string();
-    let cmd_topic = Topic::Cmd(device.clone()).to_string();
-    let req_topic = Topic::Req(device.clone()).to_string();
+    let status_topic = Topic::Status(device.clone());
+    let subscriptions = [
+        Subscription::topic(&Topic::Cmd(device.clone())),
+        Subscription::topic(&Topic::ControllerStatus),
+        Subscription::topic(&Topic::Req(device.clone())),
+    ];
     let mut drain = tokio::time::interval(DRAIN_EVERY);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let controller_topic = Topic::ControllerStatus.to_string();
     let mut connected = false;
     let mut republish_at: Option<Instant> = None;
     loop {
@@ -431,9 +446,9 @@ pub async fn publisher(
                 None => return,
                 Some(PubCmd::Connected) => {
                     connected = true;
-                    for topic in [&cmd_topic, &controller_topic, &req_topic] {
-                        if let Err(e) = client.subscribe(topic.as_str(), QoS::AtLeastOnce).await {
-                            tracing::warn!(%topic, error = %e, "cannot queue subscribe");
+                    for sub in &subscriptions {
+                        if let Err(e) = wire::subscribe(&client, sub).await {
+                            tracing::warn!(topic = sub.filter(), error = %e, "cannot queue subscribe");
                         }
                     }
                     let current = status.borrow_and_update().clone();

@@ -19,7 +19,6 @@
 //! | [`store`], [`layout`] | the agent database and the data directory's paths |
 //! | [`config`], [`inventory`], [`limits`], [`confine`] | settings, what the device offers, the agent's own bounds, paths confined to a directory |
 
-pub mod backoff;
 pub mod bus;
 pub mod components;
 pub mod config;
@@ -40,3 +39,4 @@ pub mod supervisor;
 pub mod telemetry;
 pub mod tls;
 pub mod traffic;
+pub mod wire;

@@ -7,7 +7,16 @@ mod support;
 
 use fleet_schema::{AppPhase, AppSpec, DeviceStatus};
 use std::time::Duration;
-use support::{AgentProc, Broker, Observer, TestApp};
+use support::{broker, AgentProc, Observer, TestApp};
+
+/// Target (bench/README.md): idle resident memory of the release agent, natively.
+const RSS_TARGET_KIB: u64 = 8 * 1024;
+/// The bound for an unoptimised debug build (`cargo test` without FLEET_AGENT_BIN), which is
+/// larger than the release binary; measured at about 19 MiB.
+const RSS_DEBUG_BOUND_KIB: u64 = 32 * 1024;
+/// Target (bench/README.md): idle CPU time per hour, at most 1 % of one core; it holds under
+/// qemu-user too (the emulator's translation included).
+const CPU_TARGET_S_PER_HOUR: f64 = 36.0;
 
 /// (resident KiB, utime + stime ticks) of a process.
 fn usage(pid: u32) -> (u64, u64) {
@@ -35,7 +44,7 @@ fn idle_footprint_with_one_supervised_app() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let Some(broker) = Broker::start() else {
+    let Some(broker) = broker() else {
         return;
     };
     let port = broker.port;
@@ -72,16 +81,24 @@ fn idle_footprint_with_one_supervised_app() {
         "FOOTPRINT idle_rss_kib={rss} cpu_seconds_per_hour={cpu_s_per_hour:.1} idle_window_s={idle_secs}"
     );
     assert!(rss > 0, "agent alive");
-    // Natively (no emulator in the process), the target from bench/README.md must hold; a
-    // debug build is larger, so the bound applies to the release binary the script passes.
-    if std::env::var("FLEET_AGENT_RUNNER")
+    assert!(
+        cpu_s_per_hour <= CPU_TARGET_S_PER_HOUR,
+        "idle CPU {cpu_s_per_hour:.1} s per hour is over the {CPU_TARGET_S_PER_HOUR} s target"
+    );
+    // Under qemu-user the resident set is the emulator's and its translated code, not the
+    // agent's own: the memory target is for a native process.
+    let emulated = !std::env::var("FLEET_AGENT_RUNNER")
         .unwrap_or_default()
-        .is_empty()
-        && std::env::var("FLEET_AGENT_BIN").is_ok()
-    {
+        .is_empty();
+    if !emulated {
+        let (bound, what) = if std::env::var("FLEET_AGENT_BIN").is_ok() {
+            (RSS_TARGET_KIB, "target")
+        } else {
+            (RSS_DEBUG_BOUND_KIB, "debug-build bound")
+        };
         assert!(
-            rss <= 8 * 1024,
-            "idle RSS {rss} KiB is over the 8 MiB target"
+            rss <= bound,
+            "idle RSS {rss} KiB is over the {what} of {bound} KiB"
         );
     }
 }

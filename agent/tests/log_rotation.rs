@@ -8,13 +8,13 @@ mod support;
 
 use fleet_schema::{AppSpec, LogBatch, LogLevel};
 use std::time::Duration;
-use support::{AgentProc, Broker, Observer, TestApp};
+use support::{broker, AgentProc, Observer, TestApp};
 
 const LIMIT: u64 = 64 * 1024;
 
 #[test]
 fn a_fast_writer_is_rotated_at_the_limit_and_missed_lines_are_announced() {
-    let Some(broker) = Broker::start() else {
+    let Some(broker) = broker() else {
         return;
     };
     let dev = "rt-gush";

@@ -10,7 +10,10 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{AgentProc, Broker, Observer, TestApp};
+use support::{broker, wait_until, AgentProc, Observer, TestApp};
+
+/// Messages in the backlog that end the outage: about four seconds of metrics and logs.
+const OUTAGE_MESSAGES: usize = 24;
 
 /// A TCP proxy to `upstream` that the test can cut and restore.
 struct Proxy {
@@ -83,7 +86,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn outage_is_bridged_by_the_disk_backlog_with_status_first_and_bounded_memory() {
-    let Some(broker) = Broker::start() else {
+    let Some(broker) = broker() else {
         return;
     };
     let broker_port = broker.port;
@@ -116,22 +119,33 @@ fn outage_is_bridged_by_the_disk_backlog_with_status_first_and_bounded_memory() 
 
     proxy.cut();
     let cut_at = support_now_ms();
-    std::thread::sleep(Duration::from_secs(4));
-    let spooled = std::fs::read_dir(agent.data().join("spool"))
-        .expect("backlog dir")
-        .count();
+    let spool = agent.data().join("spool");
+    let spooled = || std::fs::read_dir(&spool).map_or(0, Iterator::count);
+    // The outage lasts until the backlog on disk holds about four seconds of metrics (5/s)
+    // and logs (1/s): the agent noticed the cut and keeps what it cannot send.
     assert!(
-        spooled >= 10,
-        "metrics and logs kept on disk while offline: {spooled}"
+        wait_until(Duration::from_secs(30), || spooled() >= OUTAGE_MESSAGES),
+        "metrics and logs kept on disk while offline: {}",
+        spooled()
     );
     proxy.restore();
+    let restored_at = support_now_ms();
 
-    // Everything after the restore, in arrival order.
-    let deadline = Instant::now() + Duration::from_secs(12);
+    // Everything after the restore, in arrival order, until the backlog is drained and live
+    // metrics from well after the restore arrived (or a deadline passes: the asserts below
+    // then say what is missing).
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut first_after_cut: Option<String> = None;
-    let mut metric_ts = Vec::new();
+    let mut metric_ts: Vec<u64> = Vec::new();
     let mut lines = Vec::new();
     while Instant::now() < deadline {
+        let live_again = |t: &u64| *t > restored_at + 2000;
+        if spooled() == 0
+            && metric_ts.iter().any(live_again)
+            && lines.iter().any(|(_, t)| live_again(t))
+        {
+            break;
+        }
         let got = obs.next(Duration::from_millis(200));
         let Some((topic, payload)) = got else {
             continue;
@@ -150,11 +164,10 @@ fn outage_is_bridged_by_the_disk_backlog_with_status_first_and_bounded_memory() 
             metric_ts.push(m.timestamp);
         } else if topic == topics[2] {
             let b: LogBatch = fleet_schema::decode(&payload, 1 << 20).expect("logs");
-            lines.extend(
-                b.entries
-                    .into_iter()
-                    .filter_map(|e| e.message.strip_prefix("line ")?.parse::<u64>().ok()),
-            );
+            lines.extend(b.entries.into_iter().filter_map(|e| {
+                let n = e.message.strip_prefix("line ")?.parse::<u64>().ok()?;
+                Some((n, e.timestamp))
+            }));
         }
     }
     assert_eq!(
@@ -167,7 +180,7 @@ fn outage_is_bridged_by_the_disk_backlog_with_status_first_and_bounded_memory() 
     let outage: Vec<u64> = metric_ts
         .iter()
         .copied()
-        .filter(|t| *t > cut_at && *t < cut_at + 4000)
+        .filter(|t| *t > cut_at && *t < restored_at)
         .collect();
     assert!(
         outage.len() >= 15,
@@ -176,11 +189,16 @@ fn outage_is_bridged_by_the_disk_backlog_with_status_first_and_bounded_memory() 
     );
     let max_gap = metric_ts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     assert!(max_gap < 1000, "no metrics hole: largest gap {max_gap} ms");
-    // Logs: every line number from the first to the last seen is there.
+    // Logs: lines read before the cut and after the restore arrived, and every line number
+    // between them, so every line of the outage.
     lines.sort_unstable();
     lines.dedup();
-    let (lo, hi) = (lines[0], lines[lines.len() - 1]);
-    assert!(hi - lo >= 60, "lines of the outage arrived: {lo}..{hi}");
+    let ((lo, lo_at), (hi, hi_at)) = (lines[0], lines[lines.len() - 1]);
+    assert!(
+        lo_at < cut_at && hi_at > restored_at,
+        "lines from before the cut to after the restore: line {lo} at {lo_at}, line {hi} at \
+         {hi_at}, outage {cut_at}..{restored_at}"
+    );
     assert_eq!(lines.len() as u64, hi - lo + 1, "no log line lost");
     let rss_after = rss_kib(agent.pid());
     assert!(

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{free_port, AgentProc, Broker, Observer, TestApp};
+use support::{broker, free_port, AgentProc, Observer, TestApp};
 
 fn app<'a>(st: &'a DeviceStatus, name: &str) -> Option<&'a AppStatus> {
     st.apps.iter().find(|a| a.name == name)
@@ -24,7 +24,7 @@ fn topic(device: &str, kind: &str) -> String {
 
 #[test]
 fn crashing_app_restarts_with_growing_backoff_and_is_reported_crash_looping() {
-    let Some(broker) = Broker::start() else {
+    let Some(broker) = broker() else {
         return;
     };
     let port = broker.port;
@@ -84,7 +84,7 @@ fn crashing_app_restarts_with_growing_backoff_and_is_reported_crash_looping() {
 
 #[test]
 fn app_exceeding_its_memory_limit_is_stopped_and_reported() {
-    let Some(broker) = Broker::start() else {
+    let Some(broker) = broker() else {
         return;
     };
     let port = broker.port;
@@ -159,7 +159,7 @@ fn check(probe: ProbeKind) -> Option<HealthCheck> {
 
 #[test]
 fn health_checks_of_each_kind_turn_apps_unhealthy_and_healthy_again() {
-    let Some(broker) = Broker::start() else {
+    let Some(broker) = broker() else {
         return;
     };
     let port = broker.port;
@@ -274,7 +274,7 @@ fn group_members(pgid: u32) -> Vec<u32> {
 
 #[test]
 fn stopping_an_app_leaves_no_process_of_its_group_even_when_it_ignores_sigterm() {
-    let Some(broker) = Broker::start() else {
+    let Some(broker) = broker() else {
         return;
     };
     let port = broker.port;
@@ -322,7 +322,7 @@ fn stopping_an_app_leaves_no_process_of_its_group_even_when_it_ignores_sigterm()
 
 #[test]
 fn app_gets_its_env_args_files_and_limits() {
-    let Some(broker) = Broker::start() else {
+    let Some(broker) = broker() else {
         return;
     };
     let port = broker.port;
@@ -383,7 +383,7 @@ fn app_gets_its_env_args_files_and_limits() {
 
 #[test]
 fn log_lines_and_app_counters_reach_the_bus_and_history_is_served() {
-    let Some(broker) = Broker::start() else {
+    let Some(broker) = broker() else {
         return;
     };
     let port = broker.port;

@@ -5,17 +5,14 @@
 use crate::conn_errors::ErrorTally;
 use crate::device::{wants, SimDevice};
 use crate::publish::{AckWatch, StatusPublisher};
-use fleet_schema::topic::CONTROL_LEVEL;
 use fleet_schema::trust::device::DeviceEnd;
 use fleet_schema::{decode, encode, ControllerStatus, DesiredState, DEFAULT_MAX_PAYLOAD};
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use fleet_schema::{DeviceId, Subscription, Topic, MAX_PACKET_SIZE};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-
-/// Largest MQTT packet a simulated device sends or accepts.
-const MAX_PACKET: usize = 2 * 1024 * 1024;
 
 /// What happened to a device, and when.
 #[derive(Debug, Clone, Copy)]
@@ -130,12 +127,15 @@ fn spread(index: usize) -> Duration {
 }
 
 /// The sealed last will of `device` for the current connection of `end`.
-fn last_will(device: &SimDevice, end: &DeviceEnd, topic: &str) -> Option<LastWill> {
+fn last_will(device: &SimDevice, end: &DeviceEnd, topic: &Topic) -> Option<LastWill> {
     let sealed = encode(&device.offline_will())
         .map_err(|e| e.to_string())
-        .and_then(|b| end.seal_will(topic, &b).map_err(|e| e.to_string()));
+        .and_then(|b| {
+            end.seal_will(&topic.to_string(), &b)
+                .map_err(|e| e.to_string())
+        });
     match sealed {
-        Ok(will) => Some(LastWill::new(topic, will, QoS::AtLeastOnce, true)),
+        Ok(will) => Some(crate::wire::last_will(topic, will)),
         Err(e) => {
             tracing::error!("cannot seal the last will of {}: {e}", device.id());
             None
@@ -152,10 +152,18 @@ pub async fn run_device(
     shared: Arc<FleetShared>,
     mut permit: Option<OwnedSemaphorePermit>,
 ) {
+    let device_id = match DeviceId::parse(&id) {
+        Ok(d) => d,
+        Err(e) => return tracing::error!("simulated device {id:?}: {e}"),
+    };
     let device_state = SimDevice::new(id);
-    let status_topic = format!("fleet/{}/status", device_state.id());
-    let cmd_topic = format!("fleet/{}/cmd", device_state.id());
-    let controller_topic = format!("fleet/{CONTROL_LEVEL}/status");
+    let status_topic = Topic::Status(device_id.clone());
+    let subscriptions = [
+        Subscription::topic(&Topic::Cmd(device_id.clone())),
+        Subscription::topic(&Topic::ControllerStatus),
+    ];
+    let cmd_topic = Topic::Cmd(device_id).to_string();
+    let controller_topic = Topic::ControllerStatus.to_string();
 
     let mut opts = MqttOptions::new(
         format!("fleet-agent-{}", device_state.id()),
@@ -164,7 +172,7 @@ pub async fn run_device(
     );
     opts.set_clean_session(false);
     opts.set_keep_alive(shared.keep_alive);
-    opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    opts.set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
     opts.set_credentials(
         end.enrolled().mqtt_username.clone(),
         end.enrolled().mqtt_password.clone(),
@@ -201,9 +209,9 @@ pub async fn run_device(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 permit.take();
                 connected_at_ms = now_ms();
-                for topic in [&cmd_topic, &controller_topic] {
-                    if let Err(e) = client.try_subscribe(topic.as_str(), QoS::AtLeastOnce) {
-                        tracing::warn!("{topic}: subscribe refused by the client: {e}");
+                for sub in &subscriptions {
+                    if let Err(e) = crate::wire::try_subscribe(&client, sub) {
+                        tracing::warn!("{}: subscribe refused by the client: {e}", sub.filter());
                     }
                 }
                 publisher.publish(&device.status(connected_at_ms));
@@ -305,6 +313,7 @@ pub async fn run_device(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::QoS;
 
     #[test]
     fn device_ids_are_valid_and_sortable() {
@@ -319,13 +328,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn simulated_device_speaks_the_agent_protocol() {
         use fleet_schema::{ArtifactRef, ArtifactType, DesiredApp, DeviceStatus};
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut children = crate::procs::Children::default();
-        let port = match crate::procs::start_mosquitto_open(&mut children, dir.path()) {
-            Ok(port) => port,
-            Err(e) if e.to_string().contains("needs the mosquitto binary") => return,
-            Err(e) => panic!("mosquitto: {e:#}"),
+        let Some(broker) = fleet_testkit::Mosquitto::start(fleet_testkit::MosquittoAuth::Open)
+        else {
+            return;
         };
+        let port = broker.port;
         let (tx, mut events) = mpsc::unbounded_channel();
         let shared: Arc<FleetShared> = Arc::new(FleetShared::new(
             ("127.0.0.1".into(), port),

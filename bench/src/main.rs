@@ -15,6 +15,7 @@ mod publish;
 mod report;
 mod scrape;
 mod soak;
+mod wire;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
@@ -140,19 +141,13 @@ enum Output {
     Json,
 }
 
+/// The host and port of a plain-TCP broker URL (the simulator's devices do not speak TLS).
 fn split_mqtt_url(url: &str) -> Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .with_context(|| format!("fleetd reported MQTT URL {url:?}, expected mqtt://host:port"))?;
-    let (host, port) = rest
-        .trim_end_matches('/')
-        .rsplit_once(':')
-        .with_context(|| format!("MQTT URL {url:?} has no port"))?;
-    let port = port
-        .parse()
-        .with_context(|| format!("MQTT URL {url:?} has an invalid port"))?;
-    Ok((host.trim_matches(['[', ']']).to_string(), port))
+    let url: fleet_schema::MqttUrl = url.parse()?;
+    if url.tls {
+        bail!("broker URL {url}: fleet-sim connects over plain TCP only; give an mqtt:// URL");
+    }
+    Ok((url.host, url.port))
 }
 
 fn main() {
@@ -209,7 +204,11 @@ fn run(args: Args) -> Result<()> {
         &token,
         &args.fleetd_arg,
     )?;
-    let (mqtt_host, mqtt_port) = split_mqtt_url(external.as_deref().unwrap_or(&endpoints.mqtt))?;
+    let (mqtt_host, mqtt_port) = split_mqtt_url(
+        &external
+            .clone()
+            .unwrap_or_else(|| endpoints.mqtt.to_string()),
+    )?;
     let plan = bench::Plan {
         devices,
         broker: format!("{:?}", args.broker).to_lowercase(),
@@ -335,7 +334,13 @@ mod tests {
             split_mqtt_url("mqtt://127.0.0.1:1883").expect("valid"),
             ("127.0.0.1".into(), 1883)
         );
-        assert!(split_mqtt_url("http://x:1").is_err());
-        assert!(split_mqtt_url("mqtt://x").is_err());
+        assert_eq!(
+            split_mqtt_url("mqtt://[::1]:1884").expect("valid"),
+            ("::1".into(), 1884)
+        );
+        assert_eq!(split_mqtt_url("mqtt://x").expect("valid").1, 1883);
+        for bad in ["http://x:1", "mqtt://x:0", "mqtt://u@x:1", "mqtts://x:8883"] {
+            assert!(split_mqtt_url(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! this process and its children (who inherit it) need for thousands of connections.
 
 use anyhow::{anyhow, bail, Context, Result};
+use fleet_schema::ReadyLine;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
@@ -119,16 +120,6 @@ pub fn mosquitto_files(dir: &Path) -> PathBuf {
 /// FleetD's password and ACL files in force (empty until fleetd writes them), and waits until
 /// it accepts connections; returns its port.
 pub fn start_mosquitto(children: &mut Children, dir: &Path) -> Result<u16> {
-    launch_mosquitto(children, dir, true)
-}
-
-/// Starts Mosquitto open to anyone (for tests of the simulator's protocol without fleetd).
-#[cfg(test)]
-pub fn start_mosquitto_open(children: &mut Children, dir: &Path) -> Result<u16> {
-    launch_mosquitto(children, dir, false)
-}
-
-fn launch_mosquitto(children: &mut Children, dir: &Path, secured: bool) -> Result<u16> {
     let bin = find_mosquitto().ok_or_else(|| {
         anyhow!("--broker mosquitto needs the mosquitto binary, which is not on PATH or in /usr/sbin (install it, e.g. `apt-get install mosquitto`)")
     })?;
@@ -150,14 +141,10 @@ fn launch_mosquitto(children: &mut Children, dir: &Path, secured: bool) -> Resul
     for f in ["fleet.passwd", "fleet.acl"] {
         std::fs::write(files.join(f), "").with_context(|| format!("writing {f}"))?;
     }
-    let auth = if secured {
-        format!(
-            "allow_anonymous false\npassword_file {files}/fleet.passwd\nacl_file {files}/fleet.acl\n",
-            files = files.display()
-        )
-    } else {
-        "allow_anonymous true\n".to_string()
-    };
+    let auth = format!(
+        "allow_anonymous false\npassword_file {files}/fleet.passwd\nacl_file {files}/fleet.acl\n",
+        files = files.display()
+    );
     std::fs::write(
         &conf,
         format!(
@@ -190,33 +177,6 @@ fn launch_mosquitto(children: &mut Children, dir: &Path, secured: bool) -> Resul
     Ok(port)
 }
 
-/// Where fleetd said it listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FleetdEndpoints {
-    /// HTTP base URL.
-    pub http: String,
-    /// MQTT URL.
-    pub mqtt: String,
-}
-
-/// Parses `fleetd ready http=... mqtt=...`.
-pub fn parse_ready_line(line: &str) -> Option<FleetdEndpoints> {
-    let rest = line.trim().strip_prefix("fleetd ready")?;
-    let mut http = None;
-    let mut mqtt = None;
-    for word in rest.split_whitespace() {
-        if let Some(v) = word.strip_prefix("http=") {
-            http = Some(v.trim_end_matches('/').to_string());
-        } else if let Some(v) = word.strip_prefix("mqtt=") {
-            mqtt = Some(v.to_string());
-        }
-    }
-    Some(FleetdEndpoints {
-        http: http?,
-        mqtt: mqtt?,
-    })
-}
-
 /// The default fleetd: the `fleetd` binary next to this executable (target/<profile>/).
 pub fn default_fleetd() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the fleet-sim executable")?;
@@ -240,7 +200,7 @@ pub fn start_fleetd(
     external_mqtt: Option<&str>,
     token: &str,
     extra: &[String],
-) -> Result<FleetdEndpoints> {
+) -> Result<ReadyLine> {
     if !bin.is_file() {
         bail!(
             "fleetd not found at {} (build it with `cargo build --release --bins`, or pass --fleetd PATH)",
@@ -283,7 +243,7 @@ pub fn start_fleetd(
         let mut tx = Some(tx);
         // Keep draining stdout after the ready line so fleetd never blocks on a full pipe.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(ready) = parse_ready_line(&line) {
+            if let Some(ready) = ReadyLine::parse(&line).transpose() {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(ready);
                 }
@@ -293,7 +253,8 @@ pub fn start_fleetd(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(ready) => return Ok(ready),
+            Ok(Ok(ready)) => return Ok(ready),
+            Ok(Err(e)) => bail!("{e}"),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
                 children
                     .check_alive()
@@ -310,18 +271,6 @@ pub fn start_fleetd(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ready_line_parses() {
-        let r = parse_ready_line(
-            "fleetd ready http=http://127.0.0.1:40123 mqtt=mqtt://127.0.0.1:1883\n",
-        )
-        .expect("ready line");
-        assert_eq!(r.http, "http://127.0.0.1:40123");
-        assert_eq!(r.mqtt, "mqtt://127.0.0.1:1883");
-        assert!(parse_ready_line("fleetd starting").is_none());
-        assert!(parse_ready_line("fleetd ready http=http://x").is_none());
-    }
 
     #[test]
     fn children_are_stopped_on_drop() {

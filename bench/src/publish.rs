@@ -2,9 +2,9 @@
 //! client's queue, so the device can recognise the broker's acknowledgement of the one status
 //! the benchmark measures.
 
-use fleet_schema::encode;
 use fleet_schema::trust::device::DeviceEnd;
-use rumqttc::{AsyncClient, QoS};
+use fleet_schema::{encode, Topic};
+use rumqttc::AsyncClient;
 
 /// Publishes a device's status, sealed with the device's key as agents do, and numbers each
 /// publish in the order it enters the client's queue (the order rumqttc sends them), so the
@@ -12,13 +12,13 @@ use rumqttc::{AsyncClient, QoS};
 /// "seal + enqueue + number" atomic for spawned publishers (stamps must go out in order).
 pub struct StatusPublisher {
     client: AsyncClient,
-    topic: String,
+    topic: Topic,
     state: std::sync::Mutex<(u64, DeviceEnd)>,
 }
 
 impl StatusPublisher {
     /// A publisher of statuses on `topic` through `client`, signing as `end`.
-    pub fn new(client: AsyncClient, topic: String, end: DeviceEnd) -> Self {
+    pub fn new(client: AsyncClient, topic: Topic, end: DeviceEnd) -> Self {
         Self {
             client,
             topic,
@@ -35,7 +35,7 @@ impl StatusPublisher {
         f(&mut state.1)
     }
 
-    /// Queues `status` retained at QoS 1; returns its sequence number, or `None` on failure.
+    /// Queues `status` as the status topic's contract says (retained, QoS 1); returns its sequence number, or `None` on failure.
     pub fn publish(&self, status: &fleet_schema::DeviceStatus) -> Option<u64> {
         let bytes = match encode(status) {
             Ok(b) => b,
@@ -48,17 +48,14 @@ impl StatusPublisher {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let sealed = match state.1.seal(&self.topic, &bytes) {
+        let sealed = match state.1.seal(&self.topic.to_string(), &bytes) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("{}: cannot seal status: {e}", self.topic);
                 return None;
             }
         };
-        match self
-            .client
-            .try_publish(self.topic.as_str(), QoS::AtLeastOnce, true, sealed)
-        {
+        match crate::wire::try_publish(&self.client, &self.topic, sealed) {
             Ok(()) => {
                 state.0 += 1;
                 Some(state.0)

@@ -7,7 +7,7 @@ use crate::fleet::FleetShared;
 use crate::publish::StatusPublisher;
 use anyhow::{Context, Result};
 use fleet_schema::{AppMetrics, DeviceMetrics, MetricsBatch};
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::AsyncClient;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -91,7 +91,11 @@ pub async fn report(
     publisher: Arc<StatusPublisher>,
     shared: Arc<FleetShared>,
 ) {
-    let topic = format!("fleet/{id}/metrics");
+    let topic = match fleet_schema::DeviceId::parse(&id) {
+        Ok(device) => fleet_schema::Topic::Metrics(device),
+        Err(e) => return tracing::error!("simulated device {id:?}: {e}"),
+    };
+    let name = topic.to_string();
     let offset = Duration::from_millis((index as u64 * 7919) % INTERVAL.as_millis() as u64);
     tokio::time::sleep(offset).await;
     let mut tick = 0;
@@ -105,11 +109,9 @@ pub async fn report(
                     return;
                 }
             };
-            match publisher.with_end(|end| end.seal(&topic, &body)) {
+            match publisher.with_end(|end| end.seal(&name, &body)) {
                 Ok(sealed) => {
-                    if let Err(e) =
-                        client.try_publish(topic.as_str(), QoS::AtMostOnce, false, sealed)
-                    {
+                    if let Err(e) = crate::wire::try_publish(&client, &topic, sealed) {
                         tracing::debug!("{topic}: publish refused by the client: {e}");
                     }
                 }

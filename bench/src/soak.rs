@@ -13,7 +13,7 @@ use crate::publish::StatusPublisher;
 use anyhow::{Context, Result};
 use fleet_schema::api::{CreateDeployment, DeploymentCreated, TargetSpec, UploadMetadata};
 use fleet_schema::{LogBatch, LogEntry, LogLevel};
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::AsyncClient;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -116,7 +116,11 @@ pub async fn report_logs(
     client: AsyncClient,
     publisher: Arc<StatusPublisher>,
 ) {
-    let topic = format!("fleet/{id}/logs");
+    let topic = match fleet_schema::DeviceId::parse(&id) {
+        Ok(device) => fleet_schema::Topic::Logs(device),
+        Err(e) => return tracing::error!("simulated device {id:?}: {e}"),
+    };
+    let name = topic.to_string();
     let offset = Duration::from_millis((index as u64 * 7919) % LOG_INTERVAL.as_millis() as u64);
     tokio::time::sleep(offset).await;
     let mut line = 0u64;
@@ -146,12 +150,12 @@ pub async fn report_logs(
             .map_err(|e| e.to_string())
             .and_then(|b| {
                 publisher
-                    .with_end(|end| end.seal(&topic, &b))
+                    .with_end(|end| end.seal(&name, &b))
                     .map_err(|e| e.to_string())
             });
         match sealed {
             Ok(bytes) => {
-                if let Err(e) = client.try_publish(topic.as_str(), QoS::AtMostOnce, false, bytes) {
+                if let Err(e) = crate::wire::try_publish(&client, &topic, bytes) {
                     tracing::debug!("{topic}: publish refused by the client: {e}");
                 }
             }

@@ -6,9 +6,10 @@ use rumqttd::{AuthHandler, Config, ConnectionSettings, RouterConfig, ServerSetti
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-/// Largest MQTT packet rumqttd accepts (2 MiB): clients reach it through the front, which
-/// refuses packets above its own, smaller limit first; this bounds fleetd's own connection.
-pub const MAX_PAYLOAD: usize = 2 * 1024 * 1024;
+/// Largest MQTT packet rumqttd accepts: FleetD's client packet limit, so rumqttd never holds a
+/// packet fleetd's own connection could not read. Clients reach rumqttd through the front,
+/// which refuses packets above its own, smaller limit first.
+pub const MAX_PAYLOAD: usize = fleet_schema::MAX_PACKET_SIZE;
 
 /// Connections rumqttd admits beyond the front's: fleetd's own client and the readiness probe.
 const OWN_CONNECTIONS: usize = 16;

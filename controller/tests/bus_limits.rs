@@ -6,7 +6,7 @@ mod support;
 use fleet_schema::{DeviceId, Topic};
 use std::time::Duration;
 use support::agent::Agent;
-use support::external::Mosquitto;
+use support::external::{BrokerRef, Mosquitto, MosquittoAuth};
 use support::fleet::{deploy, upload_sample, wait_deployment, wait_online};
 use support::*;
 
@@ -127,10 +127,10 @@ fn embedded_broker_refuses_junk_retained_and_oversized_statuses() {
 /// `--mqtt-max-status-bytes` before opening or storing it.
 #[test]
 fn fleetd_refuses_an_oversized_status_from_an_external_broker() {
-    let Some(broker) = Mosquitto::start() else {
+    let Some(broker) = Mosquitto::start(MosquittoAuth::FleetFiles) else {
         return;
     };
-    let f = Fleetd::start_external(&broker.broker());
+    let f = Fleetd::start_external(&BrokerRef::of(&broker));
     let mut dev = announce(&f, &device_status("big-2", &[]));
     dev.publish_status(&padded_status("big-2", 400 * 1024));
     assert!(
@@ -210,10 +210,10 @@ fn agent_connects(a: &Agent) -> usize {
 /// recovers, a deployment completes, and deleting the message changes nothing.
 #[test]
 fn a_poisoned_cmd_topic_on_mosquitto_heals_without_a_reconnect_loop() {
-    let Some(broker) = Mosquitto::start() else {
+    let Some(broker) = Mosquitto::start(MosquittoAuth::FleetFiles) else {
         return;
     };
-    let f = Fleetd::start_external(&broker.broker());
+    let f = Fleetd::start_external(&BrokerRef::of(&broker));
     let agent = Agent::start("poisoned-1", &f.access(), &[]);
     wait_online(&f, &[&agent]);
     upload_sample(&f, "1.0.0");

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::agent::Agent;
-use support::external::{require_tool, Mosquitto};
+use support::external::{require_tool, BrokerRef, Mosquitto, MosquittoAuth};
 use support::fleet::{sample_app_bytes, upload_sample, wait_online, APP};
 use support::{get, parse_json, Fleetd};
 
@@ -350,10 +350,10 @@ fn ci_deploys_by_mqtt_publish_on_the_embedded_broker() {
 
 #[test]
 fn ci_deploys_through_mosquitto_with_the_generated_acl() {
-    let Some(broker) = Mosquitto::start() else {
+    let Some(broker) = Mosquitto::start(MosquittoAuth::FleetFiles) else {
         return;
     };
-    let f = Fleetd::start_external(&broker.broker());
+    let f = Fleetd::start_external(&BrokerRef::of(&broker));
     let Some(ci) = Ci::new(&f, broker.port, &[APP]) else {
         return;
     };

@@ -29,10 +29,35 @@ fn demo_deploys_v1_then_v2_to_three_agents_and_leaves_nothing_behind() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("all 3 devices run sample-app 2.0.0"),
-        "demo reached v2:\n{stdout}"
-    );
+    // Each device's own app log (in the demo directory, not the demo's summary) shows the
+    // upgrade: v1 started there first, and the last start is v2.
+    let agents: Vec<_> = std::fs::read_dir(demo_dir.join("agents"))
+        .expect("the demo's agent directories")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(agents.len(), 3, "three demo devices: {agents:?}");
+    for agent in &agents {
+        let logs = agent.join("data/logs");
+        let text = ["out", "err"]
+            .map(|s| std::fs::read_to_string(logs.join(format!("sample-app.{s}.log"))))
+            .map(Result::unwrap_or_default)
+            .concat();
+        let starts: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("listening on"))
+            .collect();
+        assert!(
+            starts.iter().any(|l| l.contains("1.0.0")),
+            "{} ran v1 first:\n{text}",
+            agent.display()
+        );
+        assert!(
+            starts.last().is_some_and(|l| l.contains("2.0.0")),
+            "{} runs v2 last:\n{text}",
+            agent.display()
+        );
+    }
     assert_eq!(
         stdout
             .matches("fleet-sample-app 2.0.0 listening on")

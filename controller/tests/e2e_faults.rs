@@ -114,7 +114,8 @@ fn an_app_version_reusing_an_older_artifact_is_fetched_once() {
     let d = deploy(&fleetd, "1.0.1", &["reuse-1"]);
     wait_deployment(&fleetd, &d, "succeeded", &[&agent]);
     assert_eq!(agent.app_pids(APP, "1.0.1").len(), 1);
-    std::thread::sleep(Duration::from_secs(2));
+    // Handled everything it was sent (a second download would have started by then).
+    support::fleet::wait_agent_answers(&fleetd, &agent);
     let fetches = agent.log().matches("downloading").count();
     assert_eq!(fetches, 1, "one download:\n{}", agent.log());
 }

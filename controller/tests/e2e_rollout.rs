@@ -5,9 +5,10 @@ mod support;
 
 use std::time::Duration;
 use support::agent::Agent;
-use support::external::Mosquitto;
+use support::external::{BrokerRef, Mosquitto, MosquittoAuth};
 use support::fleet::{
-    app_status, deploy, sample_app_addr, upload_sample, wait_deployment, wait_online, APP,
+    app_status, deploy, sample_app_addr, upload_sample, wait_agent_answers, wait_deployment,
+    wait_offline, wait_online, APP,
 };
 use support::{get, wait_until, Fleetd};
 
@@ -83,10 +84,10 @@ fn three_agents_upgrade_from_v1_to_v2_on_the_embedded_broker() {
 
 #[test]
 fn three_agents_upgrade_from_v1_to_v2_on_mosquitto() {
-    let Some(mosquitto) = Mosquitto::start() else {
+    let Some(mosquitto) = Mosquitto::start(MosquittoAuth::FleetFiles) else {
         return;
     };
-    let fleetd = Fleetd::start_external(&mosquitto.broker());
+    let fleetd = Fleetd::start_external(&BrokerRef::of(&mosquitto));
     upgrade_three_devices(&fleetd);
 }
 
@@ -103,7 +104,7 @@ fn agent_killed_during_a_deployment_reaches_the_desired_version() {
     // Killed while the deployment is under way, then offline while more happens.
     let d2 = deploy(&fleetd, "2.0.0", &["killed-1"]);
     agent.kill9();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_offline(&fleetd, &agent);
     agent.restart();
     wait_deployment(&fleetd, &d2, "succeeded", &[&agent]);
     assert!(
@@ -120,7 +121,9 @@ fn agent_killed_during_a_deployment_reaches_the_desired_version() {
     agent.kill9();
     agent.restart();
     wait_online(&fleetd, &[&agent]);
-    std::thread::sleep(Duration::from_secs(3));
+    // The restarted agent has handled its retained desired state once it answers a request
+    // sent after it: whatever it would redo, it has started by then.
+    wait_agent_answers(&fleetd, &agent);
     assert_eq!(
         agent.app_pids(APP, "2.0.0"),
         v2,

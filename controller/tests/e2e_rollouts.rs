@@ -8,7 +8,7 @@ mod support;
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::agent::Agent;
-use support::fleet::{upload_sample, wait_deployment, wait_online, APP};
+use support::fleet::{upload_sample, wait_deployment, wait_driver_passes, wait_online, APP};
 use support::{post, post_json, upload, wait_until, Fleetd};
 
 const TICK: [(&str, &str); 1] = [("FLEETD_ROLLOUT_TICK_MS", "200")];
@@ -110,6 +110,8 @@ fn a_sigkilled_fleetd_resumes_the_same_step_and_promote_moves_on() {
     let mut fleetd = Fleetd::start_with_env(&TICK);
     let agents = fleet_on_v1(&fleetd, "resume", 3);
     let refs: Vec<&Agent> = agents.iter().collect();
+    let witness = Agent::start("resume-witness", &fleetd.access(), &[("ring", "witness")]);
+    wait_online(&fleetd, &[&witness]);
     upload_sample(&fleetd, "2.0.0");
     let id = canary(&fleetd, "2.0.0", "1h");
     let healthy_first_step = || {
@@ -117,14 +119,17 @@ fn a_sigkilled_fleetd_resumes_the_same_step_and_promote_moves_on() {
         v["rollout"]["steps"][0]["healthy"] == 1
     };
     assert!(wait_until(Duration::from_secs(60), healthy_first_step));
-    std::thread::sleep(Duration::from_secs(2));
+    // The driver ticked the canary with its first step healthy: it waits out the hour.
+    wait_driver_passes(&fleetd, &witness, "1.0.0");
     let before = support::fleet::deployment(&fleetd, &id);
     assert_eq!(before["rollout"]["current_step"], 0, "{before:#}");
 
     fleetd.kill9();
     fleetd.restart();
     wait_online(&fleetd, &refs);
-    std::thread::sleep(Duration::from_secs(2));
+    // The restarted fleetd's driver ticked the canary (with its statuses read again).
+    wait_online(&fleetd, &[&witness]);
+    wait_driver_passes(&fleetd, &witness, "2.0.0");
     let after = support::fleet::deployment(&fleetd, &id);
     assert_eq!(after["rollout"]["current_step"], 0, "same step: {after:#}");
     assert_eq!(after["state"], "in-progress", "{after:#}");

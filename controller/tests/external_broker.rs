@@ -64,7 +64,17 @@ fn works_with_an_external_broker_and_reports_presence() {
             !presence(&f, &p.payload).online
         })
         .expect("graceful offline presence");
-    assert!(bye.retain || !bye.payload.is_empty());
+    assert!(!presence(&f, &bye.payload).online);
+    // The offline presence is retained: a tool that looks later learns that fleetd is down.
+    let mut late = MqttClient::connect(port, "presence-late");
+    late.subscribe("fleet/_controller/status");
+    let kept = late
+        .wait_for("fleet/_controller/status", SECS, |p| p.retain)
+        .expect("a retained presence");
+    assert!(
+        !presence(&f, &kept.payload).online,
+        "the retained presence says offline"
+    );
 }
 
 #[test]

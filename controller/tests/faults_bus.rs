@@ -10,7 +10,7 @@ mod support;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use support::agent::Agent;
-use support::external::Mosquitto;
+use support::external::{BrokerRef, Mosquitto, MosquittoAuth};
 use support::fleet::{deployment, upload_sample, wait_deployment, wait_online, APP};
 use support::link::Link;
 use support::recovery::Recovery;
@@ -25,11 +25,13 @@ fn health(fleetd: &Fleetd) -> serde_json::Value {
 
 #[test]
 fn the_broker_killed_and_restarted_during_a_rollout_loses_nothing() {
-    let Some(mut mosquitto) = Mosquitto::start() else {
+    let Some(mut mosquitto) = Mosquitto::start(MosquittoAuth::FleetFiles) else {
         return;
     };
-    let fleetd =
-        Fleetd::start_external_with(&mosquitto.broker(), &[("FLEETD_ROLLOUT_TICK_MS", "200")]);
+    let fleetd = Fleetd::start_external_with(
+        &BrokerRef::of(&mosquitto),
+        &[("FLEETD_ROLLOUT_TICK_MS", "200")],
+    );
     let agents = support::fleet::fleet_on_v1(&fleetd, "bk", 3, "bk", &[]);
     let refs: Vec<&Agent> = agents.iter().collect();
     upload_sample(&fleetd, "2.0.0");

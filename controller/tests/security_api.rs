@@ -336,7 +336,9 @@ fn no_secret_appears_in_any_log_line_or_api_answer_on_mosquitto() {
 
 fn no_secret_appears_in_any_log_line_or_api_answer(mosquitto: bool) {
     let m = if mosquitto {
-        let Some(m) = support::external::Mosquitto::start() else {
+        let Some(m) =
+            support::external::Mosquitto::start(support::external::MosquittoAuth::FleetFiles)
+        else {
             return;
         };
         Some(m)
@@ -344,7 +346,7 @@ fn no_secret_appears_in_any_log_line_or_api_answer(mosquitto: bool) {
         None
     };
     let f = match &m {
-        Some(m) => Fleetd::start_external(&m.broker()),
+        Some(m) => Fleetd::start_external(&support::external::BrokerRef::of(m)),
         None => Fleetd::start(),
     };
     let agent = Agent::start("keeper", &f.access(), &[("site", "vault")]);

@@ -13,7 +13,7 @@ use fleet_schema::{
 use std::time::Duration;
 use support::agent::Agent;
 use support::device::SimDevice;
-use support::external::Mosquitto;
+use support::external::{BrokerRef, Mosquitto, MosquittoAuth};
 use support::fleet::{deploy, upload_sample, wait_deployment, wait_online, APP};
 use support::{get, parse_json, post, wait_until, Fleetd, MqttClient};
 
@@ -22,8 +22,8 @@ const SECS: Duration = Duration::from_secs(15);
 /// fleetd on the embedded broker, or on a secured Mosquitto (None: Mosquitto missing, skip).
 fn fleet(mosquitto: bool) -> Option<(Fleetd, Option<Mosquitto>)> {
     if mosquitto {
-        let m = Mosquitto::start()?;
-        Some((Fleetd::start_external(&m.broker()), Some(m)))
+        let m = Mosquitto::start(MosquittoAuth::FleetFiles)?;
+        Some((Fleetd::start_external(&BrokerRef::of(&m)), Some(m)))
     } else {
         Some((Fleetd::start(), None))
     }

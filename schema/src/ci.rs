@@ -138,12 +138,6 @@ impl CiReply {
             CiReply::Result { .. } => CiReplyPart::Result,
         }
     }
-
-    /// Whether it is published retained (accepted and result are; a late subscriber such as
-    /// `mosquitto_sub -C 1 -t <reply>/result` still gets them).
-    pub fn retained(&self) -> bool {
-        !matches!(self, CiReply::Progress { .. })
-    }
 }
 
 /// Devices of a deployment per outcome: what progress reports show (fleetctl's `deploy --wait`
@@ -232,6 +226,5 @@ mod tests {
         let v = serde_json::to_value(&r).expect("encodes");
         assert_eq!(v["event"], "result");
         assert_eq!(r.part(), CiReplyPart::Result);
-        assert!(r.retained());
     }
 }

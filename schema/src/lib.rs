@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app_spec;
 pub mod artifact;
+pub mod backoff;
 pub mod ci;
 pub mod codec;
 pub mod compat;
@@ -19,6 +20,7 @@ pub mod image_ref;
 pub mod manifest;
 pub mod mqtt_url;
 pub mod open_enum;
+pub mod ready;
 pub mod signing;
 pub mod status;
 pub mod telemetry;
@@ -32,13 +34,14 @@ pub use components::{ComponentStatus, DesiredComponent};
 pub use desired::{ArtifactRef, BlueGreenHint, DesiredApp, DesiredState};
 pub use device_id::{DeviceId, DeviceIdError};
 pub use mqtt_url::{MqttUrl, MqttUrlError};
+pub use ready::{ReadyLine, ReadyLineError};
 pub use status::{
     AppPhase, AppStatus, ControllerStatus, DeviceStatus, HealthState, Inventory, Refusal,
 };
 pub use telemetry::{
     AgentRequest, AppMetrics, DeviceMetrics, LogBatch, LogEntry, LogLevel, MetricsBatch,
 };
-pub use topic::{Topic, TopicError};
+pub use topic::{Qos, Subscription, Topic, TopicError, TopicSpec, MAX_PACKET_SIZE};
 
 /// Milliseconds since the Unix epoch: the one timestamp representation on the wire, so that
 /// every peer compares times the same way regardless of its clock library.

@@ -31,7 +31,6 @@ mod units;
 #[cfg(test)]
 mod tests;
 
-use crate::backoff::Backoff;
 use crate::bus::{self, BusEvent, PubCmd};
 use crate::config::Config;
 use crate::reconcile::{self, AppObserved};
@@ -40,6 +39,7 @@ use crate::store::{ProcRecord, Store};
 use crate::supervisor::{self, Policy, Supervisor};
 use crate::telemetry::spool::Spool;
 use executor::Executor;
+use fleet_schema::backoff::Backoff;
 use fleet_schema::{AppSpec, DesiredState, DeviceStatus, Inventory};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -187,10 +187,7 @@ impl Daemon {
     fn send_telemetry<T: serde::Serialize>(&self, topic: Topic, value: &T) {
         match fleet_schema::encode(value) {
             Ok(payload) if payload.len() <= DEFAULT_MAX_PAYLOAD => {
-                let _ = self.publisher.send(PubCmd::Telemetry {
-                    topic: topic.to_string(),
-                    payload,
-                });
+                let _ = self.publisher.send(PubCmd::Telemetry { topic, payload });
             }
             Ok(_) => tracing::warn!(%topic, "telemetry message over the payload cap; dropped"),
             Err(e) => tracing::error!(%topic, error = %e, "cannot encode telemetry"),

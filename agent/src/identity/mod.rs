@@ -53,8 +53,9 @@ pub async fn enroll_until_accepted(
 ) -> Option<EnrollmentRecord> {
     tokio::pin!(stop);
     let mut pending =
-        crate::backoff::Backoff::new(Duration::from_secs(10), Duration::from_secs(60));
-    let mut failing = crate::backoff::Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
+        fleet_schema::backoff::Backoff::new(Duration::from_secs(10), Duration::from_secs(60));
+    let mut failing =
+        fleet_schema::backoff::Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
     loop {
         let now = crate::bus::now_millis();
         let (a, inv) = (asker.clone(), inventory.clone());

@@ -7,7 +7,7 @@
 //! `on-failure`, `never`), whether "running" waits for the first healthy probe, how long that
 //! may take (startup timeout) and how long a stop waits between SIGTERM and SIGKILL.
 
-use crate::backoff::Backoff;
+use fleet_schema::backoff::Backoff;
 use fleet_schema::AppPhase;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

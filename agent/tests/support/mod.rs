@@ -10,6 +10,7 @@ use fleet_agent::layout;
 use fleet_agent::store::{AppRecord, Store};
 use fleet_schema::trust::{seal, BusKey, SealParams, SigningKey, Stamp};
 use fleet_schema::{AppSpec, ArtifactRef, DesiredApp, DesiredState};
+use fleet_testkit::{Mosquitto, MosquittoAuth};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -17,76 +18,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A real MQTT broker for one test: Mosquitto on a free port, killed on drop. The agent's tests
-/// use an external broker on purpose: the embedded one lives in fleetd's crates, and the agent's
-/// dependency tree (dev-dependencies included) stays free of the broker.
-pub struct Broker {
-    child: Child,
-    /// The port it listens on (127.0.0.1).
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    /// Starts Mosquitto, or returns None after a loud notice when it is not installed
-    /// (a failure instead with FLEET_REQUIRE_EXTERNAL=1).
-    pub fn start() -> Option<Broker> {
-        let bin = [
-            "/usr/sbin/mosquitto",
-            "/usr/bin/mosquitto",
-            "/usr/local/sbin/mosquitto",
-        ]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
-        let Some(bin) = bin else {
-            let msg = "mosquitto is not installed: the agent's runtime tests need a broker \
-                       (apt-get install mosquitto)";
-            if std::env::var("FLEET_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-                panic!("{msg}; FLEET_REQUIRE_EXTERNAL=1 makes this a failure");
-            }
-            eprintln!("\n!!!!! SKIPPED: {msg} !!!!!\n");
-            return None;
-        };
-        let dir = tempfile::tempdir().expect("temp dir for mosquitto.conf");
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 100000\n"
-            ),
-        )
-        .expect("write mosquitto.conf");
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto never listened on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Broker {
-            child,
-            port,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A real MQTT broker for one test: the test kit's Mosquitto on a free port, open to anyone (the
+/// test plays every party), killed on drop; None (after the kit's skip-or-fail rule) when
+/// Mosquitto is not installed. The agent's tests use an external broker on purpose: the
+/// embedded one lives in fleetd's crates, and the agent's dependency tree (dev-dependencies
+/// included) stays free of the broker.
+pub fn broker() -> Option<Mosquitto> {
+    Mosquitto::start(MosquittoAuth::Open)
 }
 
 /// Writes a private (0600) file.
@@ -103,27 +41,9 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) {
     f.write_all(bytes).expect("write private file");
 }
 
-/// Polls `cond` every 50 ms until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A free local port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+// Each test binary uses part of the harness.
+#[allow(unused_imports)]
+pub use fleet_testkit::{free_port, wait_until};
 
 /// One app to install: name, shell script body, spec.
 pub struct TestApp {
@@ -424,7 +344,10 @@ impl Observer {
             "127.0.0.1",
             port,
         );
-        opts.set_max_packet_size(4 << 20, 4 << 20);
+        opts.set_max_packet_size(
+            fleet_testkit::TEST_CLIENT_MAX_PACKET,
+            fleet_testkit::TEST_CLIENT_MAX_PACKET,
+        );
         opts.set_keep_alive(Duration::from_secs(30));
         let (client, mut conn) = Client::new(opts, 64);
         let (tx, rx) = mpsc::channel();

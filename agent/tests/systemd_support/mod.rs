@@ -8,13 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Skips the test loudly, or fails it with FLEET_REQUIRE_EXTERNAL=1.
-fn skip(why: &str) {
-    if std::env::var("FLEET_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-        panic!("{why}; FLEET_REQUIRE_EXTERNAL=1 makes this a failure");
-    }
-    eprintln!("\n!!!!! SKIPPED: {why} !!!!!\n");
-}
+use fleet_testkit::skip_or_fail as skip;
 
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
@@ -151,19 +145,15 @@ pub fn alive(pid: u32) -> bool {
 }
 
 /// Polls `f` until it holds; panics naming `what` (and listing the manager's units) on timeout.
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        if Instant::now() > deadline {
-            let units = Command::new("systemctl")
-                .args(["--user", "list-units", "--all", "--no-pager"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-            panic!(
-                "timed out waiting until {what}; units: {}",
-                units.unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+pub fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    if !fleet_testkit::wait_until(timeout, f) {
+        let units = Command::new("systemctl")
+            .args(["--user", "list-units", "--all", "--no-pager"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        panic!(
+            "timed out waiting until {what}; units: {}",
+            units.unwrap_or_default()
+        );
     }
 }

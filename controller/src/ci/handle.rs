@@ -4,7 +4,7 @@
 
 use super::ledger::{self, CiRecord};
 use super::parse::{self, Format, ReplyTo};
-use super::CiContext;
+use super::{CiContext, Retain};
 use crate::deployments::{self, DeployContext};
 use fleet_schema::ci::{CiReply, CiRequest, MAX_SIGNED_AGE_S};
 use fleet_schema::Topic;
@@ -29,12 +29,12 @@ pub async fn handle(ctx: Arc<CiContext>, topic: Topic, payload: axum::body::Byte
     let format = parsed.format;
     let req = match parsed.request {
         Ok(r) => r,
-        Err(e) => return refuse(&ctx, &reply, format, e, true).await,
+        Err(e) => return refuse(&ctx, &reply, format, e, Retain::AsContracted).await,
     };
     if let Err(e) = authorize(&ctx, &req, signed, &payload) {
         // Not retained: anyone can name a token id, and a retained refusal would stand in
         // for that token's real answer to a later request with the same id.
-        return refuse(&ctx, &reply, format, e, false).await;
+        return refuse(&ctx, &reply, format, e, Retain::Never).await;
     }
     let key = ledger::key(&reply.owner, &reply.id);
     // One request per key at a time: a duplicate published while the first is being carried
@@ -49,7 +49,16 @@ pub async fn handle(ctx: Arc<CiContext>, topic: Topic, payload: axum::body::Byte
     };
     let existing = match lookup {
         Ok(e) => e,
-        Err(e) => return refuse(&ctx, &reply, format, format!("database: {e}"), false).await,
+        Err(e) => {
+            return refuse(
+                &ctx,
+                &reply,
+                format,
+                format!("database: {e}"),
+                Retain::Never,
+            )
+            .await
+        }
     };
     if let Some(rec) = &existing {
         if rec.digest != digest {
@@ -61,7 +70,7 @@ pub async fn handle(ctx: Arc<CiContext>, topic: Topic, payload: axum::body::Byte
                     .unwrap_or_default()
             );
             // Not retained: the retained verdict of the first request stays.
-            return refuse(&ctx, &reply, format, e, false).await;
+            return refuse(&ctx, &reply, format, e, Retain::Never).await;
         }
         if rec.accepted.is_some() {
             tracing::info!(request = %key, "repeated CI request answered again");
@@ -89,7 +98,7 @@ pub async fn handle(ctx: Arc<CiContext>, topic: Topic, payload: axum::body::Byte
             }
             super::follow::spawn(ctx.clone(), key, rec);
         }
-        Err(e) => refuse(&ctx, &reply, format, e, true).await,
+        Err(e) => refuse(&ctx, &reply, format, e, Retain::AsContracted).await,
     }
 }
 
@@ -252,7 +261,7 @@ pub(super) async fn save(ctx: &CiContext, key: &str, rec: &CiRecord) -> Result<(
 
 /// Answers a refused request on `<reply>/result` (retained unless it would replace the verdict
 /// of an earlier request with the same id), logs and counts it.
-async fn refuse(ctx: &CiContext, reply: &ReplyTo, format: Format, error: String, retain: bool) {
+async fn refuse(ctx: &CiContext, reply: &ReplyTo, format: Format, error: String, retain: Retain) {
     let n = ctx.metrics.reject("ci-requests", "refused");
     if n <= 5 || n.is_multiple_of(1000) {
         tracing::warn!(owner = %reply.owner, id = %reply.id, %error, "CI request refused");
@@ -264,7 +273,7 @@ async fn refuse(ctx: &CiContext, reply: &ReplyTo, format: Format, error: String,
         deployment: None,
         error: Some(error),
     };
-    super::publish_with(ctx, reply, format, &answer, retain).await;
+    super::publish_as(ctx, reply, format, &answer, retain).await;
 }
 
 /// Marks a request key as being carried out; released on drop.

@@ -29,7 +29,7 @@ use fleet_schema::ci::CiReply;
 use fleet_schema::topic::CiReplyPart;
 use fleet_schema::Topic;
 use parse::{Format, ReplyTo};
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::AsyncClient;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -120,12 +120,8 @@ async fn forget_expired(ctx: &CiContext) {
             continue;
         };
         for part in [CiReplyPart::Accepted, CiReplyPart::Result] {
-            let topic = Topic::ci_reply(owner, id, part).to_string();
-            if let Err(e) = ctx
-                .client
-                .publish(topic.as_str(), QoS::AtLeastOnce, true, Vec::new())
-                .await
-            {
+            let topic = Topic::ci_reply(owner, id, part);
+            if let Err(e) = crate::mqtt::wire::clear_retained(&ctx.client, &topic).await {
                 tracing::warn!(error = %e, %topic, "cannot clear a CI answer");
             }
         }
@@ -136,31 +132,43 @@ async fn forget_expired(ctx: &CiContext) {
     }
 }
 
-/// Publishes `answer` under the reply topic, retained when its kind is.
+/// Publishes `answer` under the reply topic, as the topic's contract says.
 pub async fn publish(ctx: &CiContext, reply: &ReplyTo, format: Format, answer: &CiReply) {
-    publish_with(ctx, reply, format, answer, answer.retained()).await
+    publish_as(ctx, reply, format, answer, Retain::AsContracted).await
 }
 
-/// Publishes `answer` under the reply topic with an explicit retain flag.
-pub async fn publish_with(
+/// Whether an answer may become the reply topic's retained message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retain {
+    /// As the topic's contract says (`accepted` and `result` retained).
+    AsContracted,
+    /// Never: the answer must not stand in for the retained verdict of the id's rightful
+    /// request (a refusal of a forged or conflicting request).
+    Never,
+}
+
+/// Publishes `answer` under the reply topic, retained per `retain`.
+pub async fn publish_as(
     ctx: &CiContext,
     reply: &ReplyTo,
     format: Format,
     answer: &CiReply,
-    retain: bool,
+    retain: Retain,
 ) {
-    let topic = Topic::ci_reply(&reply.owner, &reply.id, answer.part()).to_string();
+    let topic = Topic::ci_reply(&reply.owner, &reply.id, answer.part());
     let bytes = match format {
         Format::Json => serde_json::to_vec(answer).map_err(|e| e.to_string()),
         Format::Cbor => fleet_schema::encode(answer).map_err(|e| e.to_string()),
     };
     match bytes {
         Ok(b) => {
-            if let Err(e) = ctx
-                .client
-                .publish(topic.as_str(), QoS::AtLeastOnce, retain, b)
-                .await
-            {
+            let sent = match retain {
+                Retain::AsContracted => crate::mqtt::wire::publish(&ctx.client, &topic, b).await,
+                Retain::Never => {
+                    crate::mqtt::wire::publish_unretained(&ctx.client, &topic, b).await
+                }
+            };
+            if let Err(e) = sent {
                 tracing::warn!(error = %e, %topic, "cannot publish a CI answer");
             }
         }

@@ -104,17 +104,18 @@ impl Processes {
                 .lines()
                 .map_while(Result::ok)
             {
-                if let Some(urls) = ready_urls(&line) {
-                    let _ = tx.send(urls);
+                if let Some(ready) = fleet_schema::ReadyLine::parse(&line).transpose() {
+                    let _ = tx.send(ready.map(|r| (r.http, r.mqtt.to_string())));
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
+        let ready = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
             anyhow::anyhow!(
                 "fleetd did not become ready within 30 s; see {}",
                 self.dir.join("fleetd.log").display()
             )
-        })
+        })?;
+        Ok(ready?)
     }
 
     pub(super) fn start_agent(
@@ -173,17 +174,6 @@ impl Processes {
         self.children.clear();
         kill_leftovers(&self.dir);
     }
-}
-
-/// The (http, mqtt) URLs of fleetd's `fleetd ready http=... mqtt=...` line.
-fn ready_urls(line: &str) -> Option<(String, String)> {
-    let rest = line.strip_prefix("fleetd ready ")?;
-    let field = |name: &str| {
-        rest.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name))
-            .map(str::to_string)
-    };
-    Some((field("http=")?, field("mqtt=")?))
 }
 
 /// Uses `want` when it can be bound, otherwise a free port on the same IP.

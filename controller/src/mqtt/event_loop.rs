@@ -2,13 +2,15 @@
 //! incoming messages to the status writer and the guard. It never publishes.
 
 use super::inbound::{classify, Inbound, SeenStamps};
-use super::{Backoff, PublishQueue};
+use super::{wire, PublishQueue};
 use crate::db::StatusUpdate;
 use crate::metrics::Metrics;
 use crate::trust::Trust;
+use fleet_schema::backoff::{jitter, Backoff};
 use fleet_schema::topic::DeviceTopicKind;
 use fleet_schema::LogBatch;
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS, StateError};
+use fleet_schema::Subscription;
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, StateError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,11 +54,17 @@ pub struct LoopContext {
     pub max_status_bytes: usize,
 }
 
+/// First delay before reconnecting (each one drawn from its upper half, so clients that lost
+/// the same broker do not reconnect in step); rumqttc itself would retry at once.
+const RECONNECT_INITIAL: Duration = Duration::from_millis(100);
+/// Longest delay between reconnect attempts.
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
 /// A connection that lasted this long resets the reconnect backoff; one that breaks sooner
 /// (a broker that drops us right after CONNACK) keeps backing off, so it never becomes a loop.
 pub const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 
-/// Limit label of an incoming packet above [`super::MAX_PACKET_SIZE`].
+/// Limit label of an incoming packet above [`fleet_schema::MAX_PACKET_SIZE`].
 pub const INCOMING_PACKET_LIMIT: &str = "mqtt_incoming_packet_bytes";
 
 /// True when the broker sent a packet above our packet limit (rumqttc refuses to read it and
@@ -73,7 +81,7 @@ pub fn oversized_incoming(e: &ConnectionError) -> Option<usize> {
 
 /// Polls until a disconnect requested at shutdown (or until an error after shutdown began).
 pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(RECONNECT_INITIAL, RECONNECT_MAX);
     let mut seen = SeenStamps::default();
     let mut failures: u64 = 0;
     let mut connected_at: Option<Instant> = None;
@@ -120,13 +128,13 @@ pub async fn run(mut eventloop: EventLoop, ctx: LoopContext) {
                     // A poisoned session: start the next one clean, and republish every
                     // desired state before subscribing to `cmd` again (see `on_connect`).
                     ctx.metrics.limits.hit(INCOMING_PACKET_LIMIT, || {
-                        format!("the broker sent a packet of {size} bytes, above fleetd's limit of {}; reconnecting with a clean session and republishing every desired state", super::MAX_PACKET_SIZE)
+                        format!("the broker sent a packet of {size} bytes, above fleetd's limit of {}; reconnecting with a clean session and republishing every desired state", fleet_schema::MAX_PACKET_SIZE)
                     });
                     eventloop.mqtt_options.set_clean_session(true);
                     recovering = true;
                 }
                 failures += 1;
-                let delay = backoff.next_delay(&mut rand::rng());
+                let delay = jitter(backoff.next_delay(), rand::random::<f64>());
                 if failures <= 3 || failures.is_multiple_of(50) {
                     tracing::warn!(error = %e, attempt = failures, retry_in = ?delay, "MQTT connection failed");
                 } else {
@@ -173,20 +181,20 @@ async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>, ci: bool, rec
             DeviceTopicKind::Logs,
         ]
     };
-    let filters = kinds
+    let subs: Vec<Subscription> = kinds
         .iter()
-        .map(|k| rumqttc::SubscribeFilter::new(k.all_devices_filter(), QoS::AtLeastOnce));
-    if let Err(e) = client.subscribe_many(filters).await {
+        .map(|k| Subscription::all_devices(*k))
+        .collect();
+    if let Err(e) = wire::subscribe_many(&client, &subs).await {
         tracing::error!(error = %e, "cannot subscribe to device topics");
     }
     if ci {
         // Plain requests, and requests signed with a token (`fleet/_ci/requests/<id>/<hmac>`).
-        let filters = [
-            fleet_schema::Topic::CiRequests.to_string(),
-            format!("{}/+/+", fleet_schema::Topic::CiRequests),
-        ]
-        .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
-        if let Err(e) = client.subscribe_many(filters).await {
+        let subs = [
+            Subscription::topic(&fleet_schema::Topic::CiRequests),
+            Subscription::signed_ci_requests(),
+        ];
+        if let Err(e) = wire::subscribe_many(&client, &subs).await {
             tracing::error!(error = %e, "cannot subscribe to CI requests");
         }
     }
@@ -203,8 +211,8 @@ async fn on_connect(client: AsyncClient, queue: Arc<PublishQueue>, ci: bool, rec
                 "republishing every desired state takes long; subscribing to cmd anyway"
             );
         }
-        let filter = DeviceTopicKind::Cmd.all_devices_filter();
-        if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+        let cmd = [Subscription::all_devices(DeviceTopicKind::Cmd)];
+        if let Err(e) = wire::subscribe_many(&client, &cmd).await {
             tracing::error!(error = %e, "cannot subscribe to cmd topics");
         }
     }

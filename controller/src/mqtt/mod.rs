@@ -14,7 +14,6 @@
 //! [`inbound`] holds the classification of incoming messages, which verifies every device
 //! message against the device's enrolled key.
 
-mod backoff;
 pub mod catch_up;
 pub mod event_loop;
 pub mod guard;
@@ -23,9 +22,9 @@ pub mod kick;
 pub mod options;
 pub mod publisher;
 pub mod status_writer;
+pub mod wire;
 
-pub use backoff::Backoff;
-pub use options::{mqtt_options, Connection, CLIENT_ID, MAX_PACKET_SIZE};
+pub use options::{mqtt_options, Connection, CLIENT_ID};
 pub use publisher::PublishQueue;
 
 use crate::db::Db;

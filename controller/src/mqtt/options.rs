@@ -4,16 +4,13 @@
 use crate::trust::Trust;
 use fleet_schema::trust::tokens::CONTROLLER_USERNAME;
 use fleet_schema::trust::Stamp;
+use fleet_schema::MAX_PACKET_SIZE;
 use fleet_schema::{ControllerStatus, MqttUrl, Topic};
-use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use rumqttc::{LastWill, MqttOptions, TlsConfiguration, Transport};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use fleet_schema::trust::tokens::CONTROLLER_CLIENT_ID as CLIENT_ID;
-
-/// Largest MQTT packet sent or received (rumqttc's default of 10 KiB is far too small for
-/// desired states and statuses of devices with many apps).
-pub const MAX_PACKET_SIZE: usize = 2 * 1024 * 1024;
 
 /// QoS 1 messages in flight at once (a full republish is thousands of messages).
 const INFLIGHT: u16 = 1000;
@@ -71,13 +68,13 @@ pub fn last_will(trust: &Trust, epoch: u64) -> Option<LastWill> {
         http_url: None,
         at: 0,
     };
-    let topic = Topic::ControllerStatus.to_string();
+    let topic = Topic::ControllerStatus;
     let sealed = fleet_schema::encode(&will)
         .map_err(|e| e.to_string())
         .and_then(|b| {
             fleet_schema::trust::seal(
                 fleet_schema::trust::SealParams {
-                    topic: &topic,
+                    topic: &topic.to_string(),
                     signer: trust.key(),
                     to: None,
                     stamp: Stamp::will(epoch),
@@ -88,7 +85,7 @@ pub fn last_will(trust: &Trust, epoch: u64) -> Option<LastWill> {
             .map_err(|e| e.to_string())
         });
     match sealed {
-        Ok(payload) => Some(LastWill::new(topic, payload, QoS::AtLeastOnce, true)),
+        Ok(payload) => Some(super::wire::last_will(&topic, payload)),
         Err(e) => {
             tracing::error!(error = %e, "cannot seal the controller's last will");
             None

@@ -12,7 +12,7 @@ use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::trust::Trust;
 use fleet_schema::{AgentRequest, ControllerStatus, DeviceId, Topic};
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::AsyncClient;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -147,13 +147,17 @@ pub async fn run(
         }
         let pending = queue.take();
         if let Some(at) = pending.controller_at {
-            let topic = Topic::ControllerStatus.to_string();
+            let topic = Topic::ControllerStatus;
             let sealed = fleet_schema::encode(&controller_status(true, &http_url, at))
                 .map_err(|e| e.to_string())
-                .and_then(|b| trust.seal_public(&topic, &b).map_err(|e| e.to_string()));
+                .and_then(|b| {
+                    trust
+                        .seal_public(&topic.to_string(), &b)
+                        .map_err(|e| e.to_string())
+                });
             match sealed {
                 Ok(bytes) => {
-                    if !publish(&client, &shutdown, topic, bytes, true).await {
+                    if !publish(&client, &shutdown, &topic, bytes).await {
                         return;
                     }
                 }
@@ -161,18 +165,23 @@ pub async fn run(
             }
         }
         for (device, req) in pending.requests {
-            let topic = Topic::Req(device.clone()).to_string();
+            let topic = Topic::Req(device.clone());
             let sealed = fleet_schema::encode(&req)
                 .map_err(|e| e.to_string())
                 .and_then(|b| {
                     trust
-                        .seal_for_device(&topic, device.as_str(), trust.next_stamp(), &b)
+                        .seal_for_device(
+                            &topic.to_string(),
+                            device.as_str(),
+                            trust.next_stamp(),
+                            &b,
+                        )
                         .ok_or_else(|| format!("device {device} is not enrolled"))?
                         .map_err(|e| e.to_string())
                 });
             match sealed {
                 Ok(bytes) => {
-                    if !publish(&client, &shutdown, topic, bytes, false).await {
+                    if !publish(&client, &shutdown, &topic, bytes).await {
                         return;
                     }
                 }
@@ -211,8 +220,13 @@ pub async fn run(
                         continue;
                     }
                 };
-                let topic = Topic::Cmd(device).to_string();
-                let sealed = match trust.seal_for_device(&topic, &id, trust.next_stamp(), &bytes) {
+                let topic = Topic::Cmd(device);
+                let sealed = match trust.seal_for_device(
+                    &topic.to_string(),
+                    &id,
+                    trust.next_stamp(),
+                    &bytes,
+                ) {
                     None => {
                         tracing::debug!(device = %id, "not enrolled: desired state not published");
                         continue;
@@ -224,7 +238,7 @@ pub async fn run(
                     Some(Ok(sealed)) => sealed,
                 };
                 queue.record_published(&id, &sealed);
-                if !publish(&client, &shutdown, topic, sealed, true).await {
+                if !publish(&client, &shutdown, &topic, sealed).await {
                     return;
                 }
                 metrics.desired_published.fetch_add(1, Ordering::Relaxed);
@@ -237,18 +251,17 @@ pub async fn run(
     }
 }
 
-/// Publishes at QoS 1 (retained or not); false when the task must stop (shutdown or client
+/// Publishes as the topic's contract says; false when the task must stop (shutdown or client
 /// gone).
 async fn publish(
     client: &AsyncClient,
     shutdown: &CancellationToken,
-    topic: String,
+    topic: &Topic,
     payload: Vec<u8>,
-    retain: bool,
 ) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => false,
-        r = client.publish(topic, QoS::AtLeastOnce, retain, payload) => match r {
+        r = super::wire::publish(client, topic, payload) => match r {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "MQTT client stopped; publisher ends");

@@ -89,13 +89,14 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// The line fleetd prints on stdout once ready; tests parse it.
+    /// The line fleetd prints on stdout once ready ([`fleet_schema::ReadyLine`], which its
+    /// readers parse).
     pub fn line(&self) -> String {
-        format!(
-            "fleetd ready http={} mqtt={}",
-            http_url(self.http_addr, self.https),
-            self.mqtt
-        )
+        fleet_schema::ReadyLine {
+            http: http_url(self.http_addr, self.https),
+            mqtt: self.mqtt.clone(),
+        }
+        .to_string()
     }
 }
 

@@ -6,7 +6,6 @@ use super::ServeError;
 use crate::mqtt::publisher::controller_status;
 use crate::mqtt::Bridge;
 use fleet_schema::Topic;
-use rumqttc::QoS;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -44,14 +43,16 @@ pub(super) async fn graceful(
         http_url: None,
         ..offline
     };
-    let topic = Topic::ControllerStatus.to_string();
+    let topic = Topic::ControllerStatus;
     let sealed = fleet_schema::encode(&offline)
         .map_err(|e| e.to_string())
-        .and_then(|b| trust.seal_public(&topic, &b).map_err(|e| e.to_string()));
+        .and_then(|b| {
+            trust
+                .seal_public(&topic.to_string(), &b)
+                .map_err(|e| e.to_string())
+        });
     if let Ok(payload) = sealed {
-        let publish = bridge
-            .client
-            .publish(topic, QoS::AtLeastOnce, true, payload);
+        let publish = crate::mqtt::wire::publish(&bridge.client, &topic, payload);
         if !matches!(
             tokio::time::timeout(STEP_TIMEOUT, publish).await,
             Ok(Ok(()))

@@ -43,10 +43,7 @@ fn start_s3s() -> Option<S3s> {
     let Some(bin) = s3s_binary() else {
         let msg =
             "s3s-fs is not installed (cargo install --locked s3s-fs@0.14.1 --features binary)";
-        if std::env::var("FLEET_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-            panic!("{msg}, and FLEET_REQUIRE_EXTERNAL=1");
-        }
-        eprintln!("\n*** SKIPPED: {msg} ***\n");
+        fleet_testkit::skip_or_fail(msg);
         return None;
     };
     let root = tempfile::tempdir().expect("tempdir");

@@ -158,3 +158,66 @@ pub fn register_app(fleetd: &Fleetd, manifest: &serde_json::Value) {
     );
     assert_eq!(status, 201, "register {manifest}: {body}");
 }
+
+/// The application [`wait_driver_passes`] deploys.
+pub const WITNESS_APP: &str = "driver-witness";
+
+/// A positive sign that fleetd's rollout driver has made complete passes from now on: a
+/// one-device all-at-once deployment of [`WITNESS_APP`] `version` to `witness` (a device no
+/// other deployment of the test targets), created now, reaches `succeeded`. That takes several
+/// driver passes (the device installs and runs it, then stays healthy), and every pass ticks
+/// every running rollout: after it, a test may assert that another rollout did *not* move.
+pub fn wait_driver_passes(fleetd: &Fleetd, witness: &Agent, version: &str) {
+    let (status, body) = upload(fleetd, WITNESS_APP, version, &sample_app_bytes(version));
+    assert!(
+        status == 201 || status == 200,
+        "upload {WITNESS_APP} {version}: {status} {body}"
+    );
+    let (status, body) = post_json(
+        &fleetd.url("/api/v1/deployments"),
+        &serde_json::json!({
+            "application": WITNESS_APP,
+            "version": version,
+            "strategy": {"type": "all-at-once"},
+            "target": {"devices": [witness.device_id]},
+        }),
+    );
+    assert_eq!(status, 201, "create the witness deployment: {body}");
+    let id = body["id"].as_str().expect("deployment id");
+    wait_deployment(fleetd, id, "succeeded", &[witness]);
+}
+
+/// A positive sign that `agent` has handled every message the broker queued for it before
+/// now: it answers a log-history request fleetd sends it now (`source=agent`). The agent
+/// handles bus messages in order, and the broker hands it a retained desired state when it
+/// subscribes, before any later request.
+pub fn wait_agent_answers(fleetd: &Fleetd, agent: &Agent) {
+    let url = fleetd.url(&format!(
+        "/api/v1/devices/{}/logs?source=agent&limit=1",
+        agent.device_id
+    ));
+    let answered = wait_until(Duration::from_secs(30), || {
+        let (status, body) = get(&url);
+        status == 200
+            && body.lines().any(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .is_ok_and(|b| b["history"] == serde_json::json!(true))
+            })
+    });
+    assert!(
+        answered,
+        "agent {} never answered a history request:\n{}",
+        agent.device_id,
+        agent.log()
+    );
+}
+
+/// Waits until fleetd shows `agent`'s device offline (its connection is gone).
+pub fn wait_offline(fleetd: &Fleetd, agent: &Agent) {
+    let url = fleetd.url(&format!("/api/v1/devices/{}", agent.device_id));
+    let offline = wait_until(Duration::from_secs(30), || {
+        let (status, body) = get(&url);
+        status == 200 && parse_json(&body)["online"] == serde_json::json!(false)
+    });
+    assert!(offline, "device {} never went offline", agent.device_id);
+}

@@ -40,7 +40,6 @@ pub fn admin_token() -> &'static str {
 
 use rumqttc::{Client, Connection, Event, MqttOptions, Packet, Publish, QoS};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -49,35 +48,9 @@ use std::time::{Duration, Instant};
 /// How long fleetd may take to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A TCP port free on every address when returned, for an app or container to listen on soon
-/// after. It is taken below the kernel's ephemeral range: a port the kernel hands out for
-/// `bind(0)` can meanwhile become the source port of some outgoing connection (the agent's, the
-/// broker's), and a listener on it then fails for as long as that connection lives (seen as a
-/// container engine's "port is already allocated", exit status 125, under CI load).
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(32768);
-    let base = 20_000u32;
-    let span = ephemeral_low.saturating_sub(base).max(1_000);
-    let start = std::process::id().wrapping_mul(7919) % span;
-    for _ in 0..span {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let port = u16::try_from(base + (start + n) % span).expect("below 65536");
-        if TcpListener::bind(("0.0.0.0", port)).is_ok()
-            && TcpListener::bind(("127.0.0.1", port)).is_ok()
-        {
-            return port;
-        }
-    }
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
-}
+// Each test binary uses part of the harness.
+#[allow(unused_imports)]
+pub use fleet_testkit::{free_port, wait_until};
 
 /// A running `fleetd` process.
 pub struct Fleetd {
@@ -338,14 +311,14 @@ impl Fleetd {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if line.starts_with("fleetd ready ") {
-                    let _ = tx.send(line);
+                if let Some(ready) = fleet_schema::ReadyLine::parse(&line).transpose() {
+                    let _ = tx.send(ready);
                 }
             }
         });
         self.child = Some(child);
-        let line = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(line) => line,
+        let ready = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(ready) => ready.unwrap_or_else(|e| panic!("{e}")),
             Err(_) => {
                 self.kill9();
                 panic!(
@@ -354,17 +327,11 @@ impl Fleetd {
                 );
             }
         };
-        let field = |name: &str| -> String {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .unwrap_or_else(|| panic!("ready line {line:?} lacks {name}"))
-                .to_string()
-        };
-        self.http = field("http=");
-        let mqtt = field("mqtt=");
-        assert!(
-            mqtt.ends_with(&format!(":{}", self.mqtt_port)),
-            "ready line names the broker port: {line}"
+        self.http = ready.http;
+        assert_eq!(
+            ready.mqtt.port, self.mqtt_port,
+            "ready line names the broker port: {}",
+            ready.mqtt
         );
     }
 
@@ -621,20 +588,6 @@ pub fn upload(
     (status, parse_json(&text))
 }
 
-/// Polls `cond` every 50 ms until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 // ---------------------------------------------------------------- MQTT
 
 /// A connected MQTT test client (sync rumqttc) with large packets allowed.
@@ -671,8 +624,11 @@ impl MqttClient {
         creds: Option<(&str, &str)>,
     ) -> Result<MqttClient, String> {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-        opts.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024)
-            .set_keep_alive(Duration::from_secs(30));
+        opts.set_max_packet_size(
+            fleet_testkit::TEST_CLIENT_MAX_PACKET,
+            fleet_testkit::TEST_CLIENT_MAX_PACKET,
+        )
+        .set_keep_alive(Duration::from_secs(30));
         if let Some(ca) = ca {
             let config = fleet_controller::tls::client_config(ca, None)
                 .map_err(|e| format!("TLS client configuration: {e}"))?;

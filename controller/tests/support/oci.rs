@@ -44,13 +44,7 @@ pub fn has_interpreter(elf: &[u8]) -> bool {
     (0..phnum).any(|i| num(phoff + i * phentsize, 4) == 3)
 }
 
-/// Skips the test loudly, or fails it under FLEET_REQUIRE_EXTERNAL=1.
-pub fn skip_or_fail(msg: &str) {
-    if std::env::var("FLEET_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-        panic!("{msg}; FLEET_REQUIRE_EXTERNAL=1 makes this a failure");
-    }
-    eprintln!("\n!!!!! SKIPPED: {msg} !!!!!\n");
-}
+pub use fleet_testkit::skip_or_fail;
 
 /// Output of `engine args..`, asserting success.
 pub fn sh(engine: &str, args: &[&str]) -> String {

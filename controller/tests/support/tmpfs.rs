@@ -42,10 +42,7 @@ impl Tmpfs {
                     "cannot mount a tmpfs on {} ({why}): disk-full tests need root",
                     dir.display()
                 );
-                if std::env::var("FLEET_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-                    panic!("{msg}; FLEET_REQUIRE_EXTERNAL=1 makes this a failure");
-                }
-                eprintln!("\n!!!!! SKIPPED: {msg} !!!!!\n");
+                fleet_testkit::skip_or_fail(&msg);
                 None
             }
         }

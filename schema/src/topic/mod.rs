@@ -5,6 +5,10 @@
 use crate::device_id::{DeviceId, DeviceIdError};
 use std::fmt;
 
+mod spec;
+
+pub use spec::{Qos, Subscription, TopicSpec, MAX_PACKET_SIZE};
+
 /// The root of every FleetD topic.
 pub const ROOT: &str = "fleet";
 
@@ -138,123 +142,7 @@ pub enum TopicError {
     },
 }
 
-/// Delivery properties of a topic, as `topics.md` documents them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TopicSpec {
-    /// The pattern, with `<device>` for the device level.
-    pub pattern: &'static str,
-    /// MQTT QoS level.
-    pub qos: u8,
-    /// Whether messages are published retained.
-    pub retained: bool,
-    /// Who publishes.
-    pub publisher: &'static str,
-    /// The payload's Rust type name in `fleet_schema`.
-    pub payload: &'static str,
-}
-
 impl Topic {
-    /// Every topic pattern and its delivery properties: the contract `topics.md` documents.
-    pub const SPECS: [TopicSpec; 11] = [
-        TopicSpec {
-            pattern: "fleet/<device>/cmd",
-            qos: 1,
-            retained: true,
-            publisher: "controller",
-            payload: "DesiredState",
-        },
-        TopicSpec {
-            pattern: "fleet/<device>/status",
-            qos: 1,
-            retained: true,
-            publisher: "agent",
-            payload: "DeviceStatus",
-        },
-        TopicSpec {
-            pattern: "fleet/<device>/metrics",
-            qos: 0,
-            retained: false,
-            publisher: "agent",
-            payload: "MetricsBatch",
-        },
-        TopicSpec {
-            pattern: "fleet/<device>/logs",
-            qos: 0,
-            retained: false,
-            publisher: "agent",
-            payload: "LogBatch",
-        },
-        TopicSpec {
-            pattern: "fleet/_controller/status",
-            qos: 1,
-            retained: true,
-            publisher: "controller",
-            payload: "ControllerStatus",
-        },
-        TopicSpec {
-            pattern: "fleet/<device>/req",
-            qos: 1,
-            retained: false,
-            publisher: "controller",
-            payload: "AgentRequest",
-        },
-        TopicSpec {
-            pattern: "fleet/_ci/requests",
-            qos: 1,
-            retained: false,
-            publisher: "CI",
-            payload: "CiRequest",
-        },
-        TopicSpec {
-            pattern: "fleet/_ci/requests/<token id>/<hmac>",
-            qos: 1,
-            retained: false,
-            publisher: "CI",
-            payload: "CiRequest",
-        },
-        TopicSpec {
-            pattern: "fleet/_ci/replies/<owner>/<id>/accepted",
-            qos: 1,
-            retained: true,
-            publisher: "controller",
-            payload: "CiReply",
-        },
-        TopicSpec {
-            pattern: "fleet/_ci/replies/<owner>/<id>/progress",
-            qos: 1,
-            retained: false,
-            publisher: "controller",
-            payload: "CiReply",
-        },
-        TopicSpec {
-            pattern: "fleet/_ci/replies/<owner>/<id>/result",
-            qos: 1,
-            retained: true,
-            publisher: "controller",
-            payload: "CiReply",
-        },
-    ];
-
-    /// The delivery properties of this topic.
-    pub fn spec(&self) -> &'static TopicSpec {
-        let i = match self {
-            Topic::Cmd(_) => 0,
-            Topic::Status(_) => 1,
-            Topic::Metrics(_) => 2,
-            Topic::Logs(_) => 3,
-            Topic::ControllerStatus => 4,
-            Topic::Req(_) => 5,
-            Topic::CiRequests => 6,
-            Topic::CiSignedRequest { .. } => 7,
-            Topic::CiReply { part, .. } => match part {
-                CiReplyPart::Accepted => 8,
-                CiReplyPart::Progress => 9,
-                CiReplyPart::Result => 10,
-            },
-        };
-        &Self::SPECS[i]
-    }
-
     /// The device this topic belongs to, if it is a per-device topic.
     pub fn device(&self) -> Option<&DeviceId> {
         match self {
@@ -410,7 +298,7 @@ mod tests {
                 Some(d) => s.replacen(d.as_str(), "<device>", 1),
                 None => s.clone(),
             };
-            assert_eq!(t.spec().pattern, pattern);
+            assert_eq!(t.spec().pattern(), pattern);
         }
     }
 
@@ -419,12 +307,12 @@ mod tests {
         let req = Topic::CiRequests;
         assert_eq!(req.to_string(), "fleet/_ci/requests");
         assert_eq!(Topic::parse("fleet/_ci/requests").expect("parses"), req);
-        assert_eq!(req.spec().pattern, "fleet/_ci/requests");
+        assert_eq!(req.spec().pattern(), "fleet/_ci/requests");
         let mac = "ab".repeat(32);
         let signed = format!("fleet/_ci/requests/0123abcd/{mac}");
         let t = Topic::parse(&signed).expect("a signed request topic");
         assert_eq!(t.to_string(), signed);
-        assert_eq!(t.spec().pattern, "fleet/_ci/requests/<token id>/<hmac>");
+        assert_eq!(t.spec().pattern(), "fleet/_ci/requests/<token id>/<hmac>");
         for bad in [
             format!("fleet/_ci/requests/0123ABCD/{mac}"),
             format!("fleet/_ci/requests/0123abc/{mac}"),
@@ -440,7 +328,7 @@ mod tests {
             let pattern = s
                 .replacen("_token-0123abcd", "<owner>", 1)
                 .replacen("build-17", "<id>", 1);
-            assert_eq!(t.spec().pattern, pattern);
+            assert_eq!(t.spec().pattern(), pattern);
         }
         for bad in [
             "fleet/_ci/replies/_token-x/build/other",
@@ -472,54 +360,5 @@ mod tests {
     #[test]
     fn controller_topics_cannot_be_device_topics() {
         assert!(DeviceId::parse(CONTROL_LEVEL).is_err());
-    }
-}
-
-#[cfg(test)]
-mod contract {
-    use super::Topic;
-
-    /// Parses the contract table in `topics.md` (the one headed `| topic | publisher | ...`)
-    /// into (pattern, qos, retained, payload) rows.
-    fn documented() -> Vec<(String, u8, bool, String)> {
-        let doc = include_str!("../../topics.md");
-        doc.lines()
-            .skip_while(|l| !l.starts_with("| topic | publisher |"))
-            .skip(2)
-            .take_while(|l| l.starts_with('|'))
-            .map(|l| {
-                let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-                assert_eq!(cells.len(), 6, "topics.md row has 6 columns: {l}");
-                let qos = cells[3].parse().expect("QoS column is a number");
-                let retained = match cells[4] {
-                    "yes" => true,
-                    "no" => false,
-                    other => panic!("retained column must be yes or no, got {other}"),
-                };
-                (
-                    cells[0].trim_matches('`').to_string(),
-                    qos,
-                    retained,
-                    cells[5].trim_matches('`').to_string(),
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn topics_md_matches_the_topic_enum() {
-        let doc = documented();
-        let code: Vec<(String, u8, bool, String)> = Topic::SPECS
-            .iter()
-            .map(|s| {
-                (
-                    s.pattern.to_string(),
-                    s.qos,
-                    s.retained,
-                    s.payload.to_string(),
-                )
-            })
-            .collect();
-        assert_eq!(doc, code, "topics.md table and Topic::SPECS disagree");
     }
 }

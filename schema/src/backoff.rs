@@ -1,6 +1,7 @@
-//! Exponential backoff, shared by every retry loop of the agent (broker reconnects, failed
-//! downloads, app restarts) so they all grow, cap and reset the same way. Pure: randomness for
-//! jitter is passed in, so tests are deterministic.
+//! Exponential backoff, shared by every retry loop of FleetD (the agent's and fleetd's broker
+//! reconnects, the agent's failed downloads and app restarts) so they all grow, cap and reset
+//! the same way. Pure: no clock and no random source; the caller sleeps, and passes in the
+//! random number for jitter, so tests are deterministic.
 
 use std::time::Duration;
 
@@ -72,5 +73,7 @@ mod tests {
         let d = Duration::from_secs(10);
         assert_eq!(jitter(d, 0.0), Duration::from_secs(5));
         assert!(jitter(d, 0.999) <= d);
+        assert!(jitter(d, 0.999) > Duration::from_secs(9));
+        assert_eq!(jitter(d, 7.0), d, "out-of-range input is clamped");
     }
 }
