@@ -14,7 +14,7 @@
 //! | [`runtime`] | start and stop an app: [`runtime::raw`] processes, [`runtime::container`]s, [`runtime::systemd`] units; limits, files, health probes |
 //! | [`traffic`] | blue-green: the port forwarder and the switch decision |
 //! | [`telemetry`] | metrics, app logs, the app counters endpoint, the offline backlog |
-//! | [`bus`], [`backoff`] | the MQTT session and publisher |
+//! | [`bus`], [`wire`] | the MQTT session, and publishing by the topic contract |
 //! | [`identity`], [`tls`], [`http`] | enrollment, the device key and signer; TLS and HTTP clients |
 //! | [`store`], [`layout`] | the agent database and the data directory's paths |
 //! | [`config`], [`inventory`], [`limits`], [`confine`] | settings, what the device offers, the agent's own bounds, paths confined to a directory |
