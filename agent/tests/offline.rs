@@ -109,12 +109,21 @@ fn outage_is_bridged_by_the_disk_backlog_with_status_first_and_bounded_memory() 
             "1000",
         ],
     );
-    obs.wait_for(
-        &topics[1],
-        Duration::from_secs(20),
-        "first metrics",
-        |_: &MetricsBatch| Some(()),
-    );
+    // Before the cut, live metrics and log lines arrive: the lines read before the cut start
+    // the no-line-lost check below, so the cut waits for at least one.
+    let mut seen = Seen::default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.metric_ts.is_empty() || seen.lines.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "live metrics ({}) and log lines ({}) before the cut",
+            seen.metric_ts.len(),
+            seen.lines.len()
+        );
+        if let Some((topic, payload)) = obs.next(Duration::from_millis(200)) {
+            seen.take(&topics, &topic, &payload, u64::MAX);
+        }
+    }
     let rss_before = rss_kib(agent.pid());
 
     proxy.cut();
@@ -135,14 +144,11 @@ fn outage_is_bridged_by_the_disk_backlog_with_status_first_and_bounded_memory() 
     // metrics from well after the restore arrived (or a deadline passes: the asserts below
     // then say what is missing).
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut first_after_cut: Option<String> = None;
-    let mut metric_ts: Vec<u64> = Vec::new();
-    let mut lines = Vec::new();
     while Instant::now() < deadline {
         let live_again = |t: &u64| *t > restored_at + 2000;
         if spooled() == 0
-            && metric_ts.iter().any(live_again)
-            && lines.iter().any(|(_, t)| live_again(t))
+            && seen.metric_ts.iter().any(live_again)
+            && seen.lines.iter().any(|(_, t)| live_again(t))
         {
             break;
         }
@@ -150,26 +156,13 @@ fn outage_is_bridged_by_the_disk_backlog_with_status_first_and_bounded_memory() 
         let Some((topic, payload)) = got else {
             continue;
         };
-        let payload = support::body_of(&payload).expect("sealed by the agent");
-        if topic == topics[0] {
-            let st: DeviceStatus = fleet_schema::decode(&payload, 1 << 20).expect("status");
-            if st.online && first_after_cut.is_none() && st.reported_at > cut_at {
-                first_after_cut = Some(topic.clone());
-            }
-        } else if topic == topics[1] {
-            let m: MetricsBatch = fleet_schema::decode(&payload, 1 << 20).expect("metrics");
-            if m.timestamp > cut_at && first_after_cut.is_none() {
-                first_after_cut = Some(topic.clone());
-            }
-            metric_ts.push(m.timestamp);
-        } else if topic == topics[2] {
-            let b: LogBatch = fleet_schema::decode(&payload, 1 << 20).expect("logs");
-            lines.extend(b.entries.into_iter().filter_map(|e| {
-                let n = e.message.strip_prefix("line ")?.parse::<u64>().ok()?;
-                Some((n, e.timestamp))
-            }));
-        }
+        seen.take(&topics, &topic, &payload, cut_at);
     }
+    let Seen {
+        first_after_cut,
+        mut metric_ts,
+        mut lines,
+    } = seen;
     assert_eq!(
         first_after_cut.as_deref(),
         Some(topics[0].as_str()),
@@ -209,6 +202,41 @@ fn outage_is_bridged_by_the_disk_backlog_with_status_first_and_bounded_memory() 
         .expect("backlog dir")
         .count();
     assert_eq!(left, 0, "backlog drained");
+}
+
+/// What the observer received from the agent: the first topic published after the cut,
+/// metrics timestamps, and log lines as (line number, timestamp).
+#[derive(Default)]
+struct Seen {
+    first_after_cut: Option<String>,
+    metric_ts: Vec<u64>,
+    lines: Vec<(u64, u64)>,
+}
+
+impl Seen {
+    /// Records one message of `topics` (status, metrics, logs); `cut_at` is when the link was
+    /// cut (`u64::MAX` before).
+    fn take(&mut self, topics: &[String; 3], topic: &str, payload: &[u8], cut_at: u64) {
+        let payload = support::body_of(payload).expect("sealed by the agent");
+        if topic == topics[0] {
+            let st: DeviceStatus = fleet_schema::decode(&payload, 1 << 20).expect("status");
+            if st.online && self.first_after_cut.is_none() && st.reported_at > cut_at {
+                self.first_after_cut = Some(topic.to_string());
+            }
+        } else if topic == topics[1] {
+            let m: MetricsBatch = fleet_schema::decode(&payload, 1 << 20).expect("metrics");
+            if m.timestamp > cut_at && self.first_after_cut.is_none() {
+                self.first_after_cut = Some(topic.to_string());
+            }
+            self.metric_ts.push(m.timestamp);
+        } else if topic == topics[2] {
+            let b: LogBatch = fleet_schema::decode(&payload, 1 << 20).expect("logs");
+            self.lines.extend(b.entries.into_iter().filter_map(|e| {
+                let n = e.message.strip_prefix("line ")?.parse::<u64>().ok()?;
+                Some((n, e.timestamp))
+            }));
+        }
+    }
 }
 
 fn support_now_ms() -> u64 {
