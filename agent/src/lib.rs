@@ -17,7 +17,7 @@
 //! | [`bus`], [`backoff`] | the MQTT session and publisher |
 //! | [`identity`], [`tls`], [`http`] | enrollment, the device key and signer; TLS and HTTP clients |
 //! | [`store`], [`layout`] | the agent database and the data directory's paths |
-//! | [`config`], [`inventory`], [`limits`], [`confine`] | settings, what the device offers, the agent's own bounds, paths confined to a directory |
+//! | [`config`], [`inventory`], [`limits`], [`confine`], [`logging`] | settings, what the device offers, the agent's own bounds, paths confined to a directory, the RUST_LOG filter |
 
 pub mod backoff;
 pub mod bus;
@@ -32,6 +32,7 @@ pub mod install;
 pub mod inventory;
 pub mod layout;
 pub mod limits;
+pub mod logging;
 pub mod reconcile;
 pub mod report;
 pub mod runtime;
