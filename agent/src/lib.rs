@@ -17,10 +17,11 @@
 //! | [`bus`], [`backoff`] | the MQTT session and publisher |
 //! | [`identity`], [`tls`], [`http`] | enrollment, the device key and signer; TLS and HTTP clients |
 //! | [`store`], [`layout`] | the agent database and the data directory's paths |
-//! | [`config`], [`inventory`], [`limits`], [`confine`], [`logging`] | settings, what the device offers, the agent's own bounds, paths confined to a directory, the RUST_LOG filter |
+//! | [`cli`], [`config`], [`inventory`], [`limits`], [`confine`], [`logging`] | the command line and settings, what the device offers, the agent's own bounds, paths confined to a directory, the RUST_LOG filter |
 
 pub mod backoff;
 pub mod bus;
+pub mod cli;
 pub mod components;
 pub mod config;
 pub mod confine;

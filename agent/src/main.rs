@@ -2,7 +2,6 @@
 //! database and runs the agent on a current-thread runtime until SIGTERM/SIGINT.
 
 use anyhow::Context;
-use clap::Parser;
 use fleet_agent::config::{Cli, Config};
 use fleet_agent::runtime::resource_limits::{launcher_main, LAUNCH_ARG};
 use fleet_agent::{daemon, layout, logging, store::Store};
