@@ -17,6 +17,7 @@
 //! | [`bus`], [`backoff`] | the MQTT session and publisher |
 //! | [`identity`], [`tls`], [`http`] | enrollment, the device key and signer; TLS and HTTP clients |
 //! | [`store`], [`layout`] | the agent database and the data directory's paths |
+//! | [`resident`] | gives back the code pages and free heap an idle agent does not use |
 //! | [`cli`], [`config`], [`inventory`], [`limits`], [`confine`], [`logging`] | the command line and settings, what the device offers, the agent's own bounds, paths confined to a directory, the RUST_LOG filter |
 
 pub mod backoff;
@@ -36,6 +37,7 @@ pub mod limits;
 pub mod logging;
 pub mod reconcile;
 pub mod report;
+pub mod resident;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;

@@ -47,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    runtime.spawn(fleet_agent::resident::trim_periodically());
     let result = runtime.block_on(daemon::run(cfg, store));
     // A download stuck in a blocking read must not hold up the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
