@@ -36,6 +36,10 @@ for t in "${targets[@]}"; do
   printf '%-34s %10s\n' "$t" "$(stat -c %s "target/$t/release/fleet-agent")"
 done
 
+# The size bounds (agent/tests/footprint.rs): both ARM builds must be there, stripped, in budget.
+FLEET_FOOTPRINT_TARGETS="$(IFS=,; echo "${targets[*]}")" \
+  cargo test -q -p fleet-agent --test footprint -- release_binaries
+
 run() {
   FLEET_IDLE_SECS="${FLEET_IDLE_SECS:-60}" FLEET_AGENT_BIN="$1" FLEET_AGENT_RUNNER="${2:-}" \
     cargo test -q -p fleet-agent --test footprint -- --ignored --nocapture 2>&1 |

@@ -1,99 +1,11 @@
 //! The agent's settings: command-line flags, optionally a TOML file with the same settings
 //! (flags win), validated once here so the rest of the agent works with checked values.
 
-use clap::Parser;
+pub use crate::cli::Cli;
 use fleet_schema::DeviceId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Command-line flags of `fleet-agent`.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "fleet-agent", version, about = "FleetD device agent")]
-pub struct Cli {
-    /// This device's id (letters, digits, '-', '_', '.').
-    #[arg(long)]
-    pub device_id: Option<String>,
-    /// The broker, e.g. mqtt://127.0.0.1:1883 or mqtts://fleet.example:8883.
-    #[arg(long)]
-    pub mqtt_url: Option<String>,
-    /// fleetd's HTTP API, e.g. https://fleet.example:7878: where the device enrolls and asks
-    /// for fresh download URLs.
-    #[arg(long)]
-    pub server: Option<String>,
-    /// A file holding the enrollment token (`fleetctl enroll create`); without one the device
-    /// enrolls as a pending request an operator accepts (`fleetctl device accept ID`). Only
-    /// needed until the device is enrolled.
-    #[arg(long, value_name = "FILE")]
-    pub enroll_token_file: Option<PathBuf>,
-    /// The enrollment token itself (prefer --enroll-token-file or FLEET_ENROLL_TOKEN: a flag
-    /// is visible to other users in the process list).
-    #[arg(long, env = "FLEET_ENROLL_TOKEN", hide_env_values = true)]
-    pub enroll_token: Option<String>,
-    /// PEM CA certificate(s) the broker's and fleetd's TLS certificates must chain to (default:
-    /// the system's CA store).
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-    /// PEM client certificate presented to the broker and fleetd when they ask for one.
-    #[arg(long, value_name = "FILE", requires = "client_key")]
-    pub client_cert: Option<PathBuf>,
-    /// PEM private key of --client-cert.
-    #[arg(long, value_name = "FILE", requires = "client_cert")]
-    pub client_key: Option<PathBuf>,
-    /// Where the agent keeps its database, downloads, apps and logs.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// A label KEY=VALUE reported in the inventory (repeatable).
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
-    /// A TOML file with device_id, mqtt_url, server, data_dir, a [labels] table and the
-    /// settings below (keys as the flags, with '_' for '-').
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// How often metrics are sampled and published, milliseconds (default 10000).
-    #[arg(long)]
-    pub metrics_interval_ms: Option<u64>,
-    /// Address of the local endpoint apps report counters to (default 127.0.0.1:0, any port).
-    #[arg(long)]
-    pub metrics_listen: Option<String>,
-    /// Most messages kept in the offline backlog (default 2000).
-    #[arg(long)]
-    pub spool_max_messages: Option<usize>,
-    /// Most bytes kept in the offline backlog (default 4 MiB).
-    #[arg(long)]
-    pub spool_max_bytes: Option<u64>,
-    /// Log lines per second published per device before lines are dropped (default 100).
-    #[arg(long)]
-    pub log_rate: Option<u32>,
-    /// An ed25519 public key (hex, or a file holding it) whose artifact signatures are
-    /// trusted (repeatable, so keys can rotate).
-    #[arg(long = "trusted-key", value_name = "HEX|FILE")]
-    pub trusted_keys: Vec<String>,
-    /// Refuse artifacts without a valid signature by a trusted key.
-    #[arg(long)]
-    pub require_signatures: bool,
-    /// Largest total unpacked size of an archive artifact, bytes (default 4 GiB).
-    #[arg(long)]
-    pub archive_max_bytes: Option<u64>,
-    /// Most entries in an archive artifact (default 100000).
-    #[arg(long)]
-    pub archive_max_entries: Option<u64>,
-    /// Which systemd manager runs apps with `runtime.type: systemd`: `system` (default,
-    /// `systemctl`) or `user` (`systemctl --user`).
-    #[arg(long, value_name = "system|user")]
-    pub systemd_scope: Option<String>,
-    /// Where their unit files are written; it must be on the manager's unit path (default
-    /// /etc/systemd/system, or $XDG_CONFIG_HOME/systemd/user for the user scope).
-    #[arg(long, value_name = "DIR")]
-    pub systemd_unit_dir: Option<PathBuf>,
-    /// Address the blue-green forwarders listen on for an app's `runtime.ports` (default
-    /// 127.0.0.1, where containers publish theirs too; 0.0.0.0 serves the network).
-    #[arg(long, value_name = "IP")]
-    pub forward_listen: Option<std::net::IpAddr>,
-    /// Resource limits (see docs/limits.md).
-    #[command(flatten)]
-    pub limits: crate::limits::LimitSettings,
-}
 
 /// Telemetry settings (metrics, logs, offline backlog).
 #[derive(Debug, Clone, PartialEq, Eq)]

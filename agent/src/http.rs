@@ -85,19 +85,29 @@ fn build(tls: TlsConfig) -> ureq::Agent {
     )
 }
 
-/// Configures the client once, at start; an error names the unusable file.
+/// The TLS files [`init`] was given when the client is built on first use.
+static FILES: OnceLock<TlsFiles> = OnceLock::new();
+
+/// Configures the client once, at start; an error names the unusable file. Given files are
+/// read now, so a bad one stops the agent at start. Without `--ca` the system CA store (some
+/// 200 KB of certificates held in memory) is read when the first HTTP request needs the client:
+/// an enrolled device that is not downloading does not carry it.
 pub fn init(files: &TlsFiles) -> Result<(), String> {
+    if files == &TlsFiles::default() {
+        // A second call (tests) keeps the first configuration.
+        let _ = FILES.set(files.clone());
+        return Ok(());
+    }
     let agent = build(tls_config(files)?);
-    // A second call (tests) keeps the first configuration.
     let _ = CLIENT.set(agent);
     Ok(())
 }
 
-/// The client (the system CA store when [`init`] was not called).
+/// The client (the system CA store when [`init`] was not given a CA).
 pub fn client() -> &'static ureq::Agent {
     CLIENT.get_or_init(|| {
         build(
-            tls_config(&TlsFiles::default())
+            tls_config(FILES.get().unwrap_or(&TlsFiles::default()))
                 .unwrap_or_else(|_| TlsConfig::builder().provider(TlsProvider::Rustls).build()),
         )
     })

@@ -17,9 +17,11 @@
 //! | [`bus`], [`wire`] | the MQTT session, and publishing by the topic contract |
 //! | [`identity`], [`tls`], [`http`] | enrollment, the device key and signer; TLS and HTTP clients |
 //! | [`store`], [`layout`] | the agent database and the data directory's paths |
-//! | [`config`], [`inventory`], [`limits`], [`confine`] | settings, what the device offers, the agent's own bounds, paths confined to a directory |
+//! | [`resident`] | gives back the code pages and free heap an idle agent does not use |
+//! | [`cli`], [`config`], [`inventory`], [`limits`], [`confine`], [`logging`] | the command line and settings, what the device offers, the agent's own bounds, paths confined to a directory, the RUST_LOG filter |
 
 pub mod bus;
+pub mod cli;
 pub mod components;
 pub mod config;
 pub mod confine;
@@ -31,8 +33,10 @@ pub mod install;
 pub mod inventory;
 pub mod layout;
 pub mod limits;
+pub mod logging;
 pub mod reconcile;
 pub mod report;
+pub mod resident;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;

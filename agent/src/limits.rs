@@ -70,24 +70,19 @@ impl LimitHits {
 }
 
 /// The agent's limits as given: a flag or a TOML key of the same name each (flags win).
-#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 pub struct LimitSettings {
     /// Most connections one blue-green port forwarder holds open at once; further ones are
     /// closed at once (default 1024).
-    #[arg(long)]
     pub forward_max_connections: Option<usize>,
     /// Size at which an app's stdout or stderr log file is rotated to `<file>.1`, bytes
     /// (default 1 MiB).
-    #[arg(long)]
     pub log_file_max_bytes: Option<u64>,
     /// Most counter names one app may hold at the counters endpoint (default 64).
-    #[arg(long)]
     pub counters_per_app: Option<usize>,
     /// Most apps holding counters at once (default 64).
-    #[arg(long)]
     pub counter_apps: Option<usize>,
     /// Seconds after which a counter (and an app) not posted is forgotten (default 600).
-    #[arg(long)]
     pub counter_idle_secs: Option<u64>,
 }
 

@@ -2,11 +2,12 @@
 //! database and runs the agent on a current-thread runtime until SIGTERM/SIGINT.
 
 use anyhow::Context;
-use clap::Parser;
 use fleet_agent::config::{Cli, Config};
 use fleet_agent::runtime::resource_limits::{launcher_main, LAUNCH_ARG};
-use fleet_agent::{daemon, layout, store::Store};
+use fleet_agent::{daemon, layout, logging, store::Store};
 use std::time::Duration;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> anyhow::Result<()> {
     // The limits launcher: `fleet-agent __fleet-launch ...` sets the app's limits on itself
@@ -17,13 +18,22 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{err}");
         std::process::exit(127);
     }
+    let spec = std::env::var("RUST_LOG").ok();
+    let (filter, bad_spec) = match logging::filter(spec.as_deref()) {
+        Ok(f) => (f, None),
+        Err(e) => (
+            logging::filter(None).expect("the default filter is valid"),
+            Some(e),
+        ),
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .finish()
+        .with(filter)
         .init();
+    if let Some(e) = bad_spec {
+        tracing::warn!("{e}; logging at {}", logging::DEFAULT_LEVEL);
+    }
     let cli = Cli::parse();
     let mut cfg = Config::from_cli(&cli)?;
     fleet_agent::http::init(&cfg.tls).map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
@@ -37,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    runtime.spawn(fleet_agent::resident::trim_periodically());
     let result = runtime.block_on(daemon::run(cfg, store));
     // A download stuck in a blocking read must not hold up the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));

@@ -59,6 +59,11 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Db(e.into())
 }
 
+/// redb's page cache and write buffer. The default (1 GiB, filled as pages are read) suits a
+/// server; the agent's database is a few records per app, so 1 MiB holds all of it and bounds
+/// what a board's memory pays for it.
+const CACHE_BYTES: usize = 1 << 20;
+
 /// The open database.
 pub struct Store {
     db: Database,
@@ -67,7 +72,10 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database and its tables.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(db_err)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(db_err)?;
         let tx = db.begin_write().map_err(db_err)?;
         for t in [META, APPS, PROCS] {
             tx.open_table(t).map_err(db_err)?;

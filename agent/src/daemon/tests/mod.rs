@@ -12,7 +12,6 @@ use crate::config::{Cli, Config};
 use crate::identity::enroll::Asker;
 use crate::identity::record::EnrollmentRecord;
 use crate::store::{AppRecord, ProcRecord};
-use clap::Parser;
 use fake::{Call, FakeExecutor, World};
 use fleet_schema::trust::SigningKey;
 use fleet_schema::{
